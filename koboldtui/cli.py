@@ -1,0 +1,50 @@
+"""``koboldtui``: the panel with no arguments, else a subcommand (serve, gpus, instance, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from koboldtui import __version__
+
+# Each module in koboldtui.commands registers its own subcommands; a missing one is skipped
+# so a partial checkout still runs what it has.
+COMMAND_MODULES = ("serve", "gpus", "instances", "panel")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="koboldtui",
+        description="Terminal control panel for local LLMs; lends idle capacity to the AI Horde.",
+    )
+    parser.add_argument("--version", action="version", version=f"koboldtui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"koboldtui.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"koboldtui.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        # No subcommand: open the panel (falls back to help if the panel is not installed).
+        try:
+            from koboldtui.commands import panel
+        except ModuleNotFoundError:
+            parser.print_help()
+            return 0
+        return panel.run_panel(args)
+    return int(handler(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

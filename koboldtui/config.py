@@ -1,0 +1,163 @@
+"""Settings of one instance (``koboldtui serve``), shared by the CLI, the supervisor and tests.
+
+``ServeConfig.to_argv()`` is the one place that turns a config into ``koboldtui serve``
+flags, so the supervisor and the CLI parser can never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+DEFAULT_PORT = 5001
+DEFAULT_HORDE_URL = "https://aihorde.net/api"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def physical_cores() -> int:
+    """Physical core count (llama.cpp runs best with one thread per physical core).
+
+    ``os.cpu_count()`` counts hyper-threads; sched_getaffinity respects cgroups/taskset.
+    We read /proc/cpuinfo's (physical id, core id) pairs where available.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        usable = os.cpu_count() or 1
+    pairs: set[tuple[str, str]] = set()
+    try:
+        phys = core = ""
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "physical id":
+                    phys = value
+                elif key == "core id":
+                    core = value
+                    pairs.add((phys, core))
+    except OSError:
+        pass
+    cores = len(pairs) if pairs else usable
+    return max(1, min(cores, usable))
+
+
+@dataclass
+class HordeSettings:
+    """What the AI Horde worker of one instance needs; off unless ``enabled``."""
+
+    enabled: bool = False
+    api_key: str = ""  # secret: never logged; the CLI also reads KOBOLDTUI_HORDE_KEY
+    worker_name: str = ""
+    url: str = DEFAULT_HORDE_URL
+    window_s: float = 20.0  # local-priority window
+    threads: int = 1  # Horde jobs in parallel, at most parallel - 1
+    max_length: int = 512
+    model_name: str = ""  # default koboldcpp/<gguf basename>
+    bridge_agent: str = ""  # default koboldtui:<version>:<url>
+    nsfw: bool = False
+    preempt: bool = False  # let a local request preempt a Horde sequence when slots are full
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``koboldtui serve`` takes; defaults are what a user gets with no flags."""
+
+    model: str | None = None  # None / "bundled" = the bundled default model
+    name: str = "default"
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    ctx: int = 4096
+    batch_size: int = 512
+    parallel: int = 4
+    gpu_layers: int = 0
+    threads: int | None = None  # None = physical cores
+    tensor_split: str | None = None  # "3,1" style, passed to llama.cpp
+    main_gpu: int = 0
+    api_key: str | None = None
+    max_queue: int = 64
+    launch_token: str | None = None  # set by the supervisor so a later panel can reattach
+    horde: HordeSettings = field(default_factory=HordeSettings)
+
+    def effective_threads(self) -> int:
+        return self.threads if self.threads else physical_cores()
+
+    def validate(self) -> list[str]:
+        """Problems a person can fix, in words; empty when the config is usable."""
+        problems = []
+        if not (1 <= self.port <= 65535):
+            problems.append(f"port {self.port} is out of range: pick one in 1-65535 with --port")
+        if self.ctx < 64:
+            problems.append(f"--ctx {self.ctx} is too small: use at least 64")
+        if not (1 <= self.batch_size <= 65536):
+            problems.append(f"--batch-size {self.batch_size} must be between 1 and 65536")
+        if not (1 <= self.parallel <= 256):
+            problems.append(f"--parallel {self.parallel} must be between 1 and 256")
+        if self.ctx // max(1, self.parallel) < 32:
+            problems.append(
+                f"--ctx {self.ctx} split over --parallel {self.parallel} leaves under 32 tokens "
+                "per request: raise --ctx or lower --parallel"
+            )
+        if self.threads is not None and self.threads < 1:
+            problems.append("--threads must be at least 1")
+        if self.max_queue < 1:
+            problems.append("--max-queue must be at least 1")
+        if self.host not in LOOPBACK_HOSTS and not self.api_key:
+            problems.append(
+                f"--host {self.host} would expose the API beyond this machine without a key: "
+                "add --api-key KEY (clients then send 'Authorization: Bearer KEY') or use 127.0.0.1"
+            )
+        if self.horde.enabled:
+            if not self.horde.api_key:
+                problems.append("the Horde worker needs an API key: pass --horde-key (or KOBOLDTUI_HORDE_KEY)")
+            if not self.horde.worker_name:
+                problems.append("the Horde worker needs a name: pass --horde-name NAME")
+            if self.horde.window_s < 0:
+                problems.append("--horde-window must be >= 0 seconds")
+        return problems
+
+    def to_argv(self) -> list[str]:
+        """``koboldtui serve`` arguments reproducing this config (secrets go via env)."""
+        argv = ["serve", "--name", self.name, "--host", self.host, "--port", str(self.port)]
+        if self.model:
+            argv += ["--model", self.model]
+        argv += ["--ctx", str(self.ctx), "--batch-size", str(self.batch_size)]
+        argv += ["--parallel", str(self.parallel), "--gpu-layers", str(self.gpu_layers)]
+        argv += ["--main-gpu", str(self.main_gpu), "--max-queue", str(self.max_queue)]
+        if self.threads:
+            argv += ["--threads", str(self.threads)]
+        if self.tensor_split:
+            argv += ["--tensor-split", self.tensor_split]
+        if self.launch_token:
+            argv += ["--launch-token", self.launch_token]
+        h = self.horde
+        if h.enabled:
+            argv += ["--horde", "--horde-name", h.worker_name, "--horde-url", h.url]
+            argv += ["--horde-window", str(h.window_s), "--horde-threads", str(h.threads)]
+            argv += ["--horde-max-length", str(h.max_length)]
+            if h.model_name:
+                argv += ["--horde-model-name", h.model_name]
+            if h.bridge_agent:
+                argv += ["--horde-bridge-agent", h.bridge_agent]
+            if h.nsfw:
+                argv += ["--horde-nsfw"]
+            if h.preempt:
+                argv += ["--horde-preempt"]
+        return argv
+
+    def secret_env(self) -> dict[str, str]:
+        """Secrets handed to a child through its environment, never its argv (ps shows argv)."""
+        env = {}
+        if self.api_key:
+            env["KOBOLDTUI_API_KEY"] = self.api_key
+        if self.horde.enabled and self.horde.api_key:
+            env["KOBOLDTUI_HORDE_KEY"] = self.horde.api_key
+        return env
+
+    def with_changes(self, **changes: Any) -> "ServeConfig":
+        return replace(self, **changes)
+
+
+def serve_config_field_names() -> list[str]:
+    return [f.name for f in fields(ServeConfig)]

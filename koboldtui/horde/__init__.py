@@ -1,0 +1,1 @@
+"""AI Horde: HTTP client, the worker loop, and the local-priority gate."""

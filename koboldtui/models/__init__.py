@@ -1,0 +1,1 @@
+"""GGUF models: the bundled default, the catalogue of files on disk, metadata and VRAM estimates."""
