@@ -1,0 +1,361 @@
+"""LlamaEngine: continuous batching on llama.cpp's low-level API.
+
+One decode thread owns one llama.cpp context with ``parallel`` sequence slots. Each
+step it builds one ``llama_batch`` holding one token for every generating sequence plus
+prompt chunks (up to ``n_batch`` tokens in all), calls ``llama_decode`` once, samples
+each sequence with its own native sampler chain, and streams text back to asyncio.
+A finished sequence's KV is freed and the next queued request takes its slot at the
+next step, so a request never waits for another to finish. Queue order: local before
+Horde; with ``preempt`` a local request may evict a Horde sequence (it resumes later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import heapq
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+from koboldtui.engine import native
+from koboldtui.engine.batch_plan import BatchPlan
+from koboldtui.engine.sampling import SamplerChain
+from koboldtui.engine.sequence import GenerationStream, Sequence
+from koboldtui.engine.types import (
+    EngineClosedError,
+    EngineError,
+    EngineSnapshot,
+    EngineTotals,
+    FinishReason,
+    GenerationRequest,
+    Origin,
+    PromptTooLongError,
+    QueueFullError,
+    RequestState,
+)
+
+log = logging.getLogger(__name__)
+RECENT_KEEP_S = 60.0  # finished requests stay in the status queue this long (the panel fades them)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model_path: Path
+    ctx: int = 4096  # per request (each slot gets this much KV)
+    parallel: int = 4
+    batch: BatchPlan = BatchPlan()
+    threads: int = 2
+    gpu_layers: int = 0
+    main_gpu: int = 0
+    tensor_split: tuple[float, ...] | None = None
+    max_queue: int = 64
+    preempt: bool = False
+
+
+class LlamaEngine:
+    """The TextEngine for GGUF models; see the module docstring for how a step works."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.model_path = str(config.model_path)
+        self.parallel = config.parallel
+        self.n_batch = config.batch.n_batch
+        self.n_ubatch = config.batch.n_ubatch
+        self.n_ctx_per_seq = config.ctx
+        self.n_ctx = config.ctx * config.parallel
+        self.repack = native.choose_repack()
+        self._model, self._split = native.load_model(
+            config.model_path, gpu_layers=config.gpu_layers, main_gpu=config.main_gpu,
+            tensor_split=list(config.tensor_split) if config.tensor_split else None, repack=self.repack,
+        )
+        # llama_decode rejects batches above the context's n_batch: make room for one token per slot.
+        self._step_capacity = max(self.n_batch, self.parallel)
+        try:
+            self._ctx = native.create_context(
+                self._model, n_ctx=self.n_ctx, n_batch=self._step_capacity,
+                n_ubatch=min(self.n_ubatch, self._step_capacity), n_seq_max=self.parallel,
+                threads=config.threads,
+            )
+        except Exception:
+            llama_cpp.llama_model_free(self._model)
+            raise
+        self.vocab = native.Vocab(self._model)
+        self.model_name = native.model_metadata(self._model, "general.name") or config.model_path.stem
+        self.chat_template = native.model_chat_template(self._model)
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(self._step_capacity, 0, 1)
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+        self._cond = threading.Condition()
+        self._pending: list[tuple[tuple[int, int], Sequence]] = []  # heap by (priority, order)
+        self._slots: list[Sequence | None] = [None] * self.parallel
+        self._recent: collections.deque[Sequence] = collections.deque(maxlen=64)
+        self._order = 0
+        self._closing = False
+        self._totals = dict(requests=0, completed=0, aborted=0, errors=0, prompt_tokens=0, generated_tokens=0)
+        self._rate: collections.deque[tuple[float, int]] = collections.deque(maxlen=512)
+        self._thread = threading.Thread(target=self._run, name="koboldtui-decode", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public API
+    def tokenize(self, text: str) -> list[int]:
+        return self.vocab.tokenize(text)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self.vocab.detokenize(tokens)
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        """Render chat messages with the GGUF's template (llama.cpp's renderer), else a plain one."""
+        if self.chat_template:
+            rendered = native.apply_builtin_chat_template(self.chat_template, messages)
+            if rendered is not None:
+                return rendered
+        lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages]
+        return "\n".join(lines) + "\nassistant:"
+
+    def submit(self, request: GenerationRequest) -> GenerationStream:
+        """Queue a request (see TextEngine.submit); call from the event loop that reads it."""
+        loop = asyncio.get_running_loop()
+        if self._closing:
+            raise EngineClosedError()
+        prompt, max_tokens, truncated = self._fit_prompt(request)
+        stream = GenerationStream(request, loop, self.abort)
+        sampler = SamplerChain(request.sampling, self.vocab.n_tokens, self.vocab.eog_tokens, request.ban_eos)
+        with self._cond:
+            if len(self._pending) >= self.config.max_queue:
+                sampler.free()
+                raise QueueFullError(self.config.max_queue)
+            self._order += 1
+            seq = Sequence(stream, prompt, max_tokens, truncated, self._order, sampler)
+            heapq.heappush(self._pending, (seq.sort_key, seq))
+            self._totals["requests"] += 1
+            self._cond.notify()
+        return stream
+
+    def abort(self, genkey: str) -> bool:
+        """Abort a queued or running request; True if it was found."""
+        with self._cond:
+            for seq in self._iter_live():
+                if seq.request.genkey == genkey and not seq.aborted:
+                    seq.aborted = True
+                    self._cond.notify()
+                    return True
+        return False
+
+    def snapshot(self) -> EngineSnapshot:
+        now = time.monotonic()
+        with self._cond:
+            live = list(self._iter_live())
+            recent = [s for s in self._recent if s.finished_at and now - s.finished_at < RECENT_KEEP_S]
+            busy = sum(1 for s in self._slots if s is not None)
+            depth = len(self._pending)
+            totals = dict(self._totals)
+        entries = tuple(s.queue_entry(now) for s in sorted(live + recent, key=lambda s: s.queued_at))
+        return EngineSnapshot(
+            model_name=self.model_name, model_path=self.model_path, n_ctx=self.n_ctx,
+            n_ctx_per_seq=self.n_ctx_per_seq, n_batch=self.n_batch, n_ubatch=self.n_ubatch,
+            parallel=self.parallel, slots_busy=busy, queue_depth=depth, queue=entries,
+            totals=EngineTotals(**totals, last_tokens_per_s=round(self._recent_rate(now), 2)),
+        )
+
+    def close(self) -> None:
+        """Abort everything, stop the decode thread and free llama.cpp memory. Idempotent."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            for seq in self._iter_live():
+                seq.aborted = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+        llama_cpp.llama_model_free(self._model)
+
+    # ------------------------------------------------------------------ admission
+    def _fit_prompt(self, request: GenerationRequest) -> tuple[list[int], int, int]:
+        """Tokenize and make the request fit its context (left-truncate or refuse)."""
+        if request.max_tokens < 1:
+            raise EngineError("max_tokens must be at least 1")
+        tokens = self.vocab.tokenize(request.prompt)
+        if not tokens:
+            if self.vocab.bos < 0:
+                raise EngineError("the prompt is empty and this model has no BOS token: send some text")
+            tokens = [self.vocab.bos]
+        limit = min(request.max_context or self.n_ctx_per_seq, self.n_ctx_per_seq)
+        if not request.truncate_prompt:
+            if len(tokens) + request.max_tokens > self.n_ctx_per_seq:
+                raise PromptTooLongError(len(tokens), request.max_tokens, self.n_ctx_per_seq)
+            return tokens, request.max_tokens, 0
+        max_tokens = max(1, min(request.max_tokens, limit - 1))  # KoboldCpp clamps max_length
+        budget = limit - max_tokens
+        if len(tokens) <= budget:
+            return tokens, max_tokens, 0
+        keep_bos = self.vocab.add_bos and tokens[0] == self.vocab.bos
+        kept = tokens[len(tokens) - (budget - 1):] if keep_bos else tokens[len(tokens) - budget:]
+        fitted = ([tokens[0]] if keep_bos else []) + kept
+        return fitted, max_tokens, len(tokens) - len(fitted)
+
+    def _iter_live(self):
+        yield from (seq for _, seq in self._pending)
+        yield from (seq for seq in self._slots if seq is not None)
+
+    def _admit_locked(self) -> None:
+        """Move queued requests into free slots, local first; preempt Horde if configured."""
+        while self._pending:
+            seq = self._pending[0][1]
+            if seq.aborted:
+                heapq.heappop(self._pending)
+                self._finish(seq, FinishReason.ABORT)
+                continue
+            free = [i for i, s in enumerate(self._slots) if s is None]
+            if not free and self.config.preempt and seq.request.origin is Origin.LOCAL:
+                victims = [s for s in self._slots if s is not None and s.request.origin is Origin.HORDE]
+                if victims:
+                    victim = max(victims, key=lambda s: s.order)  # the newest Horde job loses least
+                    self._release_slot(victim)
+                    victim.prepare_resume()
+                    heapq.heappush(self._pending, (victim.sort_key, victim))
+                    continue
+            if not free:
+                return
+            heapq.heappop(self._pending)
+            seq.seq_id = free[0]
+            seq.state = RequestState.PROMPT
+            self._slots[free[0]] = seq
+
+    def _release_slot(self, seq: Sequence) -> None:
+        if seq.seq_id is not None:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+            self._slots[seq.seq_id] = None
+            seq.seq_id = None
+
+    def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
+        """End a sequence: free its slot and sampler, flush text, hand the result to asyncio."""
+        self._release_slot(seq)
+        seq.finish_reason = reason
+        seq.finished_at = time.monotonic()
+        if reason is not FinishReason.ABORT and reason is not FinishReason.ERROR:
+            tail = seq.flush_text()
+            if tail:
+                seq.text_parts.append(tail)
+                seq.stream.post(seq.stream.push_text, tail)
+        seq.state = {FinishReason.ABORT: RequestState.ABORTED, FinishReason.ERROR: RequestState.ERROR}.get(
+            reason, RequestState.DONE)
+        key = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "errors"}.get(reason, "completed")
+        self._totals[key] += 1
+        self._totals["generated_tokens"] += len(seq.generated)
+        self._totals["prompt_tokens"] += len(seq.prompt_tokens)
+        if isinstance(seq.sampler, SamplerChain):
+            seq.sampler.free()
+        self._recent.append(seq)
+        seq.stream.post(seq.stream.push_result, seq.result(error))
+
+    # ------------------------------------------------------------------ decode loop
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not self._pending and not any(self._slots):
+                    self._cond.wait()
+                for seq in [s for s in self._slots if s is not None and s.aborted]:
+                    self._finish(seq, FinishReason.ABORT)
+                if self._closing:
+                    while self._pending:
+                        self._finish(heapq.heappop(self._pending)[1], FinishReason.ABORT)
+                    return
+                self._admit_locked()
+                active = [s for s in self._slots if s is not None]
+            if active:
+                try:
+                    self._step(active)
+                except Exception as exc:  # never let one bad step kill the server
+                    log.exception("decode step failed")
+                    with self._cond:
+                        for seq in active:
+                            if seq.finish_reason is None:
+                                self._finish(seq, FinishReason.ERROR, f"decode failed: {exc}")
+
+    def _step(self, active: list[Sequence]) -> None:
+        batch = self._batch
+        n = 0
+        outputs: list[tuple[Sequence, int]] = []
+
+        def add(token: int, pos: int, seq_id: int, want_logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq_id
+            batch.logits[n] = 1 if want_logits else 0
+            n += 1
+
+        for seq in active:  # one token for every generating sequence first: they never stall
+            if seq.state is RequestState.GENERATING and seq.last_token is not None:
+                add(seq.last_token, seq.n_past, seq.seq_id, True)
+                outputs.append((seq, n - 1))
+        budget = self.n_batch - n
+        prompt_takes: list[tuple[Sequence, int]] = []
+        for seq in sorted((s for s in active if s.state is RequestState.PROMPT), key=lambda s: s.sort_key):
+            if budget <= 0:
+                break
+            chunk = seq.to_feed[:budget]
+            completes = len(chunk) == len(seq.to_feed)
+            for i, token in enumerate(chunk):
+                add(token, seq.n_past + i, seq.seq_id, completes and i == len(chunk) - 1)
+            budget -= len(chunk)
+            prompt_takes.append((seq, len(chunk)))
+            if completes:
+                outputs.append((seq, n - 1))
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        now = time.monotonic()
+        # Positions advance only after a successful decode.
+        for seq in active:
+            if seq.state is RequestState.GENERATING and seq.last_token is not None:
+                seq.n_past += 1
+        for seq, take in prompt_takes:
+            seq.n_past += take
+            del seq.to_feed[:take]
+        generated_now = 0
+        with self._cond:
+            for seq, index in outputs:
+                if seq.aborted or seq.finish_reason is not None:
+                    continue
+                token = seq.sampler.sample(self._ctx, index)
+                seq.state = RequestState.GENERATING
+                if self.vocab.is_eog(token) and not seq.request.ban_eos:
+                    self._finish(seq, FinishReason.STOP)
+                    continue
+                seq.generated.append(token)
+                generated_now += 1
+                if seq.first_token_at is None:
+                    seq.first_token_at = now
+                text = seq.decode_piece(self.vocab.piece(token, self._piece_buf))
+                if text:
+                    seq.text_parts.append(text)
+                    seq.stream.post(seq.stream.push_text, text)
+                if seq.stops.stopped:
+                    self._finish(seq, FinishReason.STOP)
+                elif len(seq.generated) >= seq.max_tokens or seq.n_past + 1 >= self.n_ctx_per_seq:
+                    self._finish(seq, FinishReason.LENGTH)
+                else:
+                    seq.last_token = token
+        if generated_now:
+            self._rate.append((now, generated_now))
+
+    def _recent_rate(self, now: float, window: float = 5.0) -> float:
+        points = [(t, k) for t, k in list(self._rate) if now - t <= window]
+        if len(points) < 2:
+            return 0.0
+        span = now - points[0][0]
+        return sum(k for _, k in points[1:]) / span if span > 0 else 0.0

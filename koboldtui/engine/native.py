@@ -1,0 +1,231 @@
+"""Loading llama.cpp safely: CPU feature checks, model/context creation, token helpers.
+
+The default llama-cpp-python build (GGML_NATIVE=ON) segfaults on the first decode on
+CPUs with AMX, inside the weight-repack path (llama.cpp#20824). We read the build's
+``llama_print_system_info()``: when it reports AMX, the model is loaded with
+``use_extra_bufts = False`` (no repacking: safe, ~20 % slower single-stream); on every
+other CPU repacking stays on, which is the fastest path. ``KOBOLDTUI_EXTRA_BUFTS=0|1``
+overrides the choice.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+_backend_lock = threading.Lock()
+_llama_log = logging.getLogger("koboldtui.llama_cpp")
+_VERBOSE = os.environ.get("KOBOLDTUI_LLAMA_VERBOSE") == "1"
+_LEVELS = {2: logging.WARNING, 3: logging.ERROR}
+
+
+@llama_cpp.llama_log_callback
+def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    py_level = _LEVELS.get(level, logging.DEBUG)
+    if _VERBOSE or py_level >= logging.WARNING:
+        _llama_log.log(max(py_level, logging.INFO if _VERBOSE else py_level),
+                       text.decode("utf-8", "replace").rstrip())
+
+
+_backend_ready = False
+
+
+def ensure_backend() -> None:
+    """Initialise llama.cpp's backend once per process."""
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            # llama.cpp prints every loader line to stderr by default; route its log through
+            # Python logging, warnings and errors only (KOBOLDTUI_LLAMA_VERBOSE=1: everything).
+            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+def system_info() -> str:
+    ensure_backend()
+    return llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class RepackChoice:
+    """Whether weight repacking (extra buffer types) is used, and why — shown in status/logs."""
+
+    use_extra_bufts: bool
+    reason: str
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as the kernel reports them (empty where unknown)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def choose_repack(
+    info: str | None = None, flags: set[str] | None = None, environ: dict[str, str] | None = None
+) -> RepackChoice:
+    """Pick the fastest path that does not crash on this CPU (see module docstring).
+
+    AMX is looked for both in the build's system info and in the kernel's CPU flags: a
+    native build only lists AMX when it compiled the AMX kernels, but a VM may expose
+    the flags either way, and a slower safe load beats a segfault.
+    """
+    env = os.environ if environ is None else environ
+    forced = env.get("KOBOLDTUI_EXTRA_BUFTS")
+    if forced in ("0", "1"):
+        return RepackChoice(forced == "1", f"KOBOLDTUI_EXTRA_BUFTS={forced} set by the user")
+    info = system_info() if info is None else info
+    flags = cpu_flags() if flags is None else flags
+    if "AMX" in info or any(f.startswith("amx") for f in flags):
+        return RepackChoice(
+            False, "this CPU has AMX, where llama.cpp's weight repacking crashes on the first "
+            "decode (llama.cpp#20824): repacking disabled (safe, ~20 % slower)"
+        )
+    return RepackChoice(True, "no AMX on this CPU: weight repacking enabled (fastest path)")
+
+
+class ModelLoadError(RuntimeError):
+    """The GGUF could not be loaded; the message says what to try."""
+
+
+def load_model(
+    path: Path,
+    *,
+    gpu_layers: int,
+    main_gpu: int = 0,
+    tensor_split: list[float] | None = None,
+    repack: RepackChoice | None = None,
+) -> tuple[llama_cpp.llama_model_p, ctypes.Array | None]:
+    """Load a model with the safe repack choice. Returns (model, tensor_split array to keep alive)."""
+    ensure_backend()
+    repack = repack or choose_repack()
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = int(gpu_layers)
+    params.main_gpu = int(main_gpu)
+    params.use_extra_bufts = repack.use_extra_bufts
+    split_array = None
+    if tensor_split:
+        n = llama_cpp.llama_max_devices()
+        values = (list(tensor_split) + [0.0] * n)[:n]
+        split_array = (ctypes.c_float * n)(*values)
+        params.tensor_split = split_array
+    model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), params)
+    if not model:
+        raise ModelLoadError(
+            f"llama.cpp could not load {path}: the file may be damaged, a GGUF for a newer "
+            "llama.cpp, or too large for the memory available (try fewer --gpu-layers)"
+        )
+    return model, split_array
+
+
+def create_context(
+    model: llama_cpp.llama_model_p,
+    *,
+    n_ctx: int,
+    n_batch: int,
+    n_ubatch: int,
+    n_seq_max: int,
+    threads: int,
+) -> llama_cpp.llama_context_p:
+    """One context with ``n_seq_max`` independent KV streams of ``n_ctx / n_seq_max`` each."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = int(n_ctx)
+    params.n_batch = int(n_batch)
+    params.n_ubatch = int(n_ubatch)
+    params.n_seq_max = int(n_seq_max)
+    params.n_threads = int(threads)
+    params.n_threads_batch = int(threads)
+    params.kv_unified = False
+    params.no_perf = True
+    ctx = llama_cpp.llama_init_from_model(model, params)
+    if not ctx:
+        raise ModelLoadError(
+            f"llama.cpp could not create a context of {n_ctx} tokens for {n_seq_max} slots: "
+            "lower --ctx or --parallel (not enough memory for the KV cache)"
+        )
+    return ctx
+
+
+class Vocab:
+    """Tokenize and detokenize through one vocab pointer (read-only, safe across threads)."""
+
+    def __init__(self, model: llama_cpp.llama_model_p) -> None:
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_tokens = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self.bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self.eog_tokens = [t for t in range(self.n_tokens) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        data = text.encode("utf-8", "replace")
+        capacity = len(data) + 8
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, True)
+        if n < 0:
+            capacity = -n
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, True)
+        return list(buf[:n])
+
+    def piece(self, token: int, buf: ctypes.Array | None = None) -> bytes:
+        """The bytes of one token (may be part of a UTF-8 character). Not reentrant with the
+        default buffer: the decode thread passes its own."""
+        buf = buf if buf is not None else ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        buf = ctypes.create_string_buffer(256)
+        return b"".join(self.piece(t, buf) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+
+def model_metadata(model: llama_cpp.llama_model_p, key: str) -> str | None:
+    buf = ctypes.create_string_buffer(4096)
+    n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+    return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+
+def model_chat_template(model: llama_cpp.llama_model_p) -> str | None:
+    raw = llama_cpp.llama_model_chat_template(model, None)
+    return raw.decode("utf-8", "replace") if raw else None
+
+
+def apply_builtin_chat_template(template: str, messages: list[dict[str, str]]) -> str | None:
+    """llama.cpp's built-in template renderer (knows the common families); None if unknown."""
+    arr = (llama_cpp.llama_chat_message * len(messages))()
+    keep = []
+    for i, msg in enumerate(messages):
+        role = str(msg.get("role", "user")).encode("utf-8")
+        content = str(msg.get("content", "")).encode("utf-8")
+        keep += [role, content]
+        arr[i].role = role
+        arr[i].content = content
+    tmpl = template.encode("utf-8")
+    size = sum(len(x) for x in keep) * 2 + 1024
+    buf = ctypes.create_string_buffer(size)
+    n = llama_cpp.llama_chat_apply_template(tmpl, arr, len(messages), True, buf, size)
+    if n < 0:
+        return None
+    if n > size:
+        buf = ctypes.create_string_buffer(n + 1)
+        n = llama_cpp.llama_chat_apply_template(tmpl, arr, len(messages), True, buf, n + 1)
+    return buf.raw[:n].decode("utf-8", "replace")

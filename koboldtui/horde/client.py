@@ -1,0 +1,140 @@
+"""A thin async client for the AI Horde's text-worker endpoints, so the worker loop deals in dicts and HordeError only.
+
+Every call sends ``Client-Agent``; calls that need it send ``apikey``. The key is kept
+in a private attribute, never put in a message, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+import koboldtui
+from koboldtui.config import DEFAULT_HORDE_URL
+from koboldtui.horde.errors import HordeError
+
+log = logging.getLogger(__name__)
+
+
+def default_agent() -> str:
+    """Who we are, honestly: ``koboldtui:<version>:<project url>`` (Horde's name:version:url form)."""
+    return f"koboldtui:{koboldtui.__version__}:{koboldtui.PROJECT_URL}"
+
+
+class HordeClient:
+    """The Horde calls a text worker needs: pop, submit, find_user, worker details, maintenance, heartbeat."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_HORDE_URL,
+        *,
+        client_agent: str | None = None,
+        timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client_agent = client_agent or default_agent()
+        self.__api_key = api_key
+        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"HordeClient(base_url={self.base_url!r}, client_agent={self.client_agent!r}, api_key=***)"
+
+    def _client(self) -> httpx.AsyncClient:
+        # Created lazily so it binds to the event loop that uses it.
+        if self._http is None or self._http.is_closed:
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url + "/",
+                timeout=self._timeout,
+                headers={"Client-Agent": self.client_agent},
+                transport=self._transport,
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close the connection pool (the worker calls it when it stops)."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def _call(
+        self, what: str, method: str, path: str, *, json: Any = None, auth: bool = True
+    ) -> Any:
+        headers = {"apikey": self.__api_key} if auth else {}
+        try:
+            response = await self._client().request(method, path.lstrip("/"), json=json, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise HordeError(what, message=f"timed out: {type(exc).__name__}") from None
+        except httpx.HTTPError as exc:
+            raise HordeError(what, message=f"{type(exc).__name__}: {exc}") from None
+        if response.is_success:
+            try:
+                return response.json()
+            except ValueError:
+                raise HordeError(
+                    what, status=502, message=f"the answer was not JSON: {response.text[:200]!r}"
+                ) from None
+        raise _error_from_response(what, response)
+
+    async def pop(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Ask for a job (the first pop also registers the worker)."""
+        return await self._call("pop", "POST", "v2/generate/text/pop", json=body)
+
+    async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Hand back one result; the answer's ``reward`` is the kudos for it."""
+        return await self._call("submit", "POST", "v2/generate/text/submit", json=body)
+
+    async def find_user(self) -> dict[str, Any]:
+        """The key's user: ``username``, ``kudos``, ``worker_ids``."""
+        return await self._call("find_user", "GET", "v2/find_user")
+
+    async def worker_by_id(self, worker_id: str) -> dict[str, Any]:
+        """Details of one worker: ``maintenance_mode``, ``kudos_rewards``, ``uptime``..."""
+        return await self._call("worker details", "GET", f"v2/workers/{worker_id}")
+
+    async def worker_by_name(self, name: str) -> dict[str, Any]:
+        """Details of the worker with this name (404 before its first pop)."""
+        return await self._call("worker details", "GET", f"v2/workers/name/{quote(name, safe='')}")
+
+    async def set_maintenance(self, worker_id: str, on: bool, message: str = "") -> dict[str, Any]:
+        """Put the worker in or out of maintenance (owner only)."""
+        body: dict[str, Any] = {"maintenance": bool(on)}
+        if message:
+            body["maintenance_msg"] = message
+        return await self._call("maintenance", "PUT", f"v2/workers/{worker_id}", json=body)
+
+    async def heartbeat(self) -> dict[str, Any]:
+        """Whether the Horde is up (``message``: OK | OVERLOADED | DOWN); needs no key."""
+        return await self._call("heartbeat", "GET", "v2/status/heartbeat", auth=False)
+
+
+def _error_from_response(what: str, response: httpx.Response) -> HordeError:
+    rc: str | None = None
+    message = ""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        rc = data.get("rc") if isinstance(data.get("rc"), str) else None
+        message = str(data.get("message") or "")
+        errors = data.get("errors")
+        if errors:  # schema errors: 400 with ``errors`` and no rc
+            message = f"{message} {errors}".strip()
+    elif response.text:
+        message = response.text[:200]
+    retry_after: float | None = None
+    header = response.headers.get("Retry-After")
+    if header:
+        try:
+            retry_after = float(header)
+        except ValueError:
+            retry_after = None
+    return HordeError(what, status=response.status_code, rc=rc, message=message, retry_after=retry_after)

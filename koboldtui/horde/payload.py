@@ -1,0 +1,193 @@
+"""Horde job payloads ⇄ our types, with honest limits, so the Horde only sends jobs this instance can finish.
+
+What we advertise (pop body) and what we run (``GenerationRequest``) come from the same
+``WorkerLimits``, so they cannot disagree. Sampler keys we do not implement
+(``sampler_order``, ``rep_pen_slope``, ``smoothing_factor``, ``dynatemp_*``) are ignored:
+missing or unknown keys are normal in Horde payloads (HORDE.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from koboldtui.engine.types import GenerationRequest, Origin, SamplingParams
+
+DEFAULT_TTL_S = 150.0  # a job the server does not hear back about goes stale after this
+MIN_ADVERTISED_LENGTH = 16  # never advertise less than this, however slow the instance
+
+
+class UnservablePayload(ValueError):
+    """A job this instance cannot run as asked; the worker submits it ``faulted`` at once."""
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """What one Horde job may use here: the context of one slot and the tokens we can produce in time."""
+
+    max_context_length: int
+    max_length: int
+
+
+def honest_limits(
+    n_ctx_per_seq: int,
+    requested_max_length: int,
+    tokens_per_s: float | None = None,
+    *,
+    ttl_s: float = DEFAULT_TTL_S,
+    time_share: float = 0.5,
+) -> WorkerLimits:
+    """Limits we can keep: context never above one slot's, length that fits and finishes in time.
+
+    ``max_length`` is at most half a slot (the prompt needs room) and, once Horde jobs
+    have been measured, at most what ``tokens_per_s`` produces in ``time_share`` of the
+    job's ``ttl`` (the rest is queueing, prompt processing and the network).
+    """
+    max_context = max(1, int(n_ctx_per_seq))
+    length = min(int(requested_max_length), max_context // 2)
+    if tokens_per_s and tokens_per_s > 0:
+        length = min(length, int(tokens_per_s * ttl_s * time_share))
+    length = max(min(MIN_ADVERTISED_LENGTH, max_context // 2), length)
+    return WorkerLimits(max_context_length=max_context, max_length=max(1, length))
+
+
+def default_model_name(model_path: str) -> str:
+    """The Horde's convention for a GGUF: ``koboldcpp/<basename without .gguf>``."""
+    name = Path(model_path).name
+    if name.lower().endswith(".gguf"):
+        name = name[: -len(".gguf")]
+    return f"koboldcpp/{name}"
+
+
+def pop_body(
+    *,
+    name: str,
+    models: list[str],
+    limits: WorkerLimits,
+    threads: int,
+    bridge_agent: str,
+    nsfw: bool,
+    priority_usernames: list[str] | None = None,
+    amount: int = 1,
+) -> dict[str, Any]:
+    """The body of ``POST /v2/generate/text/pop`` (HORDE.md: Pop)."""
+    return {
+        "name": name,
+        "models": list(models),
+        "max_length": limits.max_length,
+        "max_context_length": limits.max_context_length,
+        "priority_usernames": list(priority_usernames or []),
+        "softprompts": [],
+        "bridge_agent": bridge_agent,
+        "threads": max(1, min(50, int(threads))),
+        "amount": max(1, min(20, int(amount))),
+        "nsfw": bool(nsfw),
+    }
+
+
+@dataclass(frozen=True)
+class HordeJob:
+    """One popped job: one generation per id in ``ids``, all from the same payload."""
+
+    ids: tuple[str, ...]
+    model: str
+    ttl_s: float
+    payload: dict[str, Any]
+
+    @classmethod
+    def from_pop(cls, data: dict[str, Any]) -> "HordeJob | None":
+        """The job in a pop answer, or None when the pop was empty."""
+        ids = [str(i) for i in (data.get("ids") or []) if i]
+        if not ids and data.get("id"):
+            ids = [str(data["id"])]
+        if not ids:
+            return None
+        payload = data.get("payload")
+        ttl = _number(data.get("ttl"), DEFAULT_TTL_S, float)
+        return cls(
+            ids=tuple(ids),
+            model=str(data.get("model") or ""),
+            ttl_s=ttl if ttl > 0 else DEFAULT_TTL_S,
+            payload=payload if isinstance(payload, dict) else {},
+        )
+
+
+def _number(value: Any, default: Any, kind: type) -> Any:
+    if isinstance(value, bool) or value is None:
+        return default
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _clamp(value: Any, low: float, high: float) -> Any:
+    return max(low, min(high, value))
+
+
+def sampling_from_payload(payload: dict[str, Any], max_context: int, seed: int = -1) -> SamplingParams:
+    """Horde (KoboldAI) sampler keys → SamplingParams; missing or malformed keys get defaults."""
+    d = SamplingParams()
+    return SamplingParams(
+        temperature=_clamp(_number(payload.get("temperature"), d.temperature, float), 0.0, 5.0),
+        top_p=_clamp(_number(payload.get("top_p"), d.top_p, float), 0.0, 1.0),
+        top_k=int(_clamp(_number(payload.get("top_k"), d.top_k, int), 0, 10_000)),
+        min_p=_clamp(_number(payload.get("min_p"), d.min_p, float), 0.0, 1.0),
+        typical=_clamp(_number(payload.get("typical"), d.typical, float), 0.0, 1.0),
+        tfs=_clamp(_number(payload.get("tfs"), d.tfs, float), 0.0, 1.0),
+        top_a=_clamp(_number(payload.get("top_a"), d.top_a, float), 0.0, 1.0),
+        rep_pen=_clamp(_number(payload.get("rep_pen"), d.rep_pen, float), 1.0, 3.0),
+        rep_pen_range=int(_clamp(_number(payload.get("rep_pen_range"), d.rep_pen_range, int), 0, max_context)),
+        seed=seed,
+    )
+
+
+def job_request(payload: dict[str, Any], limits: WorkerLimits, *, index: int = 0) -> GenerationRequest:
+    """The engine request for generation ``index`` of a job; raises UnservablePayload if it cannot be run."""
+    prompt = payload.get("prompt")
+    if not isinstance(prompt, str):
+        raise UnservablePayload("the job has no text prompt")
+    if payload.get("softprompt"):
+        raise UnservablePayload("the job asks for a soft prompt; this worker has none")
+    asked_length = _number(payload.get("max_length"), 80, int)
+    asked_context = _number(payload.get("max_context_length"), limits.max_context_length, int)
+    max_context = max(1, min(asked_context, limits.max_context_length))
+    max_tokens = max(1, min(asked_length, limits.max_length, max_context - 1))
+    seed = _number(payload.get("seed"), -1, int)
+    if seed >= 0:
+        seed += index  # n > 1: different seeds, still reproducible
+    stops = payload.get("stop_sequence") or []
+    stop = tuple(s for s in stops if isinstance(s, str) and s) if isinstance(stops, list) else ()
+    if payload.get("singleline"):
+        stop += ("\n",)
+    return GenerationRequest(
+        prompt=prompt,
+        max_tokens=max_tokens,
+        sampling=sampling_from_payload(payload, max_context, seed),
+        stop=stop,
+        ban_eos=bool(payload.get("use_default_badwordsids", False)),
+        origin=Origin.HORDE,
+        max_context=max_context,
+        truncate_prompt=True,
+    )
+
+
+_SENTENCE_END = re.compile(r"[.!?…\"'”’*)\]]")
+_SPECIAL_CHARS = re.compile(r"[#/@%<>{}+=~|\^]")
+
+
+def format_generation(text: str, payload: dict[str, Any]) -> str:
+    """Apply KoboldAI's output formatting flags (``frmt*``, ``singleline``) the job asked for."""
+    if payload.get("singleline"):
+        text = text.split("\n", 1)[0]
+    if payload.get("frmtrmspch"):
+        text = _SPECIAL_CHARS.sub("", text)
+    if payload.get("frmtrmblln"):
+        text = re.sub(r"\n{2,}", "\n", text)
+    if payload.get("frmttriminc"):
+        ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+        if ends:
+            text = text[: ends[-1]]
+    return text

@@ -1,0 +1,126 @@
+"""What the Horde worker has done this session, kept apart from the loop so the status is one plain dict.
+
+Counts (done/faulted/dropped), kudos (per-submit ``reward`` this session; totals and
+username from ``find_user``, refreshed at most every ``user_refresh_s``), the speed of
+Horde jobs, the server's last ``skipped`` reasons and the last error in words.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+HORDE_STATES = (
+    "off",  # no worker on this instance
+    "starting",  # start() called, no pop answered yet
+    "idle",  # the last pop was empty; waiting before the next
+    "popping",  # a pop is in flight
+    "generating",  # at least one Horde job is running
+    "paused_local",  # a local request is running or was recent: no new pops (remaining_s)
+    "maintenance",  # the Horde has the worker in maintenance; polling slowly
+    "backoff",  # the Horde or the network failed; waiting before a retry
+    "error",  # stopped by a fatal error (see last_error); local serving goes on
+    "stopping",  # graceful stop: no new pops, finishing jobs in hand (stop_jobs_left, stop_eta_s)
+    "stopped",  # stopped by request
+)
+
+
+@dataclass
+class HordeStats:
+    """Mutable counters of one worker session (touched only from the event loop)."""
+
+    jobs_done: int = 0
+    jobs_faulted: int = 0
+    jobs_dropped: int = 0
+    kudos_session: float = 0.0
+    kudos_total: float | None = None
+    username: str | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+    last_error_at: float | None = None
+    pops: int = 0
+    empty_pops: int = 0
+    tokens_generated: int = 0
+    user_refreshed_at: float | None = None
+    user_refresh_s: float = 60.0
+    _speeds: deque[float] = field(default_factory=lambda: deque(maxlen=10))
+
+    def record_speed(self, tokens: int, tokens_per_s: float) -> None:
+        """One finished Horde job's generation speed (kept for the last 10 jobs)."""
+        self.tokens_generated += max(0, tokens)
+        if tokens_per_s > 0:
+            self._speeds.append(tokens_per_s)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Median speed of the last Horde jobs (median: a shared VM has rare 10x stalls)."""
+        if not self._speeds:
+            return 0.0
+        ordered = sorted(self._speeds)
+        mid = len(ordered) // 2
+        if len(ordered) % 2:
+            return ordered[mid]
+        return (ordered[mid - 1] + ordered[mid]) / 2.0
+
+    def record_skipped(self, skipped: Any) -> None:
+        """Keep the server's latest non-empty reasons why requests passed this worker by."""
+        if isinstance(skipped, dict):
+            reasons = {str(k): int(v) for k, v in skipped.items() if isinstance(v, (int, float)) and v}
+            if reasons:
+                self.skipped = reasons
+
+    def record_error(self, text: str, now: float) -> None:
+        self.last_error = text
+        self.last_error_at = now
+
+    def user_due(self, now: float) -> bool:
+        """Whether find_user may be called again (at most every ``user_refresh_s``)."""
+        return self.user_refreshed_at is None or now - self.user_refreshed_at >= self.user_refresh_s
+
+    def record_user(self, data: dict[str, Any], now: float) -> None:
+        self.user_refreshed_at = now
+        if isinstance(data.get("username"), str):
+            self.username = data["username"]
+        kudos = data.get("kudos")
+        if isinstance(kudos, (int, float)) and not isinstance(kudos, bool):
+            self.kudos_total = float(kudos)
+
+    def counters(self) -> dict[str, Any]:
+        """The stats part of the worker's status."""
+        return {
+            "jobs_done": self.jobs_done,
+            "jobs_faulted": self.jobs_faulted,
+            "jobs_dropped": self.jobs_dropped,
+            "kudos_session": round(self.kudos_session, 2),
+            "kudos_total": self.kudos_total,
+            "username": self.username,
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "tokens_generated": self.tokens_generated,
+            "skipped": dict(self.skipped),
+            "last_error": self.last_error,
+            "pops": self.pops,
+            "empty_pops": self.empty_pops,
+        }
+
+
+def off_status(window_s: float = 20.0, remaining_s: float = 0.0) -> dict[str, Any]:
+    """The ``horde`` object of an instance that runs no worker (same keys as a worker's status)."""
+    return {
+        "state": "off",
+        "window_s": window_s,
+        "remaining_s": round(remaining_s, 1),
+        **HordeStats().counters(),
+        "worker_id": None,
+        "worker_name": None,
+        "jobs_in_progress": 0,
+        "uptime_s": 0.0,
+        "maintenance_message": None,
+        "backoff_s": 0.0,
+        "stop_eta_s": None,
+        "threads": 0,
+        "models": [],
+        "max_length": 0,
+        "max_context_length": 0,
+        "bridge_agent": None,
+    }

@@ -1,0 +1,161 @@
+"""The one SQLite file of an installation, opened the same way everywhere, schema kept by migrations.
+
+Every package that persists something (GPU priority, instance specs, launches, settings,
+Horde history) goes through ``open_database`` so WAL, foreign keys and the busy timeout
+are always on, and an old file is upgraded in place by the versioned migrations below.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from koboldtui.paths import AppPaths, app_paths
+
+# Append-only: never edit a migration that has shipped; add a new one instead.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema (other engineers write against these tables).
+    """
+    CREATE TABLE gpus (
+        uuid TEXT PRIMARY KEY,
+        priority INTEGER NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        name TEXT,
+        present INTEGER NOT NULL DEFAULT 1,
+        last_seen REAL
+    );
+    CREATE TABLE instances (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE launches (
+        name TEXT PRIMARY KEY REFERENCES instances(name) ON DELETE CASCADE,
+        pid INTEGER,
+        port INTEGER,
+        token TEXT,
+        started_at REAL,
+        log_path TEXT
+    );
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE horde_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance TEXT,
+        job_id TEXT,
+        state TEXT,
+        kudos REAL,
+        tokens INTEGER,
+        seconds REAL,
+        finished_at REAL
+    );
+    """,
+)
+
+BUSY_TIMEOUT_MS = 5000
+
+
+class DatabaseError(RuntimeError):
+    """The database file cannot be opened or upgraded; the message says what to do."""
+
+
+class transaction:
+    """``with transaction(conn):`` runs several statements atomically (the connection autocommits otherwise)."""
+
+    def __init__(self, conn: sqlite3.Connection, *, immediate: bool = True) -> None:
+        self._conn = conn
+        self._begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute(self._begin)
+        return self._conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("ROLLBACK")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The highest migration applied to this file (0 for a new file)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at REAL NOT NULL)"
+    )
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations this file lacks, each in its own transaction; return the version.
+
+    The version is re-read under the write lock, so two processes opening a new file at
+    the same moment do not both apply the same migration.
+    """
+    current = schema_version(conn)
+    if current > len(MIGRATIONS):
+        raise DatabaseError(
+            f"the database has schema version {current} but this koboldtui knows only "
+            f"{len(MIGRATIONS)}: upgrade koboldtui, or point KOBOLDTUI_HOME elsewhere"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        with transaction(conn):
+            if schema_version(conn) >= version:
+                continue  # another process got there first
+            for statement in MIGRATIONS[version - 1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (version, time.time()),
+            )
+    return len(MIGRATIONS)
+
+
+def open_database(path: str | Path) -> sqlite3.Connection:
+    """Open (creating if needed) the SQLite file at ``path`` with WAL, FKs, a busy timeout and the current schema.
+
+    The connection is in autocommit mode (``isolation_level=None``): every statement is
+    committed at once, so a forgotten ``commit()`` never holds the write lock against the
+    other processes. Use ``with transaction(conn):`` to group statements atomically. Rows
+    are ``sqlite3.Row`` (index by column name).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise DatabaseError(
+            f"cannot open the database {path}: {exc}; check the folder is writable "
+            "or set KOBOLDTUI_HOME to another folder"
+        ) from exc
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise DatabaseError(
+            f"the database {path} could not be read or upgraded ({exc}); if it is damaged, "
+            "move it aside and koboldtui will create a new one"
+        ) from exc
+    except DatabaseError:
+        conn.close()
+        raise
+    return conn
+
+
+def default_database(paths: AppPaths | None = None) -> sqlite3.Connection:
+    """Open the installation's database (``KOBOLDTUI_HOME`` or the platform data dir)."""
+    paths = (paths or app_paths()).ensure()
+    return open_database(paths.database)
+

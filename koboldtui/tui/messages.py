@@ -1,0 +1,43 @@
+"""Messages the poll workers post to the UI; newer telemetry replaces older unread telemetry.
+
+``can_replace`` (Toolong's trick) means a slow UI never works through a backlog of stale
+snapshots: only the freshest one is drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from koboldtui.tui.backend import GpuReport, InstanceView
+
+
+@dataclass
+class InstancesPolled(Message):
+    """A fresh list of instances (or the error that stopped the poll)."""
+
+    instances: tuple[InstanceView, ...]
+    polled_at: float
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, InstancesPolled)
+
+
+@dataclass
+class GpusPolled(Message):
+    """Fresh GPU telemetry (or the error that stopped the poll)."""
+
+    report: GpuReport
+    polled_at: float
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, GpusPolled)

@@ -1,0 +1,1 @@
+"""Dashboard widgets: each one draws one panel from immutable views."""

@@ -1,0 +1,92 @@
+"""The live countdown of the Horde's local-priority window, drained by an injected clock.
+
+Polls arrive about once a second; between them the bar drains smoothly from the last
+reading, and when a local request restarts the window the reset is flagged visibly so
+the person sees that their request pushed the Horde back.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from textual.widgets import Static
+
+from koboldtui.tui import gauges
+
+Clock = Callable[[], float]
+RESET_FLASH_S = 1.5
+BAR_WIDTH = 20
+
+
+class LocalPriorityCountdown(Static):
+    """Seconds left in the local-priority window plus a draining bar."""
+
+    DEFAULT_CSS = """
+    LocalPriorityCountdown { height: 1; }
+    LocalPriorityCountdown.-reset { background: $warning 20%; }
+    """
+
+    def __init__(self, clock: Clock = time.monotonic, tick_s: float | None = 0.25, **kwargs) -> None:
+        super().__init__("", **kwargs)
+        self._clock = clock
+        self._tick_s = tick_s
+        self.window_s = 0.0
+        self._remaining_at_poll = 0.0
+        self._polled_at = clock()
+        self._reset_at: float | None = None
+        self.resets = 0
+        self.enabled = False
+
+    def on_mount(self) -> None:
+        if self._tick_s:
+            self.set_interval(self._tick_s, self.tick)
+        self.tick()
+
+    def set_window(self, remaining_s: float, window_s: float, polled_at: float | None = None) -> None:
+        """Take a new reading; a jump upwards means a local request restarted the window."""
+        before = self.remaining()
+        self.enabled = True
+        self.window_s = max(0.0, float(window_s))
+        self._remaining_at_poll = max(0.0, float(remaining_s))
+        self._polled_at = self._clock() if polled_at is None else polled_at
+        if self._remaining_at_poll > before + 1.0:
+            self.resets += 1
+            self._reset_at = self._clock()
+            self.add_class("-reset")
+        self.tick()
+
+    def disable(self) -> None:
+        """No Horde worker: show nothing to count."""
+        self.enabled = False
+        self.tick()
+
+    def remaining(self) -> float:
+        """Seconds left now, drained from the last reading by the injected clock."""
+        if not self.enabled:
+            return 0.0
+        return max(0.0, self._remaining_at_poll - (self._clock() - self._polled_at))
+
+    def tick(self) -> None:
+        """Redraw from the clock; also ends the reset flash."""
+        now = self._clock()
+        if self._reset_at is not None and now - self._reset_at >= RESET_FLASH_S:
+            self._reset_at = None
+            self.remove_class("-reset")
+        self.update(self.render_text())
+
+    def render_text(self) -> str:
+        """The words and bar the person sees."""
+        if not self.enabled:
+            return "[$text-muted]local priority: no Horde worker[/]"
+        left = self.remaining()
+        frac = left / self.window_s if self.window_s > 0 else 0.0
+        bar = gauges.bar(frac, BAR_WIDTH, "$warning")
+        if left > 0:
+            note = (
+                "[b $warning]↻ restarted by a local request[/]"
+                if self._reset_at is not None
+                else "[$warning]Horde waits for you[/]"
+            )
+            return f"local priority {bar} [b]{left:4.1f}s[/] {note}"
+        return f"local priority {bar} [b] 0.0s[/] [$success]Horde may take jobs[/]"

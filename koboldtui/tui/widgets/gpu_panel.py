@@ -1,0 +1,115 @@
+"""The GPUs/VRAM panel: a card per GPU, or a clear CPU-mode card when NVML has none.
+
+VRAM is what decides whether a model fits, so it gets a bar, our share, and history;
+"not available" readings show as n/a instead of failing the panel.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Sparkline, Static
+
+from koboldtui.tui import gauges
+from koboldtui.tui.backend import GpuReport, GpuView
+
+BAR_WIDTH = 20
+
+
+def gpu_header(gpu: GpuView) -> str:
+    """One line: index, name, temperature, power, utilisation."""
+    power = (
+        f"{gauges.maybe(gpu.power_w, '.0f')}/{gauges.maybe(gpu.power_limit_w, '.0f')} W"
+        if gpu.power_limit_w is not None
+        else f"{gauges.maybe(gpu.power_w, '.0f')} W"
+    )
+    temp = f"{gauges.maybe(gpu.temp_c, '.0f')}°C"
+    util = f"util {gauges.maybe(gpu.util_pct, '3.0f')}%"
+    off = " [$warning](disabled)[/]" if not gpu.enabled else ""
+    return f"[b]{gpu.index}[/] {gauges.plain(gpu.name)}{off}  {temp}  {power}  {util}"
+
+
+def gpu_vram_line(gpu: GpuView) -> str:
+    """VRAM bar with used/total GiB and the part our instances hold."""
+    frac = gpu.mem_fraction
+    fill = gauges.load_variable(frac)
+    return (
+        f"VRAM {gauges.bar(frac, BAR_WIDTH, fill)} "
+        f"{gauges.gib(gpu.mem_used_mib)}/{gauges.gib(gpu.mem_total_mib)} GiB"
+        f"  [$text-muted]ours {gauges.gib(gpu.ours_mib)}[/]"
+    )
+
+
+class GpuCard(Vertical):
+    """One GPU: header, VRAM bar, and sparklines of VRAM and utilisation history."""
+
+    DEFAULT_CSS = """
+    GpuCard { height: auto; }
+    GpuCard .gpu-sparks { height: 1; }
+    GpuCard .spark-label { width: 5; color: $text-muted; }
+    GpuCard Sparkline { width: 1fr; height: 1; margin-right: 1; }
+    """
+
+    def __init__(self, gpu: GpuView) -> None:
+        super().__init__(classes="gpu-card")
+        self.gpu = gpu
+
+    def compose(self) -> ComposeResult:
+        yield Static(gpu_header(self.gpu), classes="gpu-header")
+        yield Static(gpu_vram_line(self.gpu), classes="gpu-vram")
+        with Horizontal(classes="gpu-sparks"):
+            yield Static("vram", classes="spark-label")
+            yield Sparkline(list(self.gpu.vram_history) or [0.0], classes="vram-spark")
+            yield Static("util", classes="spark-label")
+            yield Sparkline(list(self.gpu.util_history) or [0.0], classes="util-spark")
+
+    def update_gpu(self, gpu: GpuView) -> None:
+        """Redraw in place with a new reading (no remount, no flicker)."""
+        self.gpu = gpu
+        self.query_one(".gpu-header", Static).update(gpu_header(gpu))
+        self.query_one(".gpu-vram", Static).update(gpu_vram_line(gpu))
+        self.query_one(".vram-spark", Sparkline).data = list(gpu.vram_history) or [0.0]
+        self.query_one(".util-spark", Sparkline).data = list(gpu.util_history) or [0.0]
+
+
+class GpuPanel(Vertical, can_focus=True):
+    """All GPUs in priority order plus the CUDA_VISIBLE_DEVICES new instances get."""
+
+    BORDER_TITLE = "GPUs / VRAM"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._uuids: tuple[str, ...] | None = None
+        self._cpu_reason: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("[$text-muted]reading GPUs…[/]", id="gpu-waiting")
+
+    def show_report(self, report: GpuReport) -> None:
+        """Draw a new GPU report, remounting cards only when the set of GPUs changed."""
+        uuids = tuple(g.uuid for g in report.gpus)
+        if not report.gpus:
+            reason = report.unavailable_reason or "NVML found no GPU"
+            if self._uuids == () and self._cpu_reason == reason:
+                return
+            self._uuids, self._cpu_reason = (), reason
+            self.remove_children()
+            self.mount(
+                Static(
+                    "[b $warning]No NVIDIA GPU — running on CPU[/]\n"
+                    f"[$text-muted]{gauges.plain(reason)}[/]\n"
+                    "Instances run on the CPU; tokens/s will be lower.",
+                    id="no-gpu",
+                )
+            )
+            self.border_subtitle = "CPU mode"
+            return
+        if uuids != self._uuids:
+            self._uuids, self._cpu_reason = uuids, None
+            self.remove_children()
+            self.mount_all([GpuCard(g) for g in report.gpus])
+        else:
+            for card, gpu in zip(self.query(GpuCard), report.gpus):
+                card.update_gpu(gpu)
+        order = " ".join(str(g.index) for g in report.gpus if g.enabled) or "none (CPU)"
+        self.border_subtitle = f"new instances use GPUs {order}"

@@ -1,0 +1,103 @@
+"""The Horde panel: worker state, the local-priority countdown, jobs, kudos and problems.
+
+It shows the selected instance's worker, so the person can see at a glance whether the
+Horde is using the machine, when it may again, and what (if anything) went wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from koboldtui.tui import gauges
+from koboldtui.tui.backend import InstanceView
+from koboldtui.tui.widgets.countdown import LocalPriorityCountdown
+
+STATE_VARIABLE = {
+    "running": "$success",
+    "working": "$success",
+    "idle": "$success",
+    "paused": "$warning",
+    "waiting": "$warning",
+    "maintenance": "$warning",
+    "starting": "$secondary",
+    "stopping": "$secondary",
+    "stopped": "$text-muted",
+    "off": "$text-muted",
+    "error": "$error",
+    "failed": "$error",
+}
+
+
+def _num(value: Any, fmt: str = ",.0f") -> str:
+    try:
+        return format(float(value), fmt)
+    except (TypeError, ValueError):
+        return "-"
+
+
+def horde_lines(inst: InstanceView | None) -> tuple[str, str]:
+    """(title line, details) for an instance's Horde dict; copes with missing keys."""
+    if inst is None:
+        return "[$text-muted]no instance selected[/]", ""
+    horde = inst.horde
+    if not horde or horde.get("state") in (None, "off", "disabled"):
+        return (
+            f"[b]{gauges.plain(inst.name)}[/]: [$text-muted]Horde worker off[/]",
+            "Enable it in the instance form ([b]e[/]) with a worker name and API key,"
+            " or press [b]w[/] to start it.",
+        )
+    state = str(horde.get("state", "?"))
+    var = STATE_VARIABLE.get(state, "$foreground")
+    user = gauges.plain(horde.get("username") or "?")
+    worker = gauges.plain(horde.get("worker_name") or horde.get("worker_id") or "")
+    title = f"[b]{gauges.plain(inst.name)}[/]: [b {var}]{gauges.plain(state)}[/]  [$text-muted]{worker}[/]"
+    lines = [
+        f"jobs [b]{_num(horde.get('jobs_done'))}[/] done · {_num(horde.get('jobs_faulted'))} faulted"
+        f" · {_num(horde.get('jobs_dropped'))} dropped",
+        f"kudos [b]{_num(horde.get('kudos_session'))}[/] session · {_num(horde.get('kudos_total'))} total"
+        f"  user {user}",
+        f"speed [b]{_num(horde.get('tokens_per_s'), '.1f')}[/] tok/s",
+    ]
+    skipped = horde.get("skipped") or {}
+    if isinstance(skipped, dict) and skipped:
+        parts = ", ".join(f"{gauges.plain(k)} {v}" for k, v in sorted(skipped.items()))
+        lines.append(f"[$text-muted]skipped:[/] {parts}")
+    last_error = horde.get("last_error")
+    if last_error:
+        lines.append(f"[$error]last error:[/] {gauges.plain(last_error)}")
+    return title, "\n".join(lines)
+
+
+class HordePanel(Vertical, can_focus=True):
+    """Worker state and countdown for the selected instance."""
+
+    BORDER_TITLE = "Horde"
+
+    def __init__(self, clock: Callable[[], float], tick_s: float | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._clock = clock
+        self._tick_s = tick_s
+
+    def compose(self) -> ComposeResult:
+        yield Static("[$text-muted]waiting for instances…[/]", id="horde-title")
+        yield LocalPriorityCountdown(self._clock, self._tick_s, id="countdown")
+        yield Static("", id="horde-details")
+
+    def show_instance(self, inst: InstanceView | None, polled_at: float) -> None:
+        """Redraw for the selected instance's latest status."""
+        title, details = horde_lines(inst)
+        self.query_one("#horde-title", Static).update(title)
+        self.query_one("#horde-details", Static).update(details)
+        countdown = self.query_one(LocalPriorityCountdown)
+        horde = inst.horde if inst is not None else {}
+        if horde and "remaining_s" in horde:
+            countdown.set_window(
+                float(horde.get("remaining_s") or 0.0), float(horde.get("window_s") or 0.0), polled_at
+            )
+        else:
+            countdown.disable()
+        self.border_subtitle = "w start · W stop · z maint · Z clear"
