@@ -22,7 +22,8 @@ import llama_cpp
 _backend_lock = threading.Lock()
 _llama_log = logging.getLogger("koboldtui.llama_cpp")
 _VERBOSE = os.environ.get("KOBOLDTUI_LLAMA_VERBOSE") == "1"
-_LEVELS = {2: logging.WARNING, 3: logging.ERROR}
+# ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5
+_LEVELS = {2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 
 
 @llama_cpp.llama_log_callback

@@ -74,6 +74,11 @@ class InstanceStore:
         self._clock = clock
         self._lock = threading.RLock()
 
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The shared connection, for other tables of the same file (GPU rows)."""
+        return self._conn
+
     # -- specs -----------------------------------------------------------------------------
 
     def names(self) -> list[str]:

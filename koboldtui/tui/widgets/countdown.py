@@ -36,6 +36,7 @@ class LocalPriorityCountdown(Static):
         self._polled_at = clock()
         self._reset_at: float | None = None
         self.resets = 0
+        self._source: str | None = None
         self.enabled = False
 
     def on_mount(self) -> None:
@@ -43,14 +44,22 @@ class LocalPriorityCountdown(Static):
             self.set_interval(self._tick_s, self.tick)
         self.tick()
 
-    def set_window(self, remaining_s: float, window_s: float, polled_at: float | None = None) -> None:
+    def set_window(
+        self,
+        remaining_s: float,
+        window_s: float,
+        polled_at: float | None = None,
+        source: str | None = None,
+    ) -> None:
         """Take a new reading; a jump upwards means a local request restarted the window."""
+        same_source = source == self._source and self.enabled
         before = self.remaining()
+        self._source = source
         self.enabled = True
         self.window_s = max(0.0, float(window_s))
         self._remaining_at_poll = max(0.0, float(remaining_s))
         self._polled_at = self._clock() if polled_at is None else polled_at
-        if self._remaining_at_poll > before + 1.0:
+        if same_source and self._remaining_at_poll > before + 1.0:
             self.resets += 1
             self._reset_at = self._clock()
             self.add_class("-reset")

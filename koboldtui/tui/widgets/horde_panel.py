@@ -96,7 +96,9 @@ class HordePanel(Vertical, can_focus=True):
         horde = inst.horde if inst is not None else {}
         if horde and "remaining_s" in horde:
             countdown.set_window(
-                float(horde.get("remaining_s") or 0.0), float(horde.get("window_s") or 0.0), polled_at
+                float(horde.get("remaining_s") or 0.0), float(horde.get("window_s") or 0.0),
+                polled_at,
+                source=inst.name if inst is not None else None,
             )
         else:
             countdown.disable()

@@ -1,0 +1,151 @@
+"""``koboldtui serve``: one headless instance (engine + HTTP APIs + optional Horde worker).
+
+Defaults come from the ``[serve]`` and ``[horde]`` tables of config.toml, then flags.
+Secrets come from flags or the environment (KOBOLDTUI_API_KEY, KOBOLDTUI_HORDE_KEY) so a
+supervisor never has to put them on a command line that ``ps`` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from koboldtui.config import DEFAULT_HORDE_URL, DEFAULT_PORT, HordeSettings, ServeConfig
+from koboldtui.paths import app_paths
+
+log = logging.getLogger("koboldtui.serve")
+
+
+def _config_file_defaults() -> dict[str, Any]:
+    """[serve] and [horde] tables of config.toml, flattened to argparse dests."""
+    path = app_paths().config_file
+    if not path.exists():
+        return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"koboldtui: cannot read {path}: {exc}; fix or remove the file")
+    out = {k.replace("-", "_"): v for k, v in dict(data.get("serve", {})).items()}
+    out.update({"horde_" + k.replace("-", "_"): v for k, v in dict(data.get("horde", {})).items()})
+    out.pop("horde_key", None)  # secrets never come from the plain config file
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run one model instance headless (KoboldAI + OpenAI APIs)",
+                       description="Run one model instance with KoboldAI and OpenAI HTTP APIs.")
+    p.add_argument("--model", help="path to a .gguf file (default: the bundled Gemma 3 270M)")
+    p.add_argument("--name", default="default", help="instance name shown in status")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--ctx", type=int, default=4096, help="context tokens per request")
+    p.add_argument("--batch-size", type=int, default=512, help="BLAS batch size n_batch (n_ubatch = min(n_batch, 1024))")
+    p.add_argument("--parallel", type=int, default=4, help="sequence slots served together")
+    p.add_argument("--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (GPU builds)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    p.add_argument("--tensor-split", default=None, help="split across GPUs, e.g. 3,1")
+    p.add_argument("--main-gpu", type=int, default=0)
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or KOBOLDTUI_API_KEY)")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
+    p.add_argument("--launch-token", default=None, help=argparse.SUPPRESS)
+    h = p.add_argument_group("AI Horde worker")
+    h.add_argument("--horde", action="store_true", help="lend idle capacity to the AI Horde")
+    h.add_argument("--horde-key", default=None, help="AI Horde API key (or KOBOLDTUI_HORDE_KEY)")
+    h.add_argument("--horde-name", default="", help="worker name, unique on the Horde")
+    h.add_argument("--horde-url", default=DEFAULT_HORDE_URL)
+    h.add_argument("--horde-window", type=float, default=20.0, help="local-priority window in seconds")
+    h.add_argument("--horde-threads", type=int, default=1, help="Horde jobs at once (<= parallel - 1)")
+    h.add_argument("--horde-max-length", type=int, default=512)
+    h.add_argument("--horde-model-name", default="", help="advertised model (default koboldcpp/<file>)")
+    h.add_argument("--horde-bridge-agent", default="", help="bridge agent (default koboldtui:<version>:<url>)")
+    h.add_argument("--horde-nsfw", action="store_true")
+    h.add_argument("--horde-preempt", action="store_true", help="local requests may preempt Horde jobs")
+    p.set_defaults(handler=run_serve, **_config_file_defaults())
+
+
+def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ServeConfig:
+    env = os.environ if environ is None else environ
+    horde_key = args.horde_key or env.get("KOBOLDTUI_HORDE_KEY", "")
+    horde = HordeSettings(
+        enabled=bool(args.horde or (args.horde_name and horde_key)), api_key=horde_key,
+        worker_name=args.horde_name, url=args.horde_url, window_s=args.horde_window,
+        threads=args.horde_threads, max_length=args.horde_max_length,
+        model_name=args.horde_model_name, bridge_agent=args.horde_bridge_agent,
+        nsfw=args.horde_nsfw, preempt=args.horde_preempt,
+    )
+    return ServeConfig(
+        model=args.model, name=args.name, host=args.host, port=args.port, ctx=args.ctx,
+        batch_size=args.batch_size, parallel=args.parallel, gpu_layers=args.gpu_layers,
+        threads=args.threads, tensor_split=args.tensor_split, main_gpu=args.main_gpu,
+        api_key=args.api_key or env.get("KOBOLDTUI_API_KEY") or None, max_queue=args.max_queue,
+        launch_token=args.launch_token, horde=horde,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_args(args)
+    problems = config.validate()
+    if problems:
+        for problem in problems:
+            print(f"koboldtui serve: {problem}", file=sys.stderr)
+        return 2
+    from koboldtui.models.bundled import BundledModelError, resolve_model_path
+
+    try:
+        model_path = resolve_model_path(config.model)
+    except (OSError, ValueError, BundledModelError) as exc:
+        print(f"koboldtui serve: {exc}", file=sys.stderr)
+        return 2
+    from koboldtui.control.ports import PortUnavailableError, check_port_available
+
+    try:
+        check_port_available(config.host, config.port)
+    except PortUnavailableError as exc:
+        print(f"koboldtui serve: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve_forever(config, model_path))
+
+
+async def serve_forever(config: ServeConfig, model_path: Path) -> int:
+    """Run uvicorn until SIGINT/SIGTERM; in-flight requests are aborted, the port released."""
+    import uvicorn
+
+    from koboldtui.api.app import build_app
+    from koboldtui.runtime import Runtime
+
+    runtime = Runtime(config, model_path)
+    app = build_app(runtime)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level="warning", access_log=False,
+        timeout_graceful_shutdown=5, lifespan="on",
+    ))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, _request_exit, server)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+    # uvicorn would capture the signals itself and re-raise them after shutdown (exit by
+    # signal, traceback on Ctrl-C); our handlers above give a clean exit code instead.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    log.info("instance %s: model %s on http://%s:%d", config.name, model_path, config.host, config.port)
+    await server.serve()
+    return 1 if runtime.state == "failed" else 0
+
+
+def _request_exit(server: Any) -> None:
+    if server.should_exit:
+        server.force_exit = True
+    server.should_exit = True

@@ -1,0 +1,395 @@
+"""The control plane: start, watch, stop and restart instance processes, and adopt ones already running.
+
+A plain library (no Textual): ``koboldtui start/stop/ps/up`` call it from the main thread,
+the panel from worker threads. Methods that wait (``start(wait=True)``, ``stop``) block
+the calling thread only; ``poll()`` advances every state machine one step and never
+waits long, so a loop or a timer drives health, stall detection and restart backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+from koboldtui.control import logs as logfiles
+from koboldtui.control.backoff import Backoff
+from koboldtui.control.gpu_plan import GpuPlanner, default_gpu_planner, describe_plan
+from koboldtui.control.ports import check_port_available
+from koboldtui.control.probe import Health, probe_health
+from koboldtui.control.process import child_environment, pid_alive, serve_command, spawn, terminate_group
+from koboldtui.control.reattach import check_launch, launch_url
+from koboldtui.control.runstate import RunState, RunStateFiles
+from koboldtui.control.secrets import InstanceSecrets
+from koboldtui.control.spec import InstanceSpec, gpus_label
+from koboldtui.control.state import (
+    RUNNING,
+    InstanceSnapshot,
+    InstanceState,
+    ManagedInstance,
+    StartError,
+    describe_exit,
+    with_log_tail,
+)
+from koboldtui.models.bundled import BundledModelError, resolve_model_path
+from koboldtui.paths import AppPaths
+from koboldtui.store.instances import InstanceStore, Launch
+
+__all__ = ["Supervisor", "StartError", "InstanceState", "InstanceSnapshot"]
+
+CommandBuilder = Callable[[Sequence[str]], list[str]]
+
+
+class Supervisor:
+    """Owns the instance processes this controller started or adopted."""
+
+    def __init__(
+        self,
+        paths: AppPaths,
+        store: InstanceStore,
+        *,
+        gpu_planner: GpuPlanner | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        backoff: Backoff = Backoff(),
+        stall_timeout_s: float = 180.0,
+        stop_grace_s: float = 15.0,
+        log_max_bytes: int = logfiles.DEFAULT_MAX_BYTES,
+        command_builder: CommandBuilder = serve_command,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.paths = paths.ensure()
+        self.store = store
+        self.secrets = InstanceSecrets(paths.secrets_file)
+        self.runstate = RunStateFiles(paths.data_dir / "run")
+        self._gpu_planner = gpu_planner or default_gpu_planner(store)
+        self._clock, self._wall, self._backoff = clock, wall, backoff
+        self.stall_timeout_s, self.stop_grace_s = stall_timeout_s, stop_grace_s
+        self._log_max_bytes = log_max_bytes
+        self._command_builder = command_builder
+        self._environ = dict(os.environ if environ is None else environ)
+        self._records: dict[str, ManagedInstance] = {}
+        self._lock = threading.RLock()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def spec(self, name: str) -> InstanceSpec:
+        """The saved spec of ``name`` (``UnknownInstanceError`` names the known ones)."""
+        return InstanceSpec.from_dict(self.store.get(name).spec)
+
+    def snapshot(self, name: str) -> InstanceSnapshot:
+        """How ``name`` is doing now, as this controller knows it."""
+        spec = self.spec(name)
+        with self._lock:
+            record = self._records.get(name)
+            if record is not None and (record.state in RUNNING or record.state is InstanceState.FAILED):
+                return record.snapshot(spec.port, self._wall(), self._clock())
+        saved = self.runstate.read(name)
+        state = InstanceState.FAILED if saved.state == InstanceState.FAILED.value else InstanceState.STOPPED
+        return InstanceSnapshot(
+            name=name, state=state, port=spec.port, pid=None, model=spec.model,
+            gpus=gpus_label(spec.gpus), restarts=saved.restarts, uptime_s=None,
+            last_error=saved.last_error if state is InstanceState.FAILED else None,
+            log_path=str(logfiles.log_path_for(self.paths.log_dir, name)),
+        )
+
+    def snapshots(self) -> list[InstanceSnapshot]:
+        """Every saved instance, sorted by name."""
+        return [self.snapshot(name) for name in self.store.names()]
+
+    def managed(self) -> list[str]:
+        """Names this controller is running or will restart."""
+        with self._lock:
+            return sorted(n for n, r in self._records.items() if r.state in RUNNING or r.restart_at is not None)
+
+    # -- reattach ------------------------------------------------------------------------
+
+    def reattach(self) -> list[str]:
+        """Adopt every recorded launch that is verifiably still ours; clean the stale rows."""
+        adopted = []
+        for launch in self.store.launches():
+            if self._adopt(launch):
+                adopted.append(launch.name)
+        return adopted
+
+    def _adopt(self, launch: Launch) -> bool:
+        with self._lock:
+            current = self._records.get(launch.name)
+            if current is not None and current.token == launch.token and current.state in RUNNING:
+                return True
+        spec = self.spec(launch.name)
+        check = check_launch(launch, spec.host, api_key=self.secrets.get(spec.name).get("api_key"))
+        if not check.ours:
+            if self.store.clear_launch(launch.name, launch.token):
+                tail = logfiles.tail_lines(launch.log_path, 10)
+                message = f"stopped unexpectedly while no controller watched it ({check.reason})"
+                previous = self.runstate.read(launch.name)
+                self._save_runstate(launch.name, InstanceState.FAILED, previous.restarts,
+                                    with_log_tail(message, tail), launch.token)
+            return False
+        state = {Health.READY: InstanceState.READY, Health.LOADING: InstanceState.LOADING}.get(
+            check.health, InstanceState.STARTING)
+        saved = self.runstate.read(launch.name)
+        with self._lock:
+            self._records[launch.name] = ManagedInstance(
+                name=launch.name, state=state, pid=launch.pid, port=launch.port, token=launch.token,
+                host=spec.host, started_at=launch.started_at, popen=None,
+                log_path=Path(launch.log_path), restarts=saved.restarts if saved.token == launch.token else 0,
+                progress_at=self._clock(), policy=spec.restart, api_key=self.secrets.get(spec.name).get("api_key"),
+                model=spec.model, gpus=gpus_label(spec.gpus),
+            )
+        return True
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(
+        self, name: str, *, wait: bool = False, timeout_s: float | None = None,
+        progress: Callable[[InstanceSnapshot], None] | None = None,
+    ) -> InstanceSnapshot:
+        """Start ``name`` (or adopt it if it already runs); with ``wait``, block until ready or failed."""
+        self._start(name, restarts=0)
+        if wait:
+            return self.wait_ready(name, timeout_s=timeout_s, progress=progress)
+        return self.snapshot(name)
+
+    def supervise(self, name: str) -> InstanceSnapshot:
+        """Start ``name`` for ``up``: a start that fails is retried with backoff when its policy says so."""
+        try:
+            self._start(name, restarts=0)
+        except StartError as exc:
+            spec = self.spec(name)
+            record = ManagedInstance(
+                name=name, state=InstanceState.FAILED, pid=None, port=spec.port, token="",
+                host=spec.host, started_at=self._wall(), popen=None,
+                log_path=logfiles.log_path_for(self.paths.log_dir, name), restarts=0,
+                progress_at=self._clock(), policy=spec.restart, api_key=None,
+                model=spec.model, gpus=gpus_label(spec.gpus),
+            )
+            with self._lock:
+                self._records[name] = record
+            self._fail(record, str(exc), [])
+        return self.snapshot(name)
+
+    def is_running(self, name: str) -> bool:
+        """True while this controller has ``name`` starting, loading, ready or stopping."""
+        with self._lock:
+            record = self._records.get(name)
+            return record is not None and record.state in RUNNING
+
+    def _start(self, name: str, *, restarts: int) -> None:
+        spec = self.spec(name)
+        with self._lock:
+            record = self._records.get(name)
+            if record is not None and record.state in RUNNING:
+                return
+        existing = self.store.launch(name)
+        if existing is not None and self._adopt(existing):
+            return
+        secret = self.secrets.get(name)
+        try:
+            model_path = resolve_model_path(spec.model, self.paths)
+        except (FileNotFoundError, ValueError, BundledModelError) as exc:
+            raise StartError(f"cannot start {name!r}: {exc}") from exc
+        owner = self._port_owner_hint(spec.port, name)
+        try:
+            check_port_available(spec.host, spec.port, owner_hint=owner)
+        except RuntimeError as exc:
+            raise StartError(f"cannot start {name!r}: {exc}") from exc
+        plan = self._gpu_planner(spec, model_path)  # raises StartError (no GPU / does not fit)
+        token = secrets.token_urlsafe(18)
+        config = plan.apply(spec.to_serve_config(
+            launch_token=token, api_key=secret.get("api_key"), horde_key=secret.get("horde_key"),
+        )).with_changes(model=str(model_path))
+        problems = config.validate()
+        if problems:
+            raise StartError(f"cannot start {name!r}: " + "; ".join(problems))
+        argv = config.to_argv()
+        command = self._command_builder(argv)
+        env = child_environment(self._environ, {**spec.extra_env, **plan.env(), **config.secret_env()})
+        log_path = logfiles.log_path_for(self.paths.log_dir, name)
+        logfiles.rotate_if_large(log_path, max_bytes=self._log_max_bytes)
+        shown = " ".join(shlex.quote(a) for a in command if a != token)
+        header = (f"\n=== koboldtui: starting {name} at {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                  f"({describe_plan(plan)}) ===\n$ {shown}\n")
+        try:
+            child = spawn(command, env=env, log_path=log_path, cwd=self.paths.data_dir, header=header)
+        except OSError as exc:
+            raise StartError(f"cannot start {name!r}: launching {command[0]} failed: {exc}") from exc
+        started_at = self._wall()
+        self.store.record_launch(Launch(name, child.pid, spec.port, token, started_at, str(log_path)))
+        with self._lock:
+            self._records[name] = ManagedInstance(
+                name=name, state=InstanceState.STARTING, pid=child.pid, port=spec.port, token=token,
+                host=spec.host, started_at=started_at, popen=child.popen, log_path=log_path,
+                restarts=restarts, progress_at=self._clock(), policy=spec.restart,
+                api_key=secret.get("api_key"), model=spec.model, gpus=gpus_label(spec.gpus),
+            )
+        self._save_runstate(name, InstanceState.STARTING, restarts, None, token)
+
+    def _port_owner_hint(self, port: int, name: str) -> str | None:
+        for launch in self.store.launches():
+            if launch.port == port and launch.name != name and pid_alive(launch.pid):
+                return f"instance {launch.name!r} (pid {launch.pid})"
+        return None
+
+    def wait_ready(
+        self, name: str, *, timeout_s: float | None = None,
+        progress: Callable[[InstanceSnapshot], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> InstanceSnapshot:
+        """Block until ``name`` is ready; raise ``StartError`` with the reason if it fails or times out."""
+        deadline = None if timeout_s is None else self._clock() + timeout_s
+        last_state = None
+        while True:
+            self.poll([name])
+            snap = self.snapshot(name)
+            if progress is not None and snap.state != last_state:
+                progress(snap)
+            last_state = snap.state
+            if snap.state is InstanceState.READY:
+                return snap
+            if snap.state not in RUNNING:
+                raise StartError(f"{name!r} did not become ready: {snap.last_error or snap.state.value}")
+            if deadline is not None and self._clock() >= deadline:
+                self.stop(name)
+                raise StartError(f"{name!r} was not ready after {timeout_s:.0f} s; it was stopped")
+            sleep(0.1)
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def stop(self, name: str, *, grace_s: float | None = None) -> InstanceSnapshot:
+        """Stop ``name`` (SIGTERM, wait, SIGKILL the group); also cancels a pending restart."""
+        self.spec(name)
+        with self._lock:
+            record = self._records.get(name)
+        if record is None or record.state not in RUNNING:
+            launch = self.store.launch(name)
+            if launch is not None and self._adopt(launch):
+                with self._lock:
+                    record = self._records[name]
+        if record is None or record.state not in RUNNING:
+            with self._lock:
+                if record is not None:
+                    record.state, record.restart_at = InstanceState.STOPPED, None
+            saved = self.runstate.read(name)
+            self._save_runstate(name, InstanceState.STOPPED, saved.restarts, None, None)
+            return self.snapshot(name)
+        with self._lock:
+            record.state, record.stop_requested, record.restart_at = InstanceState.STOPPING, True, None
+        self.store.clear_launch(name, record.token)  # first, so a watching `up` does not restart it
+        terminate_group(record.pid, popen=record.popen, grace_s=self.stop_grace_s if grace_s is None else grace_s)
+        with self._lock:
+            record.state, record.pid, record.exit_code = InstanceState.STOPPED, None, None
+        self._save_runstate(name, InstanceState.STOPPED, record.restarts, None, None)
+        return self.snapshot(name)
+
+    def stop_all(self, *, grace_s: float | None = None) -> list[InstanceSnapshot]:
+        """Stop every instance this controller runs or adopted, in parallel (quitting the panel, ``up`` exit)."""
+        names = self.managed()
+        if not names:
+            return []
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            return list(pool.map(lambda n: self.stop(n, grace_s=grace_s), names))
+
+    # -- the state machine ---------------------------------------------------------------
+
+    def poll(self, names: Sequence[str] | None = None) -> list[InstanceSnapshot]:
+        """Advance each instance one step: exits, health, stalls, due restarts. Returns snapshots."""
+        with self._lock:
+            records = [r for n, r in self._records.items() if names is None or n in names]
+        for record in records:
+            self._step(record)
+        if names is None:
+            self._adopt_foreign()
+            return self.snapshots()
+        return [self.snapshot(n) for n in names]
+
+    def _adopt_foreign(self) -> None:
+        """Pick up instances another controller started (e.g. ``koboldtui start`` in another shell)."""
+        for launch in self.store.launches():
+            with self._lock:
+                record = self._records.get(launch.name)
+                known = record is not None and record.token == launch.token
+            if not known and pid_alive(launch.pid):
+                self._adopt(launch)
+
+    def _step(self, record: ManagedInstance) -> None:
+        if record.state in (InstanceState.STARTING, InstanceState.LOADING, InstanceState.READY):
+            code = record.exit_code_now()
+            if code is not False:
+                self._on_exit(record, code)
+                return
+            if record.state is InstanceState.READY:
+                return
+            health = probe_health(launch_url(record.host, record.port), api_key=record.api_key, timeout_s=0.5)
+            now = self._clock()
+            with self._lock:
+                if record.state not in (InstanceState.STARTING, InstanceState.LOADING):
+                    return
+                new = {Health.READY: InstanceState.READY, Health.LOADING: InstanceState.LOADING}.get(
+                    health, record.state)
+                grew = record.note_log_size()
+                if new is not record.state or grew:
+                    record.progress_at = now
+                record.state = new
+                stalled = now - record.progress_at > self.stall_timeout_s
+            if new is InstanceState.READY:
+                record.streak_ready_at = now
+                self._save_runstate(record.name, new, record.restarts, None, record.token)
+            elif stalled:
+                terminate_group(record.pid, popen=record.popen, grace_s=5.0)
+                self._on_exit(record, None, reason=(
+                    f"no progress for {self.stall_timeout_s:.0f} s while {record.state.value} "
+                    "(no /health answer, no log output); it was killed"))
+        elif record.state is InstanceState.FAILED and record.restart_at is not None:
+            if self._clock() >= record.restart_at:
+                record.restart_at = None
+                try:
+                    self._start(record.name, restarts=record.restarts + 1)
+                    with self._lock:
+                        fresh = self._records[record.name]
+                        fresh.streak = record.streak
+                except Exception as exc:  # a restart that cannot even launch: retry per policy
+                    record.restarts += 1
+                    self._fail(record, f"restart failed: {exc}", [])
+
+    def _on_exit(self, record: ManagedInstance, code: int | None | bool, *, reason: str | None = None) -> None:
+        launch = self.store.launch(record.name)
+        if record.stop_requested or launch is None or launch.token != record.token:
+            with self._lock:
+                record.state, record.pid = InstanceState.STOPPED, None
+            return  # stopped on purpose (maybe by another controller)
+        self.store.clear_launch(record.name, record.token)
+        if reason is None:
+            if code == 0:
+                with self._lock:
+                    record.state, record.pid = InstanceState.STOPPED, None
+                self._save_runstate(record.name, InstanceState.STOPPED, record.restarts, None, None)
+                return
+            reason = describe_exit(code if isinstance(code, int) else None)
+        self._fail(record, reason, logfiles.tail_lines(record.log_path, 15))
+
+    def _fail(self, record: ManagedInstance, reason: str, tail: list[str]) -> None:
+        now = self._clock()
+        with self._lock:
+            uptime = None if record.streak_ready_at is None else now - record.streak_ready_at
+            record.state, record.pid, record.popen = InstanceState.FAILED, None, None
+            record.streak_ready_at = None
+            message = reason
+            if record.policy == "on-failure":
+                record.streak = self._backoff.streak_after_exit(record.streak, uptime)
+                delay = self._backoff.delay(record.streak)
+                record.restart_at = now + delay
+                message = f"{reason}; restarting in {delay:.0f} s"
+            record.last_error = with_log_tail(message, tail)
+        self._save_runstate(record.name, InstanceState.FAILED, record.restarts, record.last_error, None)
+
+    def _save_runstate(self, name: str, state: InstanceState, restarts: int, error: str | None,
+                       token: str | None) -> None:
+        self.runstate.write(name, RunState(state=state.value, restarts=restarts, last_error=error,
+                                           token=token, supervisor_pid=os.getpid(), updated_at=self._wall()))

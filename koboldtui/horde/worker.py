@@ -1,0 +1,510 @@
+"""The AI Horde worker: lends idle slots of this instance to the Horde and gets out of the way of local users.
+
+One asyncio task pops jobs (only while the ``LocalPriorityGate`` is open and fewer than
+``threads`` jobs are in hand); each job runs as its own task through the engine at
+Horde priority and is submitted ``ok`` or ``faulted``. Errors follow HORDE.md's rc table
+(see ``errors.py``); a fatal one stops the worker with words that say what to do while
+the instance keeps serving local clients. Clock, sleep and randomness are injected so
+the window, backoffs and pacing are tested without waiting.
+
+Threads: ``min(settings.threads, parallel - 1)`` so one slot always stays free for
+local users. With ``parallel == 1`` there is no slot to spare: the worker gets one
+thread only when ``settings.preempt`` lets a local request preempt the Horde sequence,
+otherwise it refuses to start and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from koboldtui.config import HordeSettings
+from koboldtui.engine.interface import GenerationHandle, TextEngine
+from koboldtui.engine.types import EngineError, FinishReason
+from koboldtui.horde.backoff import Backoff, EmptyPopPacer
+from koboldtui.horde.client import HordeClient, default_agent
+from koboldtui.horde.errors import Action, HordeError
+from koboldtui.horde.payload import (
+    HordeJob,
+    UnservablePayload,
+    WorkerLimits,
+    default_model_name,
+    format_generation,
+    honest_limits,
+    job_request,
+    pop_body,
+)
+from koboldtui.horde.priority import LocalPriorityGate
+from koboldtui.horde.stats import HordeStats
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[Any]]
+
+MAINTENANCE_POLL_S = 60.0  # "keep polling slowly": still well inside the 5-minute online window
+PAUSED_POLL_S = 1.0  # how often the loop looks at the gate while a local request holds it
+SLOW_RETRY_FLOOR_S = 60.0  # TooManyNewIPs / TimeoutIP
+
+
+def horde_threads(requested: int, parallel: int, preempt: bool) -> int:
+    """Slots the Horde may use: at most ``parallel - 1`` (one stays free for locals); 0 = cannot run."""
+    if parallel >= 2:
+        return max(1, min(int(requested), parallel - 1))
+    return 1 if preempt else 0
+
+
+class HordeWorkerStateError(RuntimeError):
+    """A control request (start/maintenance) that does not fit the worker's state right now."""
+
+
+@dataclass
+class _JobInHand:
+    horde_id: str
+    started_at: float
+    deadline: float
+    max_tokens: int = 0
+    handle: GenerationHandle | None = None
+
+
+class HordeWorker:
+    """Pops, runs and submits Horde jobs on the instance's event loop; ``status()`` says what it does."""
+
+    def __init__(
+        self,
+        engine: TextEngine,
+        gate: LocalPriorityGate,
+        settings: HordeSettings,
+        *,
+        n_ctx_per_seq: int,
+        parallel: int,
+        model_path: str,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        client: HordeClient | None = None,
+        maintenance_poll_s: float = MAINTENANCE_POLL_S,
+        paused_poll_s: float = PAUSED_POLL_S,
+    ) -> None:
+        self._engine = engine
+        self._gate = gate
+        self.settings = settings
+        self.n_ctx_per_seq = n_ctx_per_seq
+        self.parallel = parallel
+        self.threads = horde_threads(settings.threads, parallel, settings.preempt)
+        self.models = [settings.model_name or default_model_name(model_path)]
+        self.bridge_agent = settings.bridge_agent or default_agent()
+        self._clock = clock
+        self._sleep = sleep
+        self._client = client or HordeClient(settings.api_key, settings.url, client_agent=default_agent())
+        self._maintenance_poll_s = maintenance_poll_s
+        self._paused_poll_s = paused_poll_s
+        self._backoff = Backoff(rng=rng)
+        self._rng = rng
+        self._pacer = EmptyPopPacer()
+        self.stats = HordeStats()
+        self.worker_id: str | None = None
+        self.maintenance_message: str | None = None
+        self._phase = "off"
+        self._fatal: str | None = None
+        self._in_maintenance = False
+        self._backoff_until: float | None = None
+        self._started_at: float | None = None
+        self._stopped_at: float | None = None
+        self._stop_requested = False
+        self._force = False
+        self._jobs: dict[str, _JobInHand] = {}
+        self._job_tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._forced: asyncio.Event | None = None
+
+    # ----------------------------------------------------------------- control
+
+    async def start(self) -> None:
+        """Start popping (again); a no-op while running. Fatal errors from before are cleared."""
+        if self._loop_task is not None and not self._loop_task.done():
+            return
+        if self._stop_task is not None and not self._stop_task.done():
+            raise HordeWorkerStateError(
+                f"the Horde worker is still finishing {len(self._jobs)} job(s) from the last stop: "
+                "wait for it, or stop it with force first"
+            )
+        self._wake, self._forced = asyncio.Event(), asyncio.Event()
+        self._stop_task = None
+        self._fatal = None
+        self._stop_requested = self._force = False
+        self._backoff.reset()
+        self._pacer.reset()
+        self._started_at, self._stopped_at = self._clock(), None
+        if self.threads < 1:
+            self._fail(
+                "the Horde worker has no slot to use: --parallel 1 keeps its only slot for local "
+                "users; raise --parallel to 2 or more, or pass --horde-preempt"
+            )
+            return
+        self._phase = "starting"
+        log.info("Horde worker %r starting: models=%s threads=%d", self.settings.worker_name, self.models, self.threads)
+        self._loop_task = asyncio.create_task(self._run(), name="horde-worker")
+
+    async def stop(self, force: bool = False, wait: bool = True) -> dict[str, Any]:
+        """Stop popping; finish the jobs in hand (graceful) or submit them faulted (force).
+
+        Returns how many jobs were in hand and an ETA; with ``wait`` it returns once all
+        of them are submitted (or dropped) and the worker is stopped.
+        """
+        in_hand, eta = len(self._jobs), self._eta_s()
+        if self._loop_task is None and self._stop_task is None:
+            return {"jobs_in_progress": 0, "eta_s": 0.0, "forced": force}
+        self._stop_requested = True
+        if force:
+            self._force = True
+            if self._forced is not None:
+                self._forced.set()
+            for job in self._jobs.values():
+                if job.handle is not None:
+                    job.handle.abort()
+        self._poke()
+        if self._stop_task is None:
+            self._stop_task = asyncio.create_task(self._finish_stop(), name="horde-worker-stop")
+        if in_hand:
+            log.info("Horde worker stopping: %d job(s) in hand%s", in_hand, " (faulting them)" if force else "")
+        if wait:
+            await asyncio.shield(self._stop_task)
+        return {"jobs_in_progress": in_hand, "eta_s": 0.0 if force else eta, "forced": force}
+
+    async def wait_stopped(self) -> None:
+        """Wait until a requested stop has finished every job in hand."""
+        if self._stop_task is not None:
+            await asyncio.shield(self._stop_task)
+
+    async def set_maintenance(self, on: bool, message: str = "") -> None:
+        """Put this worker in or out of maintenance on the Horde (PUT /v2/workers/{id}).
+
+        Raises HordeError when the Horde refuses, HordeWorkerStateError when the Horde
+        does not know the worker yet (it registers on its first pop).
+        """
+        worker_id = self.worker_id or await self._lookup_worker_id()
+        if worker_id is None:
+            raise HordeWorkerStateError(
+                f"the Horde does not know a worker named {self.settings.worker_name!r} yet: it "
+                "registers on its first pop, so start the worker first"
+            )
+        await self._client.set_maintenance(worker_id, on, message)
+        self._in_maintenance = on
+        self.maintenance_message = (message or "maintenance set from koboldtui") if on else None
+        if not on:
+            self._pacer.reset()
+            self._poke()
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def state(self) -> str:
+        """One of HORDE_STATES (stats.py), as the status and the panel show it."""
+        if self._stop_requested:
+            return "stopping" if (self._stop_task and not self._stop_task.done()) else "stopped"
+        if self._fatal is not None:
+            return "error"
+        if self._phase in ("off", "stopped", "starting"):
+            return self._phase
+        if self._jobs:
+            return "generating"
+        if self._in_maintenance:
+            return "maintenance"
+        if self._gate.remaining() > 0:
+            return "paused_local"
+        return self._phase
+
+    def limits(self) -> WorkerLimits:
+        """What the next pop advertises (shrinks once Horde jobs turn out slow)."""
+        return honest_limits(self.n_ctx_per_seq, self.settings.max_length, self.stats.tokens_per_s or None)
+
+    def status(self) -> dict[str, Any]:
+        """The ``horde`` object of GET /api/koboldtui/status (keys documented in stats.py/README)."""
+        now = self._clock()
+        limits = self.limits()
+        uptime = 0.0
+        if self._started_at is not None:
+            uptime = (self._stopped_at if self._stopped_at is not None else now) - self._started_at
+        return {
+            "state": self.state,
+            "window_s": self._gate.window_s,
+            "remaining_s": round(self._gate.remaining(), 1),
+            **self.stats.counters(),
+            "last_error": self._fatal or self.stats.last_error,
+            "worker_id": self.worker_id,
+            "worker_name": self.settings.worker_name,
+            "jobs_in_progress": len(self._jobs),
+            "uptime_s": round(max(0.0, uptime), 1),
+            "maintenance_message": self.maintenance_message if self._in_maintenance else None,
+            "backoff_s": round(max(0.0, (self._backoff_until or now) - now), 1),
+            "stop_eta_s": self._eta_s() if self._stop_requested and self._jobs else None,
+            "threads": self.threads,
+            "models": list(self.models),
+            "max_length": limits.max_length,
+            "max_context_length": limits.max_context_length,
+            "bridge_agent": self.bridge_agent,
+        }
+
+    # -------------------------------------------------------------- the loop
+
+    async def _run(self) -> None:
+        try:
+            while not self._stop_requested and self._fatal is None:
+                if self.stats.user_due(self._clock()):
+                    await self._refresh_user()
+                    continue
+                if not self._gate.horde_may_pop():
+                    await self._pause(min(max(self._gate.remaining(), 0.05), self._paused_poll_s))
+                elif len(self._jobs) >= self.threads:
+                    await self._pause(None)  # a finishing job (or a stop) pokes us
+                else:
+                    await self._pop_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug of ours: say so rather than die silently
+            log.exception("Horde worker loop failed")
+            self._fail(f"the Horde worker failed unexpectedly ({exc!r}): restart it; please report this bug")
+
+    async def _pop_once(self) -> None:
+        self._phase = "popping"
+        limits = self.limits()
+        body = pop_body(
+            name=self.settings.worker_name,
+            models=self.models,
+            limits=limits,
+            threads=self.threads,
+            bridge_agent=self.bridge_agent,
+            nsfw=self.settings.nsfw,
+        )
+        try:
+            data = await self._client.pop(body)
+        except HordeError as err:
+            await self._on_pop_error(err)
+            return
+        self.stats.pops += 1
+        self._backoff.reset()
+        self._in_maintenance = False
+        self.stats.record_skipped(data.get("skipped") if isinstance(data, dict) else None)
+        job = HordeJob.from_pop(data) if isinstance(data, dict) else None
+        if job is None:
+            self.stats.empty_pops += 1
+            self._phase = "idle"
+            if self.worker_id is None and self.stats.pops == 1:
+                await self._lookup_worker_id()
+            await self._pause(self._pacer.next_delay())
+            return
+        self._pacer.reset()
+        for index, horde_id in enumerate(job.ids):
+            self._jobs[horde_id] = _JobInHand(horde_id, self._clock(), self._clock() + job.ttl_s)
+            task = asyncio.create_task(self._run_job(job, index, horde_id), name=f"horde-job-{horde_id}")
+            self._job_tasks.add(task)
+            task.add_done_callback(self._job_tasks.discard)
+        self._phase = "generating"
+        if self.worker_id is None:
+            await self._lookup_worker_id()
+
+    async def _on_pop_error(self, err: HordeError) -> None:
+        text = err.explain()
+        action = err.action
+        if action in (Action.STOP, Action.DROP, Action.DONE):  # DROP/DONE mean nothing for a pop
+            self._fail(text)
+        elif action is Action.MAINTENANCE:
+            self.stats.record_error(text, self._clock())
+            self._in_maintenance = True
+            self.maintenance_message = err.server_message or text
+            await self._read_maintenance_message()
+            self._phase = "maintenance"
+            await self._pause(self._maintenance_poll_s)
+        else:
+            floor = SLOW_RETRY_FLOOR_S if action is Action.SLOW_RETRY else 0.0
+            delay = self._backoff.next_delay(floor_s=floor)
+            if err.retry_after:
+                delay = max(delay, min(err.retry_after, self._backoff.cap_s))
+            self.stats.record_error(text, self._clock())
+            log.warning("%s (waiting %.1f s)", text, delay)
+            self._phase = "backoff"
+            self._backoff_until = self._clock() + delay
+            await self._pause(delay)
+            self._backoff_until = None
+
+    # ---------------------------------------------------------------- jobs
+
+    async def _run_job(self, job: HordeJob, index: int, horde_id: str) -> None:
+        in_hand = self._jobs[horde_id]
+        text, state, seed = "", "faulted", 0
+        try:
+            if self._force:
+                pass  # forced stop: hand it back faulted at once
+            else:
+                try:
+                    request = job_request(job.payload, self.limits(), index=index)
+                    in_hand.max_tokens = request.max_tokens
+                    in_hand.handle = self._engine.submit(request)
+                    result = await in_hand.handle.result()
+                except UnservablePayload as exc:
+                    self.stats.record_error(f"a Horde job could not be served ({exc}): submitted as faulted", self._clock())
+                except EngineError as exc:
+                    self.stats.record_error(f"a Horde job failed in the engine ({exc}): submitted as faulted", self._clock())
+                else:
+                    seed = max(0, result.seed)
+                    if result.finish_reason is FinishReason.ERROR:
+                        self.stats.record_error(
+                            f"a Horde job failed in the engine ({result.error}): submitted as faulted", self._clock()
+                        )
+                    elif result.finish_reason is FinishReason.ABORT:
+                        pass  # forced stop or preempted: faulted
+                    else:
+                        text, state = format_generation(result.text, job.payload), "ok"
+                        self.stats.record_speed(result.completion_tokens, result.tokens_per_s)
+            await self._submit(horde_id, text, state, seed, in_hand.deadline)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one job take the worker down
+            log.exception("Horde job %s failed", horde_id)
+            self.stats.jobs_dropped += 1
+        finally:
+            self._jobs.pop(horde_id, None)
+            self._poke()
+
+    async def _submit(self, horde_id: str, text: str, state: str, seed: int, deadline: float) -> None:
+        body = {"id": horde_id, "generation": text, "state": state, "seed": int(seed)}
+        backoff = Backoff(rng=self._rng)
+        while True:
+            try:
+                data = await self._client.submit(body)
+            except HordeError as err:
+                action = err.action
+                if action is Action.DONE:  # DuplicateGen: it got there already
+                    self._count_submitted(state, 0.0)
+                    return
+                if action is Action.DROP:
+                    self.stats.jobs_dropped += 1
+                    self.stats.record_error(err.explain(), self._clock())
+                    return
+                if action is Action.STOP:
+                    self.stats.jobs_dropped += 1
+                    self._fail(err.explain())
+                    return
+                delay = backoff.next_delay()
+                if err.retry_after:
+                    delay = max(delay, err.retry_after)
+                if self._force or self._clock() + delay > deadline:
+                    self.stats.jobs_dropped += 1
+                    self.stats.record_error(
+                        f"could not submit Horde job {horde_id} before it expired ({err.explain()}): dropped",
+                        self._clock(),
+                    )
+                    return
+                self.stats.record_error(err.explain(), self._clock())
+                await self._wait(delay, self._forced, clear=False)
+                continue
+            reward = data.get("reward") if isinstance(data, dict) else None
+            self._count_submitted(state, float(reward) if isinstance(reward, (int, float)) else 0.0)
+            return
+
+    def _count_submitted(self, state: str, reward: float) -> None:
+        if state == "ok":
+            self.stats.jobs_done += 1
+        else:
+            self.stats.jobs_faulted += 1
+        self.stats.kudos_session += reward
+
+    # ---------------------------------------------------------------- helpers
+
+    async def _finish_stop(self) -> None:
+        if self._loop_task is not None:
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        while self._job_tasks:
+            await asyncio.gather(*list(self._job_tasks), return_exceptions=True)
+        self._stopped_at = self._clock()
+        self._phase = "stopped"
+        self._loop_task = None
+        await self._client.aclose()
+        log.info("Horde worker stopped")
+
+    def _fail(self, text: str) -> None:
+        """A fatal error: stop popping, keep the words for the status; local serving goes on."""
+        self._fatal = text
+        self.stats.record_error(text, self._clock())
+        self._stopped_at = self._clock()
+        self._phase = "error"
+        log.error("Horde worker stopped: %s", text)
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _pause(self, seconds: float | None) -> None:
+        """Wait ``seconds`` (None = until poked) or until poked: a finished job, a stop, maintenance cleared."""
+        await self._wait(seconds, self._wake, clear=True)
+
+    async def _wait(self, seconds: float | None, event: asyncio.Event | None, *, clear: bool) -> None:
+        if event is None:
+            event = asyncio.Event()
+        if not event.is_set():
+            waiter = asyncio.ensure_future(event.wait())
+            tasks: set[asyncio.Future[Any]] = {waiter}
+            if seconds is not None:
+                tasks.add(asyncio.ensure_future(self._sleep(seconds)))
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+        if clear:
+            event.clear()
+
+    async def _refresh_user(self) -> None:
+        """Kudos total and username, at most every 60 s (find_user is cached server-side anyway)."""
+        now = self._clock()
+        try:
+            data = await self._client.find_user()
+        except HordeError as err:
+            self.stats.user_refreshed_at = now  # do not hammer it either
+            if err.action is Action.STOP:
+                self._fail(err.explain())
+            else:
+                self.stats.record_error(err.explain(), now)
+            return
+        self.stats.record_user(data if isinstance(data, dict) else {}, now)
+
+    async def _lookup_worker_id(self) -> str | None:
+        try:
+            data = await self._client.worker_by_name(self.settings.worker_name)
+        except HordeError:
+            return None  # not registered yet (404), or the Horde is busy: try again later
+        if isinstance(data, dict) and data.get("id"):
+            self.worker_id = str(data["id"])
+            if data.get("maintenance_mode") and data.get("maintenance_msg"):
+                self.maintenance_message = str(data["maintenance_msg"])
+        return self.worker_id
+
+    async def _read_maintenance_message(self) -> None:
+        try:
+            if self.worker_id:
+                data = await self._client.worker_by_id(self.worker_id)
+            else:
+                await self._lookup_worker_id()
+                return
+        except HordeError:
+            return
+        if isinstance(data, dict) and data.get("maintenance_msg"):
+            self.maintenance_message = str(data["maintenance_msg"])
+
+    def _eta_s(self) -> float | None:
+        """Seconds until the jobs in hand finish, from the measured Horde speed (None = unknown yet)."""
+        if not self._jobs:
+            return 0.0
+        speed = self.stats.tokens_per_s
+        if speed <= 0:
+            return None
+        now = self._clock()
+        left = [max(0.0, job.max_tokens - (now - job.started_at) * speed) / speed for job in self._jobs.values()]
+        return round(max(left), 1)

@@ -1,0 +1,1 @@
+"""Screens and modal forms of the panel; each talks to the backend only through the app."""

@@ -1,0 +1,263 @@
+"""New/edit instance form: model from the catalogue, GPU set, live port and VRAM checks.
+
+Checks run as the person types (port taken? does it fit?) so problems show up before
+the instance is started, worded with what to change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, SelectionList, Static, Switch
+
+from koboldtui.config import HordeSettings
+from koboldtui.tui import gauges
+from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceDraft, PanelBackend
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+BUNDLED = "bundled"
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
+class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
+    """Returns the edited draft on save, None on cancel."""
+
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", id="form-save"),
+        Binding("escape", "cancel", "Cancel", id="form-cancel"),
+    ]
+
+    def __init__(
+        self,
+        backend: PanelBackend,
+        draft: InstanceDraft,
+        gpus: GpuReport,
+        original_name: str | None,
+        existing_names: set[str],
+    ) -> None:
+        super().__init__(classes="modal")
+        self.backend = backend
+        self.draft = draft
+        self.gpus = gpus
+        self.original_name = original_name
+        self.existing_names = existing_names - ({original_name} if original_name else set())
+        self.port_message: str | None = None
+        self.fit_text = ""
+
+    def compose(self) -> ComposeResult:
+        cfg = self.draft.config
+        title = f"Edit instance {self.original_name}" if self.original_name else "New instance"
+        with Vertical(classes="dialog wide"):
+            yield Static(f"[b]{gauges.plain(title)}[/]  [$text-muted]ctrl+s save · esc cancel[/]")
+            with VerticalScroll(id="form-body"):
+                yield Label("name")
+                yield Input(cfg.name, id="name")
+                yield Label("model")
+                yield Select([("bundled (Gemma 3 270M)", BUNDLED)], value=BUNDLED, id="model", allow_blank=False)
+                with Horizontal(classes="form-row"):
+                    with Vertical():
+                        yield Label("port")
+                        yield Input(str(cfg.port), id="port", type="integer")
+                        yield Static("", id="port-msg", classes="field-msg")
+                    with Vertical():
+                        yield Label("gpu_layers")
+                        yield Input(str(cfg.gpu_layers), id="gpu_layers", type="integer")
+                with Horizontal(classes="form-row"):
+                    with Vertical():
+                        yield Label("ctx")
+                        yield Input(str(cfg.ctx), id="ctx", type="integer")
+                    with Vertical():
+                        yield Label("parallel slots")
+                        yield Input(str(cfg.parallel), id="parallel", type="integer")
+                    with Vertical():
+                        yield Label("batch size")
+                        yield Input(str(cfg.batch_size), id="batch_size", type="integer")
+                yield Label("GPUs (none ticked = CPU only; space ticks)")
+                if self.gpus.gpus:
+                    yield SelectionList[str](
+                        *[
+                            (
+                                f"{g.index} {g.name} · {gauges.gib(g.mem_total_mib - g.mem_used_mib)} GiB free",
+                                g.uuid,
+                                g.uuid in self.draft.gpu_uuids,
+                            )
+                            for g in self.gpus.gpus
+                        ],
+                        id="gpus",
+                    )
+                else:
+                    reason = self.gpus.unavailable_reason or "NVML found no GPU"
+                    yield Static(f"[$warning]No NVIDIA GPU — runs on CPU[/] ({gauges.plain(reason)})", id="gpus-none")
+                yield Static("", id="fit", classes="field-msg")
+                yield Label("Horde worker")
+                with Horizontal(classes="form-row"):
+                    yield Switch(cfg.horde.enabled, id="horde_enabled")
+                    yield Input(cfg.horde.worker_name, placeholder="worker name", id="horde_name")
+                with Horizontal(classes="form-row"):
+                    yield Input(cfg.horde.api_key, placeholder="Horde API key", password=True, id="horde_key")
+                    yield Input(f"{cfg.horde.window_s:g}", placeholder="window s", id="horde_window")
+            yield Static("", id="form-errors")
+            with Horizontal(classes="buttons"):
+                yield Button("Save (ctrl+s)", id="save", variant="primary")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#name", Input).focus()
+        self._load_catalog()
+        self._check_port()
+        self._estimate_fit()
+
+    @work(thread=True, exclusive=True, group="form-catalog")
+    def _load_catalog(self) -> None:
+        models = self.backend.catalog()
+        self.app.call_from_thread(self._fill_models, models)
+
+    def _fill_models(self, models: list[CatalogModel]) -> None:
+        select = self.query_one("#model", Select)
+        options = [("bundled (Gemma 3 270M)", BUNDLED)]
+        options += [(f"{m.name} · {m.size_bytes / 2**30:.1f} GiB {m.quant}".strip(), m.path) for m in models
+                    if m.path != BUNDLED]
+        current = self.draft.config.model or BUNDLED
+        if current not in {v for _, v in options}:
+            options.append((current.rsplit("/", 1)[-1], current))
+        select.set_options(options)
+        select.value = current
+
+    # live checks -------------------------------------------------------------------
+    @on(Input.Changed, "#port")
+    def _port_changed(self) -> None:
+        self._check_port()
+
+    @on(Input.Changed, "#gpu_layers,#ctx,#parallel")
+    @on(Select.Changed, "#model")
+    @on(SelectionList.SelectedChanged)
+    def _fit_inputs_changed(self) -> None:
+        self._estimate_fit()
+
+    def _check_port(self) -> None:
+        port = _int(self.query_one("#port", Input).value)
+        if port is None or not 1 <= port <= 65535:
+            self._show_port("port must be a number in 1-65535")
+            return
+        self._check_port_free(port)
+
+    @work(thread=True, exclusive=True, group="form-port")
+    def _check_port_free(self, port: int) -> None:
+        problem = self.backend.port_problem(port, self.original_name)
+        self.app.call_from_thread(self._show_port, problem)
+
+    def _show_port(self, problem: str | None) -> None:
+        self.port_message = problem
+        msg = self.query_one("#port-msg", Static)
+        msg.update(f"[$error]{gauges.plain(problem)}[/]" if problem else "[$success]free[/]")
+
+    def _selected_gpus(self) -> tuple[str, ...]:
+        lists = self.query("#gpus")
+        if not lists:
+            return ()
+        selection = lists.first(SelectionList)
+        chosen = set(selection.selected)
+        return tuple(g.uuid for g in self.gpus.gpus if g.uuid in chosen)  # keep priority order
+
+    def _estimate_fit(self) -> None:
+        layers = _int(self.query_one("#gpu_layers", Input).value) or 0
+        ctx = _int(self.query_one("#ctx", Input).value) or 0
+        parallel = _int(self.query_one("#parallel", Input).value) or 1
+        model = self.query_one("#model", Select).value
+        self._run_fit(str(model) if model is not Select.BLANK else None, layers, ctx, parallel, self._selected_gpus())
+
+    @work(thread=True, exclusive=True, group="form-fit")
+    def _run_fit(self, model: str | None, layers: int, ctx: int, parallel: int, gpus: tuple[str, ...]) -> None:
+        if not gpus or layers == 0:
+            text = "[$text-muted]CPU only: no VRAM needed (gpu_layers 0 or no GPU ticked)[/]"
+        else:
+            est = self.backend.fit_estimate(model, layers, ctx, parallel, gpus)
+            var = "$success" if est.fits else "$error"
+            text = f"[{var}]{gauges.plain(est.text)}[/]"
+        self.app.call_from_thread(self._show_fit, text)
+
+    def _show_fit(self, text: str) -> None:
+        self.fit_text = text
+        self.query_one("#fit", Static).update(text)
+
+    # save ---------------------------------------------------------------------------
+    def build_draft(self) -> tuple[InstanceDraft, list[str]]:
+        """The draft the fields describe, and every problem in words."""
+        problems: list[str] = []
+        values = {k: self.query_one(f"#{k}", Input).value for k in
+                  ("name", "port", "gpu_layers", "ctx", "parallel", "batch_size", "horde_name", "horde_key", "horde_window")}
+        name = values["name"].strip()
+        if not NAME_RE.match(name):
+            problems.append("name: use 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        elif name in self.existing_names:
+            problems.append(f"name: an instance called {name!r} exists already; pick another name")
+        numbers = {}
+        for key in ("port", "gpu_layers", "ctx", "parallel", "batch_size"):
+            number = _int(values[key])
+            if number is None:
+                problems.append(f"{key}: {values[key]!r} is not a whole number")
+                number = getattr(self.draft.config, key)
+            numbers[key] = number
+        if numbers["gpu_layers"] < -1:
+            problems.append("gpu_layers: use -1 (all layers), 0 (CPU) or a layer count")
+        window = _float(values["horde_window"])
+        if window is None:
+            problems.append(f"Horde window: {values['horde_window']!r} is not a number of seconds")
+            window = self.draft.config.horde.window_s
+        model = self.query_one("#model", Select).value
+        horde = replace(
+            self.draft.config.horde or HordeSettings(),
+            enabled=self.query_one("#horde_enabled", Switch).value,
+            worker_name=values["horde_name"].strip(),
+            api_key=values["horde_key"].strip(),
+            window_s=window,
+        )
+        config = replace(
+            self.draft.config,
+            name=name or self.draft.config.name,
+            model=None if model in (BUNDLED, Select.BLANK) else str(model),
+            horde=horde,
+            **numbers,
+        )
+        problems += config.validate()
+        if self.port_message:
+            problems.append(f"port: {self.port_message}")
+        draft = replace(self.draft, config=config, gpu_uuids=self._selected_gpus())
+        return draft, problems
+
+    def action_save(self) -> None:
+        draft, problems = self.build_draft()
+        errors = self.query_one("#form-errors", Static)
+        if problems:
+            errors.update("[$error]" + "\n".join(gauges.plain(p) for p in problems) + "[/]")
+            return
+        errors.update("")
+        self.dismiss(draft)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            self.action_save()
+        else:
+            self.action_cancel()

@@ -1,0 +1,119 @@
+"""Small pickers: a model from the catalogue, and a new batch size with its n_ubatch."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from koboldtui.tui import gauges
+from koboldtui.tui.backend import CatalogModel, PanelBackend
+
+MAX_UBATCH = 1024
+
+
+class ModelPickerScreen(ModalScreen[str | None]):
+    """Pick a GGUF from the catalogue; returns its path (or None on escape)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="picker-cancel")]
+
+    def __init__(self, backend: PanelBackend, instance: str, current: str) -> None:
+        super().__init__(classes="modal")
+        self.backend = backend
+        self.instance = instance
+        self.current = current
+        self.models: list[CatalogModel] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(
+                f"[b]Switch model[/] of {gauges.plain(self.instance)}"
+                "  [$text-muted]↑/↓ choose · enter switch · esc cancel[/]"
+            )
+            yield OptionList(id="models")
+            yield Static("[$text-muted]loading the catalogue…[/]", id="picker-status")
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+        self._load()
+
+    @work(thread=True, exclusive=True, group="picker-catalog")
+    def _load(self) -> None:
+        try:
+            models = self.backend.catalog()
+        except Exception as exc:
+            self.app.call_from_thread(self._status, f"[$error]cannot list models: {gauges.plain(exc)}[/]")
+            return
+        self.app.call_from_thread(self._fill, models)
+
+    def _status(self, text: str) -> None:
+        self.query_one("#picker-status", Static).update(text)
+
+    def _fill(self, models: list[CatalogModel]) -> None:
+        self.models = models
+        options = self.query_one(OptionList)
+        options.clear_options()
+        for m in models:
+            mark = " [$accent](current)[/]" if m.path == self.current or m.name == self.current else ""
+            size = f"{m.size_bytes / 2**30:.1f} GiB" if m.size_bytes else ""
+            options.add_option(Option(f"{gauges.plain(m.name)}  [$text-muted]{size} {gauges.plain(m.quant)}[/]{mark}", id=m.path))
+        self._status(f"{len(models)} models" if models else "[$warning]no GGUF models found: add a folder in the catalogue[/]")
+        if models:
+            options.highlighted = 0
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class BatchFormScreen(ModalScreen[int | None]):
+    """Enter a new n_batch; shows n_ubatch = min(n_batch, 1024) as you type."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="batch-cancel")]
+
+    def __init__(self, instance: str, n_batch: int) -> None:
+        super().__init__(classes="modal")
+        self.instance = instance
+        self.n_batch = n_batch
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(
+                f"[b]Batch size[/] of {gauges.plain(self.instance)}"
+                "  [$text-muted]enter apply (reloads the instance) · esc cancel[/]"
+            )
+            yield Input(str(self.n_batch), id="n_batch", type="integer")
+            yield Static("", id="batch-msg")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+        self._explain(str(self.n_batch))
+
+    def _parse(self, text: str) -> tuple[int | None, str]:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            return None, "[$error]n_batch must be a whole number[/]"
+        if not 1 <= value <= 65536:
+            return None, "[$error]n_batch must be between 1 and 65536[/]"
+        return value, f"n_ubatch = min({value}, {MAX_UBATCH}) = [b]{min(value, MAX_UBATCH)}[/]"
+
+    def _explain(self, text: str) -> None:
+        self.query_one("#batch-msg", Static).update(self._parse(text)[1])
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._explain(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        value, _ = self._parse(event.value)
+        if value is not None:
+            self.dismiss(value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

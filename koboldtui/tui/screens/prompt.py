@@ -1,0 +1,78 @@
+"""Send a local request to an instance and watch it stream (it restarts the Horde countdown)."""
+
+from __future__ import annotations
+
+import threading
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static, TextArea
+
+from koboldtui.tui import gauges
+from koboldtui.tui.backend import PanelBackend
+
+
+class PromptScreen(ModalScreen[None]):
+    """A prompt line and the streamed answer; enter sends, esc closes (and stops streaming)."""
+
+    BINDINGS = [Binding("escape", "close", "Close", id="prompt-close")]
+
+    def __init__(self, backend: PanelBackend, instance: str, max_tokens: int = 200) -> None:
+        super().__init__(classes="modal")
+        self.backend = backend
+        self.instance = instance
+        self.max_tokens = max_tokens
+        self.output = ""
+        self.tokens = 0
+        self._stop = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Static(f"[b]Prompt[/] → {gauges.plain(self.instance)}  [$text-muted]enter send · esc close[/]")
+            yield Input(placeholder="Write a prompt and press enter", id="prompt-input")
+            yield TextArea("", id="prompt-output", read_only=True, soft_wrap=True)
+            yield Static("", id="prompt-status")
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt-input", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        prompt = event.value.strip()
+        if not prompt:
+            self.query_one("#prompt-status", Static).update("[$warning]type a prompt first[/]")
+            return
+        self.output, self.tokens = "", 0
+        self.query_one("#prompt-output", TextArea).text = ""
+        self.query_one("#prompt-status", Static).update("[$warning]streaming…[/]")
+        self._stop.clear()
+        self._stream(prompt)
+
+    @work(thread=True, exclusive=True, group="prompt-stream")
+    def _stream(self, prompt: str) -> None:
+        try:
+            for token in self.backend.stream_prompt(self.instance, prompt, self.max_tokens):
+                if self._stop.is_set():
+                    return
+                self.app.call_from_thread(self._append, token)
+        except Exception as exc:  # shown to the person, not raised into the app
+            self.app.call_from_thread(self._finish, f"[$error]{gauges.plain(exc)}[/]")
+            return
+        self.app.call_from_thread(self._finish, None)
+
+    def _append(self, token: str) -> None:
+        self.output += token
+        self.tokens += 1
+        area = self.query_one("#prompt-output", TextArea)
+        area.insert(token, area.document.end)
+        self.query_one("#prompt-status", Static).update(f"[$warning]streaming…[/] {self.tokens} tokens")
+
+    def _finish(self, error: str | None) -> None:
+        status = self.query_one("#prompt-status", Static)
+        status.update(error if error else f"[$success]done[/] · {self.tokens} tokens")
+
+    def action_close(self) -> None:
+        self._stop.set()
+        self.dismiss(None)

@@ -1,0 +1,71 @@
+"""Model switch progress: stop → start → loading → ready, step by step with a bar."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import ProgressBar, Static
+
+from koboldtui.tui import gauges
+from koboldtui.tui.backend import PanelBackend
+
+
+class SwitchProgressScreen(ModalScreen[bool]):
+    """Runs the switch in a worker; True when the instance came back ready."""
+
+    BINDINGS = [Binding("escape", "close", "Close", id="switch-close")]
+
+    def __init__(self, backend: PanelBackend, instance: str, model: str) -> None:
+        super().__init__(classes="modal")
+        self.backend = backend
+        self.instance = instance
+        self.model = model
+        self.steps: list[str] = []
+        self.finished: bool | None = None
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(
+                f"[b]Switching[/] {gauges.plain(self.instance)} → {gauges.plain(self.model.rsplit('/', 1)[-1])}"
+            )
+            yield ProgressBar(total=1.0, show_eta=False, id="switch-bar")
+            yield Static("", id="switch-steps")
+
+    def on_mount(self) -> None:
+        self._run()
+
+    @work(thread=True, exclusive=True, group="switch-model")
+    def _run(self) -> None:
+        try:
+            self.backend.switch_model(
+                self.instance, self.model, lambda step, frac: self.app.call_from_thread(self._progress, step, frac)
+            )
+        except Exception as exc:
+            self.app.call_from_thread(self._done, str(exc))
+            return
+        self.app.call_from_thread(self._done, None)
+
+    def _progress(self, step: str, fraction: float) -> None:
+        self.steps.append(step)
+        self.query_one(ProgressBar).update(progress=fraction)
+        self.query_one("#switch-steps", Static).update("\n".join(gauges.plain(s) for s in self.steps[-6:]))
+
+    def _done(self, error: str | None) -> None:
+        self.finished = error is None
+        if error is None:
+            self.query_one(ProgressBar).update(progress=1.0)
+            self.notify(f"{self.instance} now runs {self.model.rsplit('/', 1)[-1]}", title="Model switched")
+            self.dismiss(True)
+            return
+        self.steps.append(f"failed: {error}")
+        self.query_one("#switch-steps", Static).update(
+            "\n".join(gauges.plain(s) for s in self.steps[-6:]) + "\n[$text-muted]esc closes[/]"
+        )
+        self.query_one("#switch-steps", Static).add_class("error")
+
+    def action_close(self) -> None:
+        if self.finished is not None:
+            self.dismiss(bool(self.finished))

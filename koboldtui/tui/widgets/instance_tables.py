@@ -1,0 +1,98 @@
+"""The Instances table (what runs where) and the Batch table (how each one batches).
+
+The Instances table's cursor is the panel's "selected instance": start/stop, model
+switch, batch size, Horde and prompt keys all act on it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from koboldtui.tui import gauges
+from koboldtui.tui.backend import InstanceView
+from koboldtui.tui.widgets.keyed_table import KeyedTable
+
+STATE_STYLE = {
+    "ready": "b",
+    "failed": "b reverse",
+    "stopped": "dim",
+    "starting": "i",
+    "loading": "i",
+    "stopping": "i",
+}
+
+
+def _model_name(inst: InstanceView) -> str:
+    if inst.status is not None:
+        return inst.status.engine.model_name
+    return inst.model.rsplit("/", 1)[-1] if inst.model else "bundled"
+
+
+class InstancesTable(KeyedTable):
+    """Name, model, port, GPUs, state, restarts, uptime; s starts, x stops."""
+
+    BORDER_TITLE = "Instances"
+    COLUMNS = (
+        ("name", "name"),
+        ("model", "model"),
+        ("port", "port"),
+        ("gpus", "GPUs"),
+        ("state", "state"),
+        ("restarts", "restarts"),
+        ("uptime", "uptime"),
+    )
+
+    def show(self, instances: Iterable[InstanceView]) -> None:
+        rows: dict[str, tuple[object, ...]] = {}
+        for inst in instances:
+            style = STATE_STYLE.get(inst.state, "")
+            state = f"[{style}]{inst.state}[/]" if style else inst.state
+            rows[inst.name] = (
+                gauges.plain(inst.name),
+                gauges.plain(_model_name(inst)),
+                str(inst.port),
+                gauges.plain(inst.gpus or "CPU"),
+                state,
+                str(inst.restarts),
+                gauges.duration(inst.uptime_s) if inst.running else "-",
+            )
+        self.sync_rows(rows)
+        self.border_subtitle = "n new · e edit · s start · x stop · m model · l log"
+
+
+def slots_cell(busy: int, total: int, width: int = 8) -> str:
+    """'▮▮▯▯ 2/4' style slot meter (no colour: the table's theme styles it)."""
+    total = max(total, 0)
+    shown = min(total, width)
+    filled = min(shown, round(busy * shown / total)) if total else 0
+    return "▮" * filled + "▯" * (shown - filled) + f" {busy}/{total}"
+
+
+class BatchTable(KeyedTable):
+    """n_batch, n_ubatch (= min(n_batch, 1024)) and busy slots per instance; b changes it."""
+
+    BORDER_TITLE = "Batch"
+    COLUMNS = (
+        ("name", "instance"),
+        ("n_batch", "n_batch"),
+        ("n_ubatch", "n_ubatch"),
+        ("slots", "slots"),
+        ("ctx", "ctx/slot"),
+    )
+
+    def show(self, instances: Iterable[InstanceView]) -> None:
+        rows: dict[str, tuple[object, ...]] = {}
+        for inst in instances:
+            if inst.status is None:
+                rows[inst.name] = (gauges.plain(inst.name), "-", "-", "-", "-")
+                continue
+            eng = inst.status.engine
+            rows[inst.name] = (
+                gauges.plain(inst.name),
+                str(eng.n_batch),
+                str(eng.n_ubatch),
+                slots_cell(eng.slots_busy, eng.parallel),
+                str(eng.n_ctx_per_seq),
+            )
+        self.sync_rows(rows)
+        self.border_subtitle = "b batch size"
