@@ -393,3 +393,33 @@ class FakeTime:
         if self.on_sleep is not None:
             self.on_sleep(self.now)
         await asyncio.sleep(0.001)  # let HTTP and job tasks run
+
+
+def build_worker(
+    horde_url: str,
+    engine: Any,
+    *,
+    time: FakeTime | None = None,
+    key: str = "good-key",
+    name: str = "koboldtui-test-worker",
+    parallel: int = 4,
+    rng: Callable[[], float] = lambda: 0.0,
+    gate: Any = None,
+    **overrides: Any,
+) -> Any:
+    """A HordeWorker wired to the fake Horde with an injected clock; ``worker.gate`` is its gate."""
+    from koboldtui.config import HordeSettings
+    from koboldtui.horde.priority import LocalPriorityGate
+    from koboldtui.horde.worker import HordeWorker
+
+    time = time or FakeTime()
+    fields: dict[str, Any] = dict(enabled=True, api_key=key, worker_name=name, url=horde_url, window_s=20.0)
+    fields.update(overrides)
+    settings = HordeSettings(**fields)
+    gate = gate or LocalPriorityGate(settings.window_s, clock=time.clock)
+    worker = HordeWorker(
+        engine, gate, settings, n_ctx_per_seq=engine.n_ctx_per_seq, parallel=parallel,
+        model_path=engine.model_path, clock=time.clock, sleep=time.sleep, rng=rng,
+    )
+    worker.gate = gate
+    return worker

@@ -14,23 +14,16 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 
-from koboldtui.config import HordeSettings
 from koboldtui.engine.types import FinishReason, Origin, QueueFullError
 from koboldtui.horde.client import HordeClient
-from koboldtui.horde.priority import LocalPriorityGate
 from koboldtui.horde.worker import HordeWorker
 
 try:
-    from tests.fake_horde import ANON_KEY, FakeHorde, FakeTime, ScriptedEngine, error_reply, job_reply
+    from tests.fake_horde import ANON_KEY, FakeHorde, FakeTime, ScriptedEngine, build_worker, error_reply, job_reply
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from fake_horde import ANON_KEY, FakeHorde, FakeTime, ScriptedEngine, error_reply, job_reply
+    from fake_horde import ANON_KEY, FakeHorde, FakeTime, ScriptedEngine, build_worker, error_reply, job_reply
 
 NAME = "koboldtui-test-worker"
-
-
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("KOBOLDTUI_HOME", str(tmp_path / "home"))
 
 
 @pytest.fixture
@@ -43,27 +36,8 @@ def horde() -> Any:
 async def make_worker(horde: FakeHorde) -> AsyncIterator[Callable[..., HordeWorker]]:
     made: list[HordeWorker] = []
 
-    def make(
-        engine: ScriptedEngine | None = None,
-        *,
-        time: FakeTime | None = None,
-        key: str = "good-key",
-        parallel: int = 4,
-        rng: Callable[[], float] = lambda: 0.0,
-        url: str | None = None,
-        **overrides: Any,
-    ) -> HordeWorker:
-        engine = engine or ScriptedEngine()
-        time = time or FakeTime()
-        fields = dict(enabled=True, api_key=key, worker_name=NAME, url=url or horde.url, window_s=20.0)
-        fields.update(overrides)
-        settings = HordeSettings(**fields)
-        gate = LocalPriorityGate(settings.window_s, clock=time.clock)
-        worker = HordeWorker(
-            engine, gate, settings, n_ctx_per_seq=engine.n_ctx_per_seq, parallel=parallel,
-            model_path=engine.model_path, clock=time.clock, sleep=time.sleep, rng=rng,
-        )
-        worker.gate = gate  # type: ignore[attr-defined]  # handy in tests
+    def make(engine: ScriptedEngine | None = None, *, url: str | None = None, **kw: Any) -> HordeWorker:
+        worker = build_worker(url or horde.url, engine or ScriptedEngine(), **kw)
         made.append(worker)
         return worker
 

@@ -55,7 +55,7 @@ def check_spec_fits(spec: InstanceSpec, plan: GpuPlan, model_path: Path) -> None
         raise StartError(f"cannot start {spec.name!r}: cannot read the model {model_path}: {exc}") from exc
     parallel = max(1, spec.parallel)
     verdict = check_fit(
-        meta, plan.gpus, spec.gpu_layers, max(1, spec.ctx // parallel), parallel,
+        meta, plan.gpus, spec.gpu_layers, spec.ctx, parallel,  # serve's --ctx is per slot
         spec.batch_size, plan.tensor_split,
     )
     if not verdict.fits:

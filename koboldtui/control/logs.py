@@ -57,6 +57,24 @@ def tail_lines(path: Path | str, count: int = 20, *, max_bytes: int = 256 * 1024
     return list(deque(lines, maxlen=count)) if count > 0 else []
 
 
+LAUNCH_HEADER = "=== koboldtui: starting "
+
+
+def launch_header(name: str, started: str, devices: str, command: str) -> str:
+    """The line block the supervisor writes before each launch (``tail_of_last_launch`` finds it)."""
+    return f"\n{LAUNCH_HEADER}{name} at {started} ({devices}) ===\n$ {command}\n"
+
+
+def tail_of_last_launch(path: Path | str, count: int = 15) -> list[str]:
+    """The last lines written by the latest launch only (a failure's cause, not older runs')."""
+    lines = tail_lines(path, max(count, 200))
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith(LAUNCH_HEADER):
+            lines = lines[index + 2:]  # skip the header and the command line
+            break
+    return lines[-count:] if count > 0 else []
+
+
 def follow(
     path: Path | str,
     *,

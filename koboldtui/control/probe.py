@@ -20,6 +20,7 @@ class Health(str, enum.Enum):
 
     READY = "ready"
     LOADING = "loading"
+    FAILED = "failed"  # 503 with status "failed": the model could not be loaded
     DOWN = "down"
     ERROR = "error"
 
@@ -30,19 +31,30 @@ def _headers(api_key: str | None) -> dict[str, str]:
 
 def probe_health(base_url: str, *, api_key: str | None = None, timeout_s: float = 1.0) -> Health:
     """One GET of ``/health``, mapped to a ``Health``."""
+    return probe_health_detail(base_url, api_key=api_key, timeout_s=timeout_s)[0]
+
+
+def probe_health_detail(
+    base_url: str, *, api_key: str | None = None, timeout_s: float = 1.0
+) -> tuple[Health, str | None]:
+    """``/health`` as (Health, the error the instance reported when it failed to load)."""
     try:
         response = httpx.get(base_url + HEALTH_PATH, headers=_headers(api_key), timeout=timeout_s)
     except httpx.HTTPError:
-        return Health.DOWN
+        return Health.DOWN, None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    status = body.get("status") if isinstance(body, dict) else None
     if response.status_code == 200:
-        try:
-            body = response.json()
-        except ValueError:
-            return Health.ERROR
-        return Health.READY if isinstance(body, dict) and body.get("status") == "ok" else Health.ERROR
+        return (Health.READY if status == "ok" else Health.ERROR), None
     if response.status_code == 503:
-        return Health.LOADING
-    return Health.ERROR
+        if status == "failed":
+            error = body.get("error") if isinstance(body, dict) else None
+            return Health.FAILED, str(error) if error else None
+        return Health.LOADING, None
+    return Health.ERROR, None
 
 
 def fetch_status(

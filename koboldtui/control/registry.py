@@ -22,14 +22,24 @@ UNSET: Any = object()
 
 
 def _catalog_lookup(name: str, paths: AppPaths, conn: sqlite3.Connection | None) -> Path | None:
-    """A model picked by its catalogue name (the file stem the picker shows), if one matches."""
-    try:
-        from koboldtui.models.catalog import list_models
-    except ModuleNotFoundError:  # pragma: no cover - partial checkout
-        return None
-    for entry in list_models(conn, paths):
-        if entry.name == name and entry.usable and entry.path is not None:
-            return entry.path
+    """A model picked by its catalogue name (the file stem the picker shows), if one matches.
+
+    Looks through the same folders as ``koboldtui.models.catalog`` by file name only, so
+    saving a spec never reads every GGUF header nor assembles the bundled model.
+    """
+    folders = [paths.models_dir]
+    if conn is not None:
+        try:
+            from koboldtui.models.catalog import model_dirs
+        except ModuleNotFoundError:  # pragma: no cover - partial checkout
+            model_dirs = None
+        if model_dirs is not None:
+            folders += model_dirs(conn)
+    for folder in folders:
+        for pattern in (f"{name}.gguf", f"*/{name}.gguf", f"*/*/{name}.gguf", f"*/*/*/{name}.gguf"):
+            for match in sorted(folder.glob(pattern)):
+                if match.is_file():
+                    return match
     return None
 
 

@@ -21,7 +21,7 @@ from koboldtui.control import logs as logfiles
 from koboldtui.control.backoff import Backoff
 from koboldtui.control.gpu_plan import GpuPlanner, default_gpu_planner, describe_plan
 from koboldtui.control.ports import check_port_available
-from koboldtui.control.probe import Health, probe_health
+from koboldtui.control.probe import Health, probe_health_detail
 from koboldtui.control.process import child_environment, pid_alive, serve_command, spawn, terminate_group
 from koboldtui.control.reattach import check_launch, launch_url
 from koboldtui.control.runstate import RunState, RunStateFiles
@@ -126,7 +126,7 @@ class Supervisor:
         check = check_launch(launch, spec.host, api_key=self.secrets.get(spec.name).get("api_key"))
         if not check.ours:
             if self.store.clear_launch(launch.name, launch.token):
-                tail = logfiles.tail_lines(launch.log_path, 10)
+                tail = logfiles.tail_of_last_launch(launch.log_path, 10)
                 message = f"stopped unexpectedly while no controller watched it ({check.reason})"
                 previous = self.runstate.read(launch.name)
                 self._save_runstate(launch.name, InstanceState.FAILED, previous.restarts,
@@ -213,9 +213,8 @@ class Supervisor:
         env = child_environment(self._environ, {**spec.extra_env, **plan.env(), **config.secret_env()})
         log_path = logfiles.log_path_for(self.paths.log_dir, name)
         logfiles.rotate_if_large(log_path, max_bytes=self._log_max_bytes)
-        shown = " ".join(shlex.quote(a) for a in command if a != token)
-        header = (f"\n=== koboldtui: starting {name} at {time.strftime('%Y-%m-%d %H:%M:%S')} "
-                  f"({describe_plan(plan)}) ===\n$ {shown}\n")
+        shown = " ".join("<token>" if a == token else shlex.quote(a) for a in command)
+        header = logfiles.launch_header(name, time.strftime("%Y-%m-%d %H:%M:%S"), describe_plan(plan), shown)
         try:
             child = spawn(command, env=env, log_path=log_path, cwd=self.paths.data_dir, header=header)
         except OSError as exc:
@@ -326,8 +325,13 @@ class Supervisor:
                 return
             if record.state is InstanceState.READY:
                 return
-            health = probe_health(launch_url(record.host, record.port), api_key=record.api_key, timeout_s=0.5)
+            health, load_error = probe_health_detail(
+                launch_url(record.host, record.port), api_key=record.api_key, timeout_s=0.5)
             now = self._clock()
+            if health is Health.FAILED:
+                terminate_group(record.pid, popen=record.popen, grace_s=5.0)
+                self._on_exit(record, None, reason=f"the model failed to load: {load_error or 'see the log'}")
+                return
             with self._lock:
                 if record.state not in (InstanceState.STARTING, InstanceState.LOADING):
                     return
@@ -372,7 +376,7 @@ class Supervisor:
                 self._save_runstate(record.name, InstanceState.STOPPED, record.restarts, None, None)
                 return
             reason = describe_exit(code if isinstance(code, int) else None)
-        self._fail(record, reason, logfiles.tail_lines(record.log_path, 15))
+        self._fail(record, reason, logfiles.tail_of_last_launch(record.log_path, 15))
 
     def _fail(self, record: ManagedInstance, reason: str, tail: list[str]) -> None:
         now = self._clock()

@@ -210,7 +210,7 @@ class HordeWorker:
             return "stopping" if (self._stop_task and not self._stop_task.done()) else "stopped"
         if self._fatal is not None:
             return "error"
-        if self._phase in ("off", "stopped", "starting"):
+        if self._phase in ("off", "stopped"):
             return self._phase
         if self._jobs:
             return "generating"

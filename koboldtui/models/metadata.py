@@ -217,25 +217,41 @@ def read_metadata(path: str | Path) -> GgufMetadata:
                     f"{path} is GGUF version {version}, too old for llama.cpp: re-convert it "
                     "with a current convert_hf_to_gguf.py"
                 )
-            cur = _Cursor(buf, endian)
-            cur.pos = 8
-            n_tensors, n_kv = cur.unpack("Q"), cur.unpack("Q")
-            fields: dict[str, Any] = {}
-            for _ in range(n_kv):
-                key = cur.string()
-                fields[key] = cur.value(cur.unpack("I"))
-            tensors = []
-            for _ in range(n_tensors):
-                name = cur.string()
-                n_dims = cur.unpack("I")
-                if n_dims > 8:
-                    raise GgufError(f"{path}: tensor {name} claims {n_dims} dimensions (damaged file?)")
-                shape = tuple(cur.unpack(f"{n_dims}Q")) if n_dims > 1 else (cur.unpack("Q"),) if n_dims else ()
-                type_id, _offset = cur.unpack("I"), cur.unpack("Q")
-                type_name, n_bytes = _tensor_bytes(shape, type_id)
-                match = _LAYER_RE.match(name)
-                tensors.append(TensorInfo(name, shape, type_name, n_bytes, int(match.group(1)) if match else None))
+            try:
+                fields, tensors = _parse(_Cursor(buf, endian), path)
+            except (struct.error, IndexError, OverflowError) as exc:
+                raise GgufError(
+                    f"{path}: the header ends early or is damaged ({exc}); a truncated download? "
+                    "download the file again"
+                ) from exc
+            except GgufError as exc:
+                if str(path) in str(exc):
+                    raise
+                raise GgufError(f"{path}: {exc}; download the file again") from exc
     return _build(path, size, version, fields, tensors)
+
+
+def _parse(cur: _Cursor, path: Path) -> tuple[dict[str, Any], list[TensorInfo]]:
+    cur.pos = 8
+    n_tensors, n_kv = cur.unpack("Q"), cur.unpack("Q")
+    if n_tensors > 1 << 24 or n_kv > 1 << 24:
+        raise GgufError(f"{path}: the header claims {n_tensors} tensors and {n_kv} keys (damaged file?)")
+    fields: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = cur.string()
+        fields[key] = cur.value(cur.unpack("I"))
+    tensors = []
+    for _ in range(n_tensors):
+        name = cur.string()
+        n_dims = cur.unpack("I")
+        if n_dims > 8:
+            raise GgufError(f"{path}: tensor {name} claims {n_dims} dimensions (damaged file?)")
+        shape = tuple(cur.unpack(f"{n_dims}Q")) if n_dims > 1 else (cur.unpack("Q"),) if n_dims else ()
+        type_id, _offset = cur.unpack("I"), cur.unpack("Q")
+        type_name, n_bytes = _tensor_bytes(shape, type_id)
+        match = _LAYER_RE.match(name)
+        tensors.append(TensorInfo(name, shape, type_name, n_bytes, int(match.group(1)) if match else None))
+    return fields, tensors
 
 
 def _build(path: Path, size: int, version: int, fields: dict[str, Any], tensors: list[TensorInfo]) -> GgufMetadata:

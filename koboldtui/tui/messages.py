@@ -21,9 +21,6 @@ class InstancesPolled(Message):
     polled_at: float
     error: str | None = None
 
-    def __post_init__(self) -> None:
-        super().__init__()
-
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, InstancesPolled)
 
@@ -35,9 +32,6 @@ class GpusPolled(Message):
     report: GpuReport
     polled_at: float
     error: str | None = None
-
-    def __post_init__(self) -> None:
-        super().__init__()
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, GpusPolled)

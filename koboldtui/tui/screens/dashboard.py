@@ -66,6 +66,7 @@ class DashboardScreen(Screen):
         self._clock = clock
         self._tick_s = tick_s
         self._fade_after_s = fade_after_s
+        self._ready = False
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◆")
@@ -80,7 +81,13 @@ class DashboardScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._ready = True
         self.query_one(InstancesTable).focus()
+        app = self.app
+        if getattr(app, "polls_done", 0):  # a poll landed before the widgets existed
+            self.show_instances(app.instances, app.selected_instance, app.clock())  # type: ignore[attr-defined]
+        if getattr(app, "gpu_polls_done", 0):
+            self.show_gpus(app.gpu_report)  # type: ignore[attr-defined]
 
     def action_focus_panel(self, panel_id: str) -> None:
         widget = self.query_one(f"#{panel_id}")
@@ -89,6 +96,8 @@ class DashboardScreen(Screen):
 
     def show_instances(self, instances: tuple[InstanceView, ...], selected: str | None, polled_at: float) -> None:
         """Redraw every instance-driven panel from one poll."""
+        if not self._ready:
+            return
         self.query_one(InstancesTable).show(instances)
         self.query_one(BatchTable).show(instances)
         self.query_one(QueueTable).show(instances, polled_at)
@@ -96,6 +105,8 @@ class DashboardScreen(Screen):
         self.query_one(HordePanel).show_instance(chosen, polled_at)
 
     def show_gpus(self, report: GpuReport) -> None:
+        if not self._ready:
+            return
         self.query_one(GpuPanel).show_report(report)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

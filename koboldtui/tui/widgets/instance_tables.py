@@ -22,10 +22,12 @@ STATE_STYLE = {
 }
 
 
-def _model_name(inst: InstanceView) -> str:
+def _model_name(inst: InstanceView, width: int = 22) -> str:
     if inst.status is not None:
-        return inst.status.engine.model_name
-    return inst.model.rsplit("/", 1)[-1] if inst.model else "bundled"
+        name = inst.status.engine.model_name
+    else:
+        name = inst.model.rsplit("/", 1)[-1] if inst.model else "bundled"
+    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 class InstancesTable(KeyedTable):
@@ -38,7 +40,7 @@ class InstancesTable(KeyedTable):
         ("port", "port"),
         ("gpus", "GPUs"),
         ("state", "state"),
-        ("restarts", "restarts"),
+        ("restarts", "rst"),
         ("uptime", "uptime"),
     )
 
