@@ -17,7 +17,7 @@ from koboldtui.tui.widgets.countdown import LocalPriorityCountdown
 from koboldtui.tui.widgets.gpu_panel import GpuPanel
 from koboldtui.tui.widgets.instance_tables import BatchTable, InstancesTable
 from koboldtui.tui.widgets.queue_table import QueueTable, row_key
-from tui_fakes import FakeBackend, FakeClock
+from tests.tui_fakes import FakeBackend, FakeClock
 
 SLOW = 3600.0  # polls re-armed this far out: each test drives polls itself
 
