@@ -68,7 +68,7 @@ class ServeConfig:
     name: str = "default"
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    ctx: int = 4096
+    ctx: int = 4096  # context per request: each of the `parallel` slots gets this much KV
     batch_size: int = 512
     parallel: int = 4
     gpu_layers: int = 0
@@ -94,11 +94,6 @@ class ServeConfig:
             problems.append(f"--batch-size {self.batch_size} must be between 1 and 65536")
         if not (1 <= self.parallel <= 256):
             problems.append(f"--parallel {self.parallel} must be between 1 and 256")
-        if self.ctx // max(1, self.parallel) < 32:
-            problems.append(
-                f"--ctx {self.ctx} split over --parallel {self.parallel} leaves under 32 tokens "
-                "per request: raise --ctx or lower --parallel"
-            )
         if self.threads is not None and self.threads < 1:
             problems.append("--threads must be at least 1")
         if self.max_queue < 1:

@@ -1,4 +1,4 @@
-"""A fake AI Horde on 127.0.0.1 (real HTTP, uvicorn in a thread), because tests must never reach the public Horde.
+"""A fake AI Horde on 127.0.0.1 (real HTTP, uvicorn in a thread): tests never reach the real one.
 
 It follows ../shared/HORDE.md: key checks (InvalidAPIKey, AnonForbiddenWorker,
 WrongCredentials), worker registration on the first pop, maintenance (PUT and the
@@ -18,14 +18,16 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from typing_extensions import Self
 
 from koboldtui.engine.types import (
     EngineError,
@@ -41,14 +43,17 @@ ANON_KEY = "0000000000"
 
 @dataclass
 class Reply:
-    """A scripted answer: HTTP status, JSON body, headers."""
+    """A scripted answer: HTTP status, JSON body, headers, and a delay before it (timeouts)."""
 
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
 
 
-def error_reply(status: int, rc: str | None, message: str = "scripted error", **headers: str) -> Reply:
+def error_reply(
+    status: int, rc: str | None, message: str = "scripted error", **headers: str
+) -> Reply:
     """An error as the Horde sends it: ``{"message", "rc"}``."""
     body: dict[str, Any] = {"message": message}
     if rc is not None:
@@ -67,28 +72,48 @@ class Recorded:
     at: float
 
 
-def job_reply(prompt: str = "Once upon a time", n: int = 1, ttl: int = 150, **payload: Any) -> dict[str, Any]:
+def job_reply(
+    prompt: str = "Once upon a time", n: int = 1, ttl: int = 150, **payload: Any
+) -> dict[str, Any]:
     """A pop answer carrying one job (``n`` ids), payload keys as the Horde sends them."""
     ids = [str(uuid.uuid4()) for _ in range(n)]
-    body = {"prompt": prompt, "n": n, "max_length": 16, "max_context_length": 512, "temperature": 0.7}
+    body = {
+        "prompt": prompt,
+        "n": n,
+        "max_length": 16,
+        "max_context_length": 512,
+        "temperature": 0.7,
+    }
     body.update(payload)
-    return {"id": ids[0], "ids": ids, "model": "koboldcpp/test", "ttl": ttl, "skipped": {}, "messages": [], "payload": body}
+    return {
+        "id": ids[0],
+        "ids": ids,
+        "model": "koboldcpp/test",
+        "ttl": ttl,
+        "skipped": {},
+        "messages": [],
+        "payload": body,
+    }
 
 
 class FakeHorde:
-    """The Horde endpoints a text worker uses, scriptable and recording; ``with FakeHorde() as h: h.url``."""
+    """The Horde endpoints a text worker uses, scriptable, recording."""
 
     def __init__(self, keys: dict[str, str] | None = None) -> None:
         self.keys = dict(keys or {"good-key": "tester#42"})  # api key -> username
         self.kudos: dict[str, float] = {k: 1000.0 for k in self.keys}
-        self.name_owners: dict[str, str] = {}  # worker name -> owning key (others get WrongCredentials)
+        self.name_owners: dict[
+            str, str
+        ] = {}  # worker name -> owning key (others get WrongCredentials)
         self.pop_script: list[dict[str, Any] | Reply] = []
         self.submit_script: list[Reply | None] = []
         self.skipped: dict[str, int] = {}
         self.reward = 10.0
         self.records: list[Recorded] = []
         self.workers: dict[str, dict[str, Any]] = {}  # name -> details
-        self.jobs: dict[str, dict[str, Any]] = {}  # job id -> payload (handed out, not yet submitted)
+        self.jobs: dict[
+            str, dict[str, Any]
+        ] = {}  # job id -> payload (handed out, not yet submitted)
         self.submitted: dict[str, dict[str, Any]] = {}  # job id -> submit body
         self.on_pop: Callable[[Recorded], None] | None = None
         self._lock = threading.Lock()
@@ -102,18 +127,20 @@ class FakeHorde:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def __enter__(self) -> "FakeHorde":
+    def __enter__(self) -> Self:
         self.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            self._app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="fake-horde", daemon=True)
         self._thread.start()
@@ -135,7 +162,9 @@ class FakeHorde:
         """Recorded requests whose path ends with ``path_suffix`` (and method, if given)."""
         with self._lock:
             return [
-                r for r in self.records if r.path.endswith(path_suffix) and (method is None or r.method == method)
+                r
+                for r in self.records
+                if r.path.endswith(path_suffix) and (method is None or r.method == method)
             ]
 
     def pops(self) -> list[Recorded]:
@@ -155,7 +184,13 @@ class FakeHorde:
     # --------------------------------------------------------------- the app
 
     def _record(self, request: Request, body: Any) -> Recorded:
-        rec = Recorded(request.method, request.url.path, {k.lower(): v for k, v in request.headers.items()}, body, time.monotonic())
+        rec = Recorded(
+            request.method,
+            request.url.path,
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+            time.monotonic(),
+        )
         with self._lock:
             self.records.append(rec)
         return rec
@@ -164,7 +199,9 @@ class FakeHorde:
         if key == ANON_KEY:
             return None  # checked per endpoint (anon can find_user, cannot work)
         if key not in self.keys:
-            return JSONResponse({"message": "Wrong API Key", "rc": "InvalidAPIKey"}, status_code=401)
+            return JSONResponse(
+                {"message": "Wrong API Key", "rc": "InvalidAPIKey"}, status_code=401
+            )
         return None
 
     @staticmethod
@@ -181,27 +218,59 @@ class FakeHorde:
             if (err := self._key_error(key)) is not None:
                 return err
             if key == ANON_KEY:
-                return JSONResponse({"message": "Anonymous user is forbidden", "rc": "AnonForbiddenWorker"}, status_code=403)
+                return JSONResponse(
+                    {"message": "Anonymous user is forbidden", "rc": "AnonForbiddenWorker"},
+                    status_code=403,
+                )
             name = body.get("name")
             if not name or not body.get("models"):
-                return JSONResponse({"message": "Input payload validation failed", "errors": {"name": "required"}}, status_code=400)
+                return JSONResponse(
+                    {"message": "Input payload validation failed", "errors": {"name": "required"}},
+                    status_code=400,
+                )
             with self._lock:
                 owner = self.name_owners.setdefault(name, key)
                 if owner != key:
-                    return JSONResponse({"message": "Wrong credentials to submit as this worker.", "rc": "WrongCredentials"}, status_code=403)
+                    return JSONResponse(
+                        {
+                            "message": "Wrong credentials to submit as this worker.",
+                            "rc": "WrongCredentials",
+                        },
+                        status_code=403,
+                    )
                 worker = self.workers.setdefault(
-                    name, {"id": str(uuid.uuid4()), "name": name, "maintenance_mode": False, "kudos_rewards": 0.0, "requests_fulfilled": 0}
+                    name,
+                    {
+                        "id": str(uuid.uuid4()),
+                        "name": name,
+                        "maintenance_mode": False,
+                        "kudos_rewards": 0.0,
+                        "requests_fulfilled": 0,
+                    },
                 )
                 if worker["maintenance_mode"]:
                     return JSONResponse(
-                        {"message": f"Worker {name} is in maintenance mode: {worker.get('maintenance_msg', '')}", "rc": "WorkerMaintenance"},
+                        {
+                            "message": f"Worker {name} is in maintenance mode: "
+                            f"{worker.get('maintenance_msg', '')}",
+                            "rc": "WorkerMaintenance",
+                        },
                         status_code=403,
                     )
                 item = self.pop_script.pop(0) if self.pop_script else None
             if isinstance(item, Reply):
+                await asyncio.sleep(item.delay_s)
                 return self._reply(item)
             if item is None:
-                return JSONResponse({"id": None, "ids": [], "payload": {}, "skipped": dict(self.skipped), "messages": []})
+                return JSONResponse(
+                    {
+                        "id": None,
+                        "ids": [],
+                        "payload": {},
+                        "skipped": dict(self.skipped),
+                        "messages": [],
+                    }
+                )
             with self._lock:
                 for job_id in item["ids"]:
                     self.jobs[job_id] = item["payload"]
@@ -218,9 +287,21 @@ class FakeHorde:
                     return self._reply(item)
                 job_id = body.get("id")
                 if job_id in self.submitted:
-                    return JSONResponse({"message": "Processing Generation with ID already submitted.", "rc": "DuplicateGen"}, status_code=400)
+                    return JSONResponse(
+                        {
+                            "message": "Processing Generation with ID already submitted.",
+                            "rc": "DuplicateGen",
+                        },
+                        status_code=400,
+                    )
                 if job_id not in self.jobs:
-                    return JSONResponse({"message": "Processing Generation with ID not found.", "rc": "InvalidJobID"}, status_code=404)
+                    return JSONResponse(
+                        {
+                            "message": "Processing Generation with ID not found.",
+                            "rc": "InvalidJobID",
+                        },
+                        status_code=404,
+                    )
                 self.jobs.pop(job_id)
                 self.submitted[job_id] = body
                 reward = self.reward if body.get("state") == "ok" else 0.0
@@ -234,21 +315,36 @@ class FakeHorde:
             if (err := self._key_error(key)) is not None:
                 return err
             ids = [w["id"] for n, w in self.workers.items() if self.name_owners.get(n) == key]
-            return JSONResponse({"username": self.keys[key], "kudos": self.kudos[key], "worker_ids": ids, "trusted": False})
+            return JSONResponse(
+                {
+                    "username": self.keys[key],
+                    "kudos": self.kudos[key],
+                    "worker_ids": ids,
+                    "trusted": False,
+                }
+            )
 
         async def worker_by_name(request: Request) -> JSONResponse:
             self._record(request, None)
             worker = self.workers.get(request.path_params["name"])
             if worker is None:
-                return JSONResponse({"message": "Worker Not Found", "rc": "WorkerNotFound"}, status_code=404)
+                return JSONResponse(
+                    {"message": "Worker Not Found", "rc": "WorkerNotFound"}, status_code=404
+                )
             return JSONResponse(worker)
 
         async def worker_by_id(request: Request) -> JSONResponse:
             body = await request.json() if request.method == "PUT" else None
             self._record(request, body)
-            found = [(n, w) for n, w in self.workers.items() if w["id"] == request.path_params["worker_id"]]
+            found = [
+                (n, w)
+                for n, w in self.workers.items()
+                if w["id"] == request.path_params["worker_id"]
+            ]
             if not found:
-                return JSONResponse({"message": "Worker Not Found", "rc": "WorkerNotFound"}, status_code=404)
+                return JSONResponse(
+                    {"message": "Worker Not Found", "rc": "WorkerNotFound"}, status_code=404
+                )
             name, worker = found[0]
             if request.method == "GET":
                 return JSONResponse(worker)
@@ -256,7 +352,10 @@ class FakeHorde:
             if (err := self._key_error(key)) is not None:
                 return err
             if self.name_owners.get(name) != key:
-                return JSONResponse({"message": "You can only modify your own workers", "rc": "NotOwner"}, status_code=403)
+                return JSONResponse(
+                    {"message": "You can only modify your own workers", "rc": "NotOwner"},
+                    status_code=403,
+                )
             with self._lock:
                 worker["maintenance_mode"] = bool(body.get("maintenance"))
                 worker["maintenance_msg"] = body.get("maintenance_msg", "")
@@ -284,7 +383,7 @@ class FakeHorde:
 class ScriptedHandle:
     """A GenerationHandle whose end the test decides (``release``) — for protocol tests only."""
 
-    def __init__(self, engine: "ScriptedEngine", request: GenerationRequest) -> None:
+    def __init__(self, engine: ScriptedEngine, request: GenerationRequest) -> None:
         self.engine = engine
         self.request = request
         self.genkey = request.genkey
@@ -309,9 +408,17 @@ class ScriptedHandle:
         now = time.monotonic()
         tokens = len(text.split())
         return GenerationResult(
-            genkey=self.genkey, text=text, finish_reason=self._finish, prompt_tokens=4, completion_tokens=tokens,
-            truncated_tokens=0, seed=self.engine.seed, queued_at=self.queued_at, first_token_at=now - 0.1 * tokens,
-            finished_at=now, error=self._error,
+            genkey=self.genkey,
+            text=text,
+            finish_reason=self._finish,
+            prompt_tokens=4,
+            completion_tokens=tokens,
+            truncated_tokens=0,
+            seed=self.engine.seed,
+            queued_at=self.queued_at,
+            first_token_at=now - 0.1 * tokens,
+            finished_at=now,
+            error=self._error,
         )
 
     def partial_text(self) -> str:
@@ -322,7 +429,7 @@ class ScriptedHandle:
 
 
 class ScriptedEngine:
-    """Satisfies TextEngine for worker-protocol tests; ``hold=True`` keeps jobs running until released."""
+    """A TextEngine for worker-protocol tests; ``hold=True`` keeps jobs running until released."""
 
     model_name = "scripted"
     model_path = "/models/scripted-model.Q4_K_M.gguf"
@@ -332,7 +439,9 @@ class ScriptedEngine:
     n_batch = 512
     n_ubatch = 512
 
-    def __init__(self, text: str = "the scripted answer.", hold: bool = False, seed: int = 1234) -> None:
+    def __init__(
+        self, text: str = "the scripted answer.", hold: bool = False, seed: int = 1234
+    ) -> None:
         self.text = text
         self.hold = hold
         self.seed = seed
@@ -360,8 +469,19 @@ class ScriptedEngine:
         return False
 
     def snapshot(self) -> EngineSnapshot:
-        return EngineSnapshot(self.model_name, self.model_path, self.n_ctx, self.n_ctx_per_seq, self.n_batch,
-                              self.n_ubatch, self.parallel, len(self.running), 0, (), EngineTotals())
+        return EngineSnapshot(
+            self.model_name,
+            self.model_path,
+            self.n_ctx,
+            self.n_ctx_per_seq,
+            self.n_batch,
+            self.n_ubatch,
+            self.parallel,
+            len(self.running),
+            0,
+            (),
+            EngineTotals(),
+        )
 
     def tokenize(self, text: str) -> list[int]:
         return list(range(len(text.split())))
@@ -373,11 +493,11 @@ class ScriptedEngine:
         return "\n".join(m.get("content", "") for m in messages)
 
 
-# --------------------------------------------------------------------------- time and worker helpers
+# ------------------------------------------------------------------ time and worker helpers
 
 
 class FakeTime:
-    """An injected clock and sleep: sleeping advances the clock at once, so windows and backoffs take no time."""
+    """An injected clock and sleep: sleeping moves the clock at once, so waits take no time."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self.now = start
@@ -405,6 +525,7 @@ def build_worker(
     parallel: int = 4,
     rng: Callable[[], float] = lambda: 0.0,
     gate: Any = None,
+    client: Any = None,
     **overrides: Any,
 ) -> Any:
     """A HordeWorker wired to the fake Horde with an injected clock; ``worker.gate`` is its gate."""
@@ -413,13 +534,27 @@ def build_worker(
     from koboldtui.horde.worker import HordeWorker
 
     time = time or FakeTime()
-    fields: dict[str, Any] = dict(enabled=True, api_key=key, worker_name=name, url=horde_url, window_s=20.0)
+    fields: dict[str, Any] = {
+        "enabled": True,
+        "api_key": key,
+        "worker_name": name,
+        "url": horde_url,
+        "window_s": 20.0,
+    }
     fields.update(overrides)
     settings = HordeSettings(**fields)
     gate = gate or LocalPriorityGate(settings.window_s, clock=time.clock)
     worker = HordeWorker(
-        engine, gate, settings, n_ctx_per_seq=engine.n_ctx_per_seq, parallel=parallel,
-        model_path=engine.model_path, clock=time.clock, sleep=time.sleep, rng=rng,
+        engine,
+        gate,
+        settings,
+        n_ctx_per_seq=engine.n_ctx_per_seq,
+        parallel=parallel,
+        model_path=engine.model_path,
+        clock=time.clock,
+        sleep=time.sleep,
+        rng=rng,
+        client=client,
     )
     worker.gate = gate
     return worker

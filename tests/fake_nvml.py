@@ -155,7 +155,9 @@ class FakeNvml:
     def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeGpu) -> list[Any]:
         gpu = self._device(handle, "nvmlDeviceGetComputeRunningProcesses")
         return [
-            SimpleNamespace(pid=pid, usedGpuMemory=NVML_VALUE_NOT_AVAILABLE_ulonglong if used is None else used)
+            SimpleNamespace(
+                pid=pid, usedGpuMemory=NVML_VALUE_NOT_AVAILABLE_ulonglong if used is None else used
+            )
             for pid, used in gpu.processes
         ]
 
@@ -168,11 +170,28 @@ def three_gpus() -> FakeNvml:
     """A workstation with a 24 GiB, an 8 GiB and a 12 GiB card (PCI order = index order)."""
     return FakeNvml(
         [
-            FakeGpu("GPU-aaaa-24g", "NVIDIA GeForce RTX 4090", 24 * GiB, used=2 * GiB,
-                    util_gpu=35, pci_bus_id="00000000:01:00.0", processes=[(1111, 1 * GiB)]),
-            FakeGpu("GPU-bbbb-8g", "NVIDIA GeForce RTX 3070", 8 * GiB, used=1 * GiB,
-                    pci_bus_id="00000000:02:00.0"),
-            FakeGpu("GPU-cccc-12g", "NVIDIA GeForce RTX 3060", 12 * GiB, used=0,
-                    pci_bus_id="00000000:03:00.0"),
+            FakeGpu(
+                "GPU-aaaa-24g",
+                "NVIDIA GeForce RTX 4090",
+                24 * GiB,
+                used=2 * GiB,
+                util_gpu=35,
+                pci_bus_id="00000000:01:00.0",
+                processes=[(1111, 1 * GiB)],
+            ),
+            FakeGpu(
+                "GPU-bbbb-8g",
+                "NVIDIA GeForce RTX 3070",
+                8 * GiB,
+                used=1 * GiB,
+                pci_bus_id="00000000:02:00.0",
+            ),
+            FakeGpu(
+                "GPU-cccc-12g",
+                "NVIDIA GeForce RTX 3060",
+                12 * GiB,
+                used=0,
+                pci_bus_id="00000000:03:00.0",
+            ),
         ]
     )

@@ -48,7 +48,7 @@ def test_non_loopback_host_without_key_is_refused():
 @pytest.mark.parametrize("changes,needle", [
     ({"port": 70000}, "out of range"),
     ({"parallel": 0}, "--parallel"),
-    ({"ctx": 128, "parallel": 8}, "per request"),
+    ({"ctx": 16}, "--ctx"),
     ({"batch_size": 0}, "--batch-size"),
 ])
 def test_config_validation_messages(changes, needle):

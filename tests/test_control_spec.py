@@ -12,8 +12,17 @@ from koboldtui.control.spec import InstanceSpec, SpecError, gpus_label, parse_gp
 
 def test_spec_json_round_trip_keeps_everything_but_secrets() -> None:
     spec = InstanceSpec(
-        name="big", port=5002, model="/models/x.gguf", gpus=["GPU-aaa", "1"], gpu_layers=-1,
-        ctx=8192, batch_size=256, parallel=8, threads=6, autostart=True, restart="on-failure",
+        name="big",
+        port=5002,
+        model="/models/x.gguf",
+        gpus=["GPU-aaa", "1"],
+        gpu_layers=-1,
+        ctx=8192,
+        batch_size=256,
+        parallel=8,
+        threads=6,
+        autostart=True,
+        restart="on-failure",
         extra_env={"GGML_CUDA_NO_PINNED": "1"},
         horde=HordeSettings(enabled=True, api_key="SECRET-KEY", worker_name="w1", nsfw=True),
     )
@@ -33,8 +42,15 @@ def test_from_dict_ignores_keys_from_a_newer_version() -> None:
 
 def test_to_serve_config_becomes_serve_flags_with_secrets_only_in_env() -> None:
     spec = InstanceSpec(
-        name="a", port=5005, model="/m/a.gguf", gpus="cpu", gpu_layers=20, ctx=512, parallel=2,
-        batch_size=128, horde=HordeSettings(enabled=True, worker_name="w"),
+        name="a",
+        port=5005,
+        model="/m/a.gguf",
+        gpus="cpu",
+        gpu_layers=20,
+        ctx=512,
+        parallel=2,
+        batch_size=128,
+        horde=HordeSettings(enabled=True, worker_name="w"),
     )
     config = spec.to_serve_config(launch_token="tok", horde_key="hk", api_key="ak")
     argv = config.to_argv()

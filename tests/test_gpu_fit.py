@@ -8,8 +8,15 @@ from types import SimpleNamespace
 import pytest
 
 from koboldtui.gpu.fit import (
-    CUDA_OVERHEAD_BYTES, GiB, MiB, VramFitError, check_fit, check_plan_fit, check_spec_fit,
-    effective_gpu_layers, estimate_vram,
+    CUDA_OVERHEAD_BYTES,
+    GiB,
+    MiB,
+    VramFitError,
+    check_fit,
+    check_plan_fit,
+    check_spec_fit,
+    effective_gpu_layers,
+    estimate_vram,
 )
 from koboldtui.gpu.priority import GpuPlan, PlannedGpu
 from koboldtui.models.metadata import GgufMetadata, read_metadata
@@ -62,9 +69,16 @@ def test_too_small_gpu_gets_the_largest_layers_that_fit(meta: GgufMetadata) -> N
     assert not check.fits
     best = check.max_gpu_layers
     assert best is not None and 0 < best < 19
-    assert check.message == f"needs ~1.4 GiB, GPU 0 has 1.0 GiB free: lower --gpu-layers to {best} or pick another GPU"
+    assert (
+        check.message
+        == f"needs ~1.4 GiB, GPU 0 has 1.0 GiB free: lower --gpu-layers to {best} or pick another GPU"
+    )
     # It really is the largest: best fits, best + 1 does not.
-    assert estimate_vram(meta, best, 4096, 4).total <= free < estimate_vram(meta, best + 1, 4096, 4).total
+    assert (
+        estimate_vram(meta, best, 4096, 4).total
+        <= free
+        < estimate_vram(meta, best + 1, 4096, 4).total
+    )
     assert check_fit(meta, [gpu(free)], best, ctx=4096, parallel=4).fits
 
 
@@ -80,7 +94,9 @@ def test_two_gpus_split_the_layers_by_tensor_split(meta: GgufMetadata) -> None:
     # llama.cpp splits the 19 offloaded "layers" (18 + output) at 50%: blk.0-9 | blk.10-17 + output.
     assert est.kv_cache == (10 * 16 * MiB, 8 * 16 * MiB)
     assert est.weights[1] > est.weights[0]  # the output head sits with the last layers
-    check = check_fit(meta, [gpu(600 * MiB, 0), gpu(900 * MiB, 1)], -1, 4096, 4, tensor_split="0.4,0.6")
+    check = check_fit(
+        meta, [gpu(600 * MiB, 0), gpu(900 * MiB, 1)], -1, 4096, 4, tensor_split="0.4,0.6"
+    )
     assert not check.fits and "on GPU 1, which has 0.9 GiB free" in check.message
 
 

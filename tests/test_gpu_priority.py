@@ -13,7 +13,13 @@ from fake_nvml import GiB, three_gpus
 
 from koboldtui.config import ServeConfig
 from koboldtui.gpu.nvml import GpuInventory, read_inventory, set_nvml_module
-from koboldtui.gpu.priority import GpuSelectionError, parse_selection, plan_gpus, resolve_ref, tensor_split_by_free
+from koboldtui.gpu.priority import (
+    GpuSelectionError,
+    parse_selection,
+    plan_gpus,
+    resolve_ref,
+    tensor_split_by_free,
+)
 from koboldtui.store.db import open_database
 from koboldtui.store.gpus import UnknownGpuError, list_gpus, reconcile, set_enabled, set_order
 
@@ -146,7 +152,14 @@ def test_the_child_process_receives_the_planned_environment(world) -> None:
     p = plan(conn, "auto")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "stale-from-parent", **p.env()}
     code = "import json, os; print(json.dumps({k: os.environ.get(k) for k in ('CUDA_DEVICE_ORDER', 'CUDA_VISIBLE_DEVICES')}))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     assert json.loads(out.stdout) == {
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "CUDA_VISIBLE_DEVICES": f"{MID},{BIG},{SMALL}",

@@ -22,7 +22,9 @@ def fake():
 
 def test_history_is_bounded_and_oldest_first(fake) -> None:
     ticks = iter(range(100))
-    sampler = GpuSampler(history=3, reader=lambda pids: read_inventory(pids, clock=lambda: float(next(ticks))))
+    sampler = GpuSampler(
+        history=3, reader=lambda pids: read_inventory(pids, clock=lambda: float(next(ticks)))
+    )
     for used in (1, 2, 3, 4):
         fake.gpu("GPU-bbbb-8g").used = used * GiB
         sampler.sample_now()

@@ -1,4 +1,4 @@
-"""Horde payload ⇄ our types: honest limits, sampler mapping, output formatting, error classification."""
+"""Horde payload ⇄ our types: honest limits, samplers, output formatting, error classes."""
 
 from __future__ import annotations
 
@@ -34,39 +34,80 @@ def test_model_name_follows_the_koboldcpp_convention() -> None:
 
 
 def test_pop_body_clamps_threads_and_amount() -> None:
-    body = pop_body(name="w", models=["m"], limits=WorkerLimits(512, 128), threads=99, bridge_agent="a:1:u", nsfw=True, amount=0)
+    body = pop_body(
+        name="w",
+        models=["m"],
+        limits=WorkerLimits(512, 128),
+        threads=99,
+        bridge_agent="a:1:u",
+        nsfw=True,
+        amount=0,
+    )
     assert body["threads"] == 50 and body["amount"] == 1
     assert body["softprompts"] == [] and body["priority_usernames"] == []
 
 
 @pytest.mark.parametrize(
     ("requested", "parallel", "preempt", "expected"),
-    [(1, 4, False, 1), (8, 4, False, 3), (0, 4, False, 1), (2, 2, False, 1), (1, 1, False, 0), (3, 1, True, 1)],
+    [
+        (1, 4, False, 1),
+        (8, 4, False, 3),
+        (0, 4, False, 1),
+        (2, 2, False, 1),
+        (1, 1, False, 0),
+        (3, 1, True, 1),
+    ],
 )
-def test_threads_keep_one_slot_for_local_users(requested: int, parallel: int, preempt: bool, expected: int) -> None:
+def test_threads_keep_one_slot_for_local_users(
+    requested: int, parallel: int, preempt: bool, expected: int
+) -> None:
     assert horde_threads(requested, parallel, preempt) == expected
 
 
 def test_job_request_maps_samplers_and_clamps_to_our_limits() -> None:
     payload = {
-        "prompt": "Hello", "max_length": 900, "max_context_length": 4096, "temperature": 1.3, "top_p": 0.5,
-        "top_k": 40, "min_p": 0.05, "typical": 0.9, "tfs": 0.95, "top_a": 0.1, "rep_pen": 1.2,
-        "rep_pen_range": 9999, "stop_sequence": ["\nYou:", "", 5], "singleline": True,
-        "use_default_badwordsids": True, "sampler_order": [6, 0, 1], "smoothing_factor": 0.3,
+        "prompt": "Hello",
+        "max_length": 900,
+        "max_context_length": 4096,
+        "temperature": 1.3,
+        "top_p": 0.5,
+        "top_k": 40,
+        "min_p": 0.05,
+        "typical": 0.9,
+        "tfs": 0.95,
+        "top_a": 0.1,
+        "rep_pen": 1.2,
+        "rep_pen_range": 9999,
+        "stop_sequence": ["\nYou:", "", 5],
+        "singleline": True,
+        "use_default_badwordsids": True,
+        "sampler_order": [6, 0, 1],
+        "smoothing_factor": 0.3,
     }
     req = job_request(payload, WorkerLimits(max_context_length=1024, max_length=200))
     assert req.origin is Origin.HORDE and req.truncate_prompt is True
     assert req.max_tokens == 200 and req.max_context == 1024
     s = req.sampling
     assert (s.temperature, s.top_p, s.top_k, s.min_p, s.typical, s.tfs, s.top_a, s.rep_pen) == (
-        1.3, 0.5, 40, 0.05, 0.9, 0.95, 0.1, 1.2,
+        1.3,
+        0.5,
+        40,
+        0.05,
+        0.9,
+        0.95,
+        0.1,
+        1.2,
     )
     assert s.rep_pen_range == 1024  # never beyond the context
     assert req.stop == ("\nYou:", "\n") and req.ban_eos is True
 
 
 def test_job_request_fills_defaults_for_missing_or_malformed_keys() -> None:
-    req = job_request({"prompt": "x", "temperature": "hot", "top_k": None, "seed": 7}, WorkerLimits(512, 100), index=2)
+    req = job_request(
+        {"prompt": "x", "temperature": "hot", "top_k": None, "seed": 7},
+        WorkerLimits(512, 100),
+        index=2,
+    )
     assert req.sampling.temperature == 0.7 and req.sampling.top_k == 100
     assert req.max_tokens == 80  # the KoboldAI default max_length
     assert req.sampling.seed == 9  # n > 1: seed + index
@@ -81,7 +122,9 @@ def test_job_without_a_text_prompt_cannot_be_served() -> None:
 
 def test_pop_answers_become_jobs_or_none() -> None:
     assert HordeJob.from_pop({"id": None, "ids": [], "skipped": {"models": 3}}) is None
-    job = HordeJob.from_pop({"id": "a", "ids": ["a", "b"], "ttl": "bad", "payload": {"prompt": "p"}})
+    job = HordeJob.from_pop(
+        {"id": "a", "ids": ["a", "b"], "ttl": "bad", "payload": {"prompt": "p"}}
+    )
     assert job is not None and job.ids == ("a", "b") and job.ttl_s == 150.0
     assert HordeJob.from_pop({"id": "c", "payload": None}).ids == ("c",)
 

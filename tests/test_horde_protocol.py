@@ -1,4 +1,4 @@
-"""The worker's Horde protocol against a fake Horde on 127.0.0.1: pop/submit bodies, every rc row, backoff.
+"""The worker's Horde protocol against the fake Horde: pop/submit bodies, every rc row, backoff.
 
 These use ScriptedEngine (tests/fake_horde.py) on purpose: they check what the worker
 says to the Horde and when, which does not depend on the text a model generates.
@@ -8,20 +8,41 @@ Generation through the worker on the real engine is in test_horde_engine.py.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
 from koboldtui.engine.types import FinishReason, Origin, QueueFullError
 from koboldtui.horde.client import HordeClient
+from koboldtui.horde.errors import Action, HordeError
 from koboldtui.horde.worker import HordeWorker
 
 try:
-    from tests.fake_horde import ANON_KEY, FakeHorde, FakeTime, ScriptedEngine, build_worker, error_reply, job_reply
+    from tests.fake_horde import (
+        ANON_KEY,
+        FakeHorde,
+        FakeTime,
+        Reply,
+        ScriptedEngine,
+        build_worker,
+        error_reply,
+        job_reply,
+    )
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from fake_horde import ANON_KEY, FakeHorde, FakeTime, ScriptedEngine, build_worker, error_reply, job_reply
+    from fake_horde import (
+        ANON_KEY,
+        FakeHorde,
+        FakeTime,
+        Reply,
+        ScriptedEngine,
+        build_worker,
+        error_reply,
+        job_reply,
+    )
 
 NAME = "koboldtui-test-worker"
 
@@ -36,7 +57,9 @@ def horde() -> Any:
 async def make_worker(horde: FakeHorde) -> AsyncIterator[Callable[..., HordeWorker]]:
     made: list[HordeWorker] = []
 
-    def make(engine: ScriptedEngine | None = None, *, url: str | None = None, **kw: Any) -> HordeWorker:
+    def make(
+        engine: ScriptedEngine | None = None, *, url: str | None = None, **kw: Any
+    ) -> HordeWorker:
         worker = build_worker(url or horde.url, engine or ScriptedEngine(), **kw)
         made.append(worker)
         return worker
@@ -67,18 +90,26 @@ async def test_pop_body_and_headers_advertise_honest_limits(horde: FakeHorde, ma
     assert worker.status()["kudos_total"] == 1000.0
 
 
-async def test_configured_model_name_and_bridge_agent_are_used(horde: FakeHorde, make_worker) -> None:
-    worker = make_worker(model_name="google/gemma-3-270m", bridge_agent="custom:1:https://x", nsfw=True)
+async def test_configured_model_name_and_bridge_agent_are_used(
+    horde: FakeHorde, make_worker
+) -> None:
+    worker = make_worker(
+        model_name="google/gemma-3-270m", bridge_agent="custom:1:https://x", nsfw=True
+    )
     await worker.start()
     await horde.wait_for(lambda: len(horde.pops()) >= 1)
     body = horde.pops()[0].json
-    assert body["models"] == ["google/gemma-3-270m"] and body["bridge_agent"] == "custom:1:https://x"
+    assert (
+        body["models"] == ["google/gemma-3-270m"] and body["bridge_agent"] == "custom:1:https://x"
+    )
     assert body["nsfw"] is True
 
 
 async def test_job_runs_at_horde_priority_and_submit_body(horde: FakeHorde, make_worker) -> None:
     engine = ScriptedEngine(text="and they lived happily.")
-    horde.pop_script.append(job_reply("Once upon a time", max_length=900, max_context_length=400, top_k=12))
+    horde.pop_script.append(
+        job_reply("Once upon a time", max_length=900, max_context_length=400, top_k=12)
+    )
     worker = make_worker(engine)
     await worker.start()
     await horde.wait_for(lambda: len(horde.submits()) == 1)
@@ -89,7 +120,12 @@ async def test_job_runs_at_horde_priority_and_submit_body(horde: FakeHorde, make
     submit = horde.submits()[0]
     assert submit.headers["apikey"] == "good-key"
     (job_id,) = horde.submitted
-    assert submit.json == {"id": job_id, "generation": "and they lived happily.", "state": "ok", "seed": 1234}
+    assert submit.json == {
+        "id": job_id,
+        "generation": "and they lived happily.",
+        "state": "ok",
+        "seed": 1234,
+    }
     await horde.wait_for(lambda: worker.status()["jobs_done"] == 1)
     status = worker.status()
     assert status["kudos_session"] == 10.0 and status["tokens_per_s"] > 0
@@ -132,14 +168,23 @@ async def test_kudos_total_is_fetched_at_most_every_minute(horde: FakeHorde, mak
 
 
 FATAL_POP_ERRORS = [
-    (403, "TooManyWorkers"), (403, "TooManySameIPs"), (403, "UnsafeIP"), (403, "WorkerInviteOnly"),
-    (403, "DeletedUser"), (403, "WorkerFlaggedMaintenance"), (400, "ProfaneWorkerName"),
-    (400, "PolymorphicNameConflict"), (400, "InvalidPriorityUsername"), (400, None),
+    (403, "TooManyWorkers"),
+    (403, "TooManySameIPs"),
+    (403, "UnsafeIP"),
+    (403, "WorkerInviteOnly"),
+    (403, "DeletedUser"),
+    (403, "WorkerFlaggedMaintenance"),
+    (400, "ProfaneWorkerName"),
+    (400, "PolymorphicNameConflict"),
+    (400, "InvalidPriorityUsername"),
+    (400, None),
 ]
 
 
 @pytest.mark.parametrize(("status", "rc"), FATAL_POP_ERRORS)
-async def test_fatal_pop_errors_stop_the_worker_with_words(horde: FakeHorde, make_worker, status: int, rc: str | None) -> None:
+async def test_fatal_pop_errors_stop_the_worker_with_words(
+    horde: FakeHorde, make_worker, status: int, rc: str | None
+) -> None:
     horde.pop_script.append(error_reply(status, rc, "the server's own words"))
     worker = make_worker()
     await worker.start()
@@ -150,13 +195,17 @@ async def test_fatal_pop_errors_stop_the_worker_with_words(horde: FakeHorde, mak
     assert len(horde.pops()) == 1  # it does not keep hammering
 
 
-async def test_wrong_key_stops_with_a_clear_error_and_never_shows_the_key(horde: FakeHorde, make_worker, caplog) -> None:
+async def test_wrong_key_stops_with_a_clear_error_and_never_shows_the_key(
+    horde: FakeHorde, make_worker, caplog
+) -> None:
     caplog.set_level(logging.DEBUG)
     worker = make_worker(key="wrong-secret-key")
     await worker.start()
     await horde.wait_for(lambda: worker.status()["state"] == "error")
     status = worker.status()
-    assert status["last_error"].startswith("the Horde rejected the API key (InvalidAPIKey): check --horde-key")
+    assert status["last_error"].startswith(
+        "the Horde rejected the API key (InvalidAPIKey): check --horde-key"
+    )
     assert "wrong-secret-key" not in json.dumps(status) and "wrong-secret-key" not in caplog.text
     assert "wrong-secret-key" not in repr(HordeClient("wrong-secret-key"))
     assert horde.pops() == []  # found out by find_user before any pop
@@ -166,7 +215,10 @@ async def test_anonymous_key_cannot_run_a_worker(horde: FakeHorde, make_worker) 
     worker = make_worker(key=ANON_KEY)
     await worker.start()
     await horde.wait_for(lambda: worker.status()["state"] == "error")
-    assert "AnonForbiddenWorker" in worker.status()["last_error"] and "register" in worker.status()["last_error"]
+    assert (
+        "AnonForbiddenWorker" in worker.status()["last_error"]
+        and "register" in worker.status()["last_error"]
+    )
 
 
 async def test_name_owned_by_someone_else(horde: FakeHorde, make_worker) -> None:
@@ -174,12 +226,19 @@ async def test_name_owned_by_someone_else(horde: FakeHorde, make_worker) -> None
     worker = make_worker()
     await worker.start()
     await horde.wait_for(lambda: worker.status()["state"] == "error")
-    assert "WrongCredentials" in worker.status()["last_error"] and "--horde-name" in worker.status()["last_error"]
+    assert (
+        "WrongCredentials" in worker.status()["last_error"]
+        and "--horde-name" in worker.status()["last_error"]
+    )
 
 
-async def test_maintenance_keeps_polling_slowly_and_shows_the_message(horde: FakeHorde, make_worker) -> None:
+async def test_maintenance_keeps_polling_slowly_and_shows_the_message(
+    horde: FakeHorde, make_worker
+) -> None:
     t = FakeTime()
-    horde.pop_script.append(error_reply(403, "WorkerMaintenance", "Worker is in maintenance: too many faults"))
+    horde.pop_script.append(
+        error_reply(403, "WorkerMaintenance", "Worker is in maintenance: too many faults")
+    )
     worker = make_worker(time=t)
     await worker.start()
     await horde.wait_for(lambda: len(horde.pops()) >= 2)
@@ -191,10 +250,15 @@ async def test_maintenance_keeps_polling_slowly_and_shows_the_message(horde: Fak
 
 @pytest.mark.parametrize(
     ("reply_status", "rc", "counter", "words"),
-    [(404, "InvalidJobID", "jobs_dropped", "expired"), (400, "AbortedGen", "jobs_dropped", "--horde-max-length"),
-     (400, "DuplicateGen", "jobs_done", None)],
+    [
+        (404, "InvalidJobID", "jobs_dropped", "expired"),
+        (400, "AbortedGen", "jobs_dropped", "--horde-max-length"),
+        (400, "DuplicateGen", "jobs_done", None),
+    ],
 )
-async def test_submit_errors(horde: FakeHorde, make_worker, reply_status: int, rc: str, counter: str, words: str | None) -> None:
+async def test_submit_errors(
+    horde: FakeHorde, make_worker, reply_status: int, rc: str, counter: str, words: str | None
+) -> None:
     horde.pop_script.append(job_reply())
     horde.submit_script.append(error_reply(reply_status, rc))
     worker = make_worker()
@@ -217,7 +281,9 @@ async def test_submit_retries_server_errors_then_succeeds(horde: FakeHorde, make
     assert len(horde.submits()) == 3 and t.sleeps[:2] == [1.0, 2.0]
 
 
-async def test_submit_that_cannot_succeed_before_the_ttl_is_dropped(horde: FakeHorde, make_worker) -> None:
+async def test_submit_that_cannot_succeed_before_the_ttl_is_dropped(
+    horde: FakeHorde, make_worker
+) -> None:
     horde.pop_script.append(job_reply(ttl=5))
     horde.submit_script += [error_reply(503, None)] * 5
     worker = make_worker()
@@ -227,7 +293,9 @@ async def test_submit_that_cannot_succeed_before_the_ttl_is_dropped(horde: FakeH
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
-async def test_pop_backoff_is_exponential_on_the_injected_clock(horde: FakeHorde, make_worker, status: int) -> None:
+async def test_pop_backoff_is_exponential_on_the_injected_clock(
+    horde: FakeHorde, make_worker, status: int
+) -> None:
     t = FakeTime()
     pop_times: list[float] = []
     horde.on_pop = lambda rec: pop_times.append(t.now)
@@ -235,7 +303,7 @@ async def test_pop_backoff_is_exponential_on_the_injected_clock(horde: FakeHorde
     worker = make_worker(time=t, rng=lambda: 0.5)
     await worker.start()
     await horde.wait_for(lambda: len(pop_times) >= 6)
-    gaps = [round(b - a, 3) for a, b in zip(pop_times, pop_times[1:])]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(pop_times)]
     assert gaps[:4] == [1.5, 3.0, 6.0, 12.0]  # 2**n with jitter 0.75, then...
     assert gaps[4] == 1.0  # ...success resets it: an empty pop waits 1 s
     assert str(status) in worker.status()["last_error"]
@@ -251,7 +319,9 @@ async def test_retry_after_is_honoured(horde: FakeHorde, make_worker) -> None:
 
 
 @pytest.mark.parametrize("rc", ["TooManyNewIPs", "TimeoutIP"])
-async def test_ip_throttling_backs_off_at_least_a_minute(horde: FakeHorde, make_worker, rc: str) -> None:
+async def test_ip_throttling_backs_off_at_least_a_minute(
+    horde: FakeHorde, make_worker, rc: str
+) -> None:
     t = FakeTime()
     horde.pop_script.append(error_reply(403, rc))
     worker = make_worker(time=t)
@@ -305,3 +375,33 @@ async def test_parallel_one_without_preempt_refuses_to_start(make_worker) -> Non
     await worker.start()
     status = worker.status()
     assert status["state"] == "error" and "--parallel" in status["last_error"]
+
+
+async def test_a_pop_that_times_out_is_retried_with_backoff(horde: FakeHorde, make_worker) -> None:
+    t = FakeTime()
+    horde.pop_script.append(Reply(200, {"id": None, "ids": []}, delay_s=1.0))
+    worker = make_worker(time=t, client=HordeClient("good-key", horde.url, timeout_s=0.2))
+    await worker.start()
+    await horde.wait_for(lambda: len(horde.pops()) >= 2)
+    assert "timed out" in worker.status()["last_error"] and t.sleeps[0] == 1.0
+
+
+async def test_client_calls_and_headers(horde: FakeHorde) -> None:
+    client = HordeClient("good-key", horde.url + "/")
+    try:
+        assert (await client.heartbeat())["message"] == "OK"
+        assert "apikey" not in horde.requests("/v2/status/heartbeat")[0].headers  # needs no key
+        await client.pop({"name": "w1", "models": ["m"]})
+        by_name = await client.worker_by_name("w1")
+        assert (await client.worker_by_id(by_name["id"]))["name"] == "w1"
+        await client.set_maintenance(by_name["id"], True, "brb")
+        with pytest.raises(HordeError) as info:
+            await client.pop({"name": "w1", "models": ["m"]})
+        assert info.value.status == 403 and info.value.rc == "WorkerMaintenance"
+        assert info.value.action is Action.MAINTENANCE
+        with pytest.raises(HordeError) as info:
+            await client.worker_by_name("nobody")
+        assert info.value.status == 404
+        assert all(r.headers["client-agent"].startswith("koboldtui:") for r in horde.records)
+    finally:
+        await client.aclose()

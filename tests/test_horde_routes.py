@@ -1,4 +1,4 @@
-"""POST /api/koboldtui/horde/{start,stop,maintenance} over real HTTP on 127.0.0.1, against the fake Horde.
+"""POST /api/koboldtui/horde/{start,stop,maintenance} over real HTTP, against the fake Horde.
 
 The app here mounts only ``horde_routes`` (the lead's full app mounts the same list);
 it runs on the test's event loop because the worker must share the instance's loop.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -34,7 +35,9 @@ async def serve(app: Starlette) -> AsyncIterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
@@ -70,21 +73,33 @@ async def test_without_a_worker_every_route_says_how_to_enable_it() -> None:
                 assert "--horde-name" in response.json()["error"]
 
 
-async def test_start_maintenance_and_stop(api: httpx.AsyncClient, worker: HordeWorker, horde: FakeHorde) -> None:
+async def test_start_maintenance_and_stop(
+    api: httpx.AsyncClient, worker: HordeWorker, horde: FakeHorde
+) -> None:
     response = await api.post("/api/koboldtui/horde/start")
     assert response.status_code == 200 and response.json()["ok"] is True
     await horde.wait_for(lambda: worker.worker_id is not None)
 
-    response = await api.post("/api/koboldtui/horde/maintenance", json={"on": True, "message": "upgrading"})
+    response = await api.post(
+        "/api/koboldtui/horde/maintenance", json={"on": True, "message": "upgrading"}
+    )
     assert response.status_code == 200 and response.json()["horde"]["state"] == "maintenance"
     put = horde.requests(f"/v2/workers/{worker.worker_id}", method="PUT")[0]
-    assert put.json == {"maintenance": True, "maintenance_msg": "upgrading"} and put.headers["apikey"] == "good-key"
-    await horde.wait_for(lambda: horde.pops()[-1].at > put.at)  # the next pop meets 403 WorkerMaintenance
+    assert (
+        put.json == {"maintenance": True, "maintenance_msg": "upgrading"}
+        and put.headers["apikey"] == "good-key"
+    )
+    await horde.wait_for(
+        lambda: horde.pops()[-1].at > put.at
+    )  # the next pop meets 403 WorkerMaintenance
     await horde.wait_for(lambda: worker.status()["state"] == "maintenance")
     assert worker.status()["maintenance_message"]
 
     response = await api.post("/api/koboldtui/horde/maintenance", json={"on": False})
-    assert response.status_code == 200 and horde.workers[worker.settings.worker_name]["maintenance_mode"] is False
+    assert (
+        response.status_code == 200
+        and horde.workers[worker.settings.worker_name]["maintenance_mode"] is False
+    )
     await horde.wait_for(lambda: worker.status()["state"] in ("idle", "popping"))
 
     response = await api.post("/api/koboldtui/horde/stop", json={"force": False})
@@ -107,7 +122,9 @@ async def test_maintenance_before_registration_explains(api: httpx.AsyncClient) 
     assert response.status_code == 409 and "first pop" in response.json()["error"]
 
 
-async def test_maintenance_refused_by_the_horde(api: httpx.AsyncClient, worker: HordeWorker, horde: FakeHorde) -> None:
+async def test_maintenance_refused_by_the_horde(
+    api: httpx.AsyncClient, worker: HordeWorker, horde: FakeHorde
+) -> None:
     await api.post("/api/koboldtui/horde/start")
     await horde.wait_for(lambda: worker.worker_id is not None)
     horde.name_owners[worker.settings.worker_name] = "someone-else"

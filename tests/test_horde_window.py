@@ -1,4 +1,4 @@
-"""Local priority and stopping: the worker pops nothing inside the window, resumes after it, finishes jobs in hand.
+"""Local priority and stop: no pop inside the window, resume after it, jobs in hand finish.
 
 ScriptedEngine (tests/fake_horde.py) stands in for the engine because these tests are
 about *when* the worker pops and submits relative to local requests and stop commands;
@@ -7,7 +7,8 @@ the injected clock makes the 20-second window take no real time.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -81,7 +82,9 @@ async def test_a_second_local_request_restarts_the_window(horde: FakeHorde, make
     assert restamped and pop_times[0] >= restamped[0] + 20.0 > first + 20.0
 
 
-async def test_the_job_in_hand_finishes_while_a_local_request_runs(horde: FakeHorde, make_worker) -> None:
+async def test_the_job_in_hand_finishes_while_a_local_request_runs(
+    horde: FakeHorde, make_worker
+) -> None:
     t = FakeTime()
     engine = ScriptedEngine(hold=True)
     horde.pop_script.append(job_reply())
@@ -104,7 +107,9 @@ async def test_the_job_in_hand_finishes_while_a_local_request_runs(horde: FakeHo
     assert pop_times[pops_before] >= finished_at + 20.0
 
 
-async def test_graceful_stop_finishes_jobs_in_hand_with_count_and_eta(horde: FakeHorde, make_worker) -> None:
+async def test_graceful_stop_finishes_jobs_in_hand_with_count_and_eta(
+    horde: FakeHorde, make_worker
+) -> None:
     engine = ScriptedEngine(hold=True, text="one two three four five six seven eight")
     horde.pop_script += [job_reply("first"), job_reply("second"), job_reply("third")]
     worker = make_worker(engine, threads=2)
@@ -116,13 +121,21 @@ async def test_graceful_stop_finishes_jobs_in_hand_with_count_and_eta(horde: Fak
     assert summary["jobs_in_progress"] == 2 and summary["forced"] is False
     assert summary["eta_s"] is not None and summary["eta_s"] > 0
     status = worker.status()
-    assert status["state"] == "stopping" and status["jobs_in_progress"] == 2 and status["stop_eta_s"] > 0
+    assert (
+        status["state"] == "stopping"
+        and status["jobs_in_progress"] == 2
+        and status["stop_eta_s"] > 0
+    )
     pops = len(horde.pops())
     engine.release_all()
     await worker.wait_stopped()
     assert [s.json["state"] for s in horde.submits()] == ["ok", "ok", "ok"]
     status = worker.status()
-    assert status["state"] == "stopped" and status["jobs_done"] == 3 and status["jobs_in_progress"] == 0
+    assert (
+        status["state"] == "stopped"
+        and status["jobs_done"] == 3
+        and status["jobs_in_progress"] == 0
+    )
     assert len(horde.pops()) == pops  # nothing new was popped while stopping
 
 
@@ -134,7 +147,10 @@ async def test_forced_stop_submits_jobs_in_hand_faulted(horde: FakeHorde, make_w
     await horde.wait_for(lambda: len(engine.running) == 2)
     summary = await worker.stop(force=True)
     assert summary == {"jobs_in_progress": 2, "eta_s": 0.0, "forced": True}
-    assert [(s.json["state"], s.json["generation"]) for s in horde.submits()] == [("faulted", ""), ("faulted", "")]
+    assert [(s.json["state"], s.json["generation"]) for s in horde.submits()] == [
+        ("faulted", ""),
+        ("faulted", ""),
+    ]
     assert worker.status()["state"] == "stopped" and worker.status()["jobs_faulted"] == 2
 
 

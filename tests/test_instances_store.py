@@ -56,8 +56,11 @@ def test_names_and_ports_are_unique(store: InstanceStore) -> None:
 
 def test_unknown_names_list_the_known_ones(store: InstanceStore) -> None:
     store.add("alpha", {"port": 5001})
-    for call in (lambda: store.get("zeta"), lambda: store.remove("zeta"),
-                 lambda: store.update("zeta", {"port": 1})):
+    for call in (
+        lambda: store.get("zeta"),
+        lambda: store.remove("zeta"),
+        lambda: store.update("zeta", {"port": 1}),
+    ):
         with pytest.raises(UnknownInstanceError, match="no instance named 'zeta' .*alpha"):
             call()
 
@@ -78,8 +81,9 @@ def test_registry_saves_absolute_model_paths_and_secrets_apart(
 ) -> None:
     monkeypatch.chdir(gguf.parent)
     registry = InstanceRegistry(store, paths)
-    spec = InstanceSpec(name="h", port=5010, model="tiny.gguf",
-                        horde=HordeSettings(enabled=True, worker_name="w"))
+    spec = InstanceSpec(
+        name="h", port=5010, model="tiny.gguf", horde=HordeSettings(enabled=True, worker_name="w")
+    )
     saved = registry.add(spec, horde_key="HORDE-SECRET")
     assert saved.model == str(gguf.resolve())
     raw = paths.database.read_bytes() + Path(str(paths.database) + "-wal").read_bytes()
@@ -97,9 +101,14 @@ def test_registry_saves_absolute_model_paths_and_secrets_apart(
     [
         (InstanceSpec(name="x", port=5011, model="/does/not/exist.gguf"), "does not exist"),
         (InstanceSpec(name="x", port=99999), "out of range"),
-        (InstanceSpec(name="x", port=5011, horde=HordeSettings(enabled=True, worker_name="w")),
-         "needs an API key"),
-        (InstanceSpec(name="x", port=5011, model="nosuchcatalogname"), "neither a file nor a model"),
+        (
+            InstanceSpec(name="x", port=5011, horde=HordeSettings(enabled=True, worker_name="w")),
+            "needs an API key",
+        ),
+        (
+            InstanceSpec(name="x", port=5011, model="nosuchcatalogname"),
+            "neither a file nor a model",
+        ),
     ],
 )
 def test_bad_input_leaves_nothing_behind(
@@ -112,7 +121,9 @@ def test_bad_input_leaves_nothing_behind(
     assert not paths.secrets_file.exists()
 
 
-def test_a_file_that_is_not_gguf_is_refused(store: InstanceStore, paths: AppPaths, tmp_path: Path) -> None:
+def test_a_file_that_is_not_gguf_is_refused(
+    store: InstanceStore, paths: AppPaths, tmp_path: Path
+) -> None:
     fake = tmp_path / "model.gguf"
     fake.write_bytes(b"PK\x03\x04 not a model")
     with pytest.raises(SpecError, match="is not a GGUF file"):
@@ -125,10 +136,12 @@ def test_a_refused_edit_changes_nothing(store: InstanceStore, paths: AppPaths) -
     registry.add(InstanceSpec(name="a", port=5001))
     registry.add(InstanceSpec(name="b", port=5002))
     before = store.get("b")
-    for changes, needle in (({"port": 5001}, "already used by instance 'a'"),
-                            ({"port": 0}, "out of range"),
-                            ({"model": "/nope.gguf"}, "does not exist"),
-                            ({"name": "c"}, "cannot be renamed")):
+    for changes, needle in (
+        ({"port": 5001}, "already used by instance 'a'"),
+        ({"port": 0}, "out of range"),
+        ({"model": "/nope.gguf"}, "does not exist"),
+        ({"name": "c"}, "cannot be renamed"),
+    ):
         with pytest.raises(SpecError, match=needle):
             registry.edit("b", changes)
     assert store.get("b") == before

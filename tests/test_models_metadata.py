@@ -49,7 +49,12 @@ def test_bundled_model_metadata(bundled_model: Path) -> None:
     assert elapsed < 1.0, f"reading the header took {elapsed:.2f}s: it must not touch tensor data"
     assert (meta.architecture, meta.name, meta.version) == ("gemma3", "Gemma 3 270m", 3)
     assert (meta.block_count, meta.context_length, meta.embedding_length) == (18, 32768, 640)
-    assert (meta.head_count, meta.head_count_kv, meta.key_length, meta.value_length) == (4, 1, 256, 256)
+    assert (meta.head_count, meta.head_count_kv, meta.key_length, meta.value_length) == (
+        4,
+        1,
+        256,
+        256,
+    )
     assert meta.quantization == "Q4_K_M" and meta.file_type == 15
     assert meta.vocab_size == 262144
     assert meta.tensor_count == 236 and len(meta.layer_bytes) == 18
@@ -71,10 +76,23 @@ def test_matches_the_gguf_packages_reader(tmp_path: Path) -> None:
     assert meta.layer_bytes == tuple(
         sum(v for k, v in sizes.items() if k.startswith(f"blk.{i}.")) for i in range(2)
     )
-    assert meta.non_layer_bytes == sizes["token_embd.weight"] + sizes["output.weight"] + sizes["output_norm.weight"]
+    assert (
+        meta.non_layer_bytes
+        == sizes["token_embd.weight"] + sizes["output.weight"] + sizes["output_norm.weight"]
+    )
     assert meta.output_bytes == sizes["output.weight"] + sizes["output_norm.weight"]
-    assert (meta.architecture, meta.name, meta.block_count, meta.context_length) == ("llama", "Tiny Test", 2, 2048)
-    assert (meta.head_count, meta.head_count_kv, meta.head_dim_k, meta.vocab_size) == (4, 2, 16, 5000)
+    assert (meta.architecture, meta.name, meta.block_count, meta.context_length) == (
+        "llama",
+        "Tiny Test",
+        2,
+        2048,
+    )
+    assert (meta.head_count, meta.head_count_kv, meta.head_dim_k, meta.vocab_size) == (
+        4,
+        2,
+        16,
+        5000,
+    )
     assert meta.quantization == "F16"
     assert meta.fields["llama.feed_forward_length"] == 128
 

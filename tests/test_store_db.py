@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from koboldtui.paths import app_paths
-from koboldtui.store.db import MIGRATIONS, DatabaseError, default_database, open_database, schema_version, transaction
+from koboldtui.store.db import (
+    MIGRATIONS,
+    DatabaseError,
+    default_database,
+    open_database,
+    schema_version,
+    transaction,
+)
 from koboldtui.store.settings import Settings, delete_setting, get_setting, set_setting
 
 EXPECTED_COLUMNS = {
@@ -18,7 +25,16 @@ EXPECTED_COLUMNS = {
     "instances": ["name", "spec", "created_at", "updated_at"],
     "launches": ["name", "pid", "port", "token", "started_at", "log_path"],
     "settings": ["key", "value"],
-    "horde_history": ["id", "instance", "job_id", "state", "kudos", "tokens", "seconds", "finished_at"],
+    "horde_history": [
+        "id",
+        "instance",
+        "job_id",
+        "state",
+        "kudos",
+        "tokens",
+        "seconds",
+        "finished_at",
+    ],
 }
 
 
@@ -55,10 +71,9 @@ def test_launch_rows_go_with_their_instance(tmp_path: Path) -> None:
 
 def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
     conn = open_database(tmp_path / "k.sqlite3")
-    with pytest.raises(RuntimeError):
-        with transaction(conn):
-            set_setting(conn, "a", 1)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), transaction(conn):
+        set_setting(conn, "a", 1)
+        raise RuntimeError("boom")
     assert get_setting(conn, "a") is None
     with transaction(conn):
         set_setting(conn, "a", 1)
@@ -88,7 +103,12 @@ def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> Non
         "c = open_database(sys.argv[1]); print(schema_version(c))"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     results = [p.communicate(timeout=60) for p in procs]

@@ -8,7 +8,15 @@ import pytest
 
 from koboldtui.store.db import open_database
 from koboldtui.store.gpus import (
-    UnknownGpuError, forget, get_gpu, list_gpus, move_down, move_up, reconcile, set_enabled, set_order,
+    UnknownGpuError,
+    forget,
+    get_gpu,
+    list_gpus,
+    move_down,
+    move_up,
+    reconcile,
+    set_enabled,
+    set_order,
 )
 
 A, B, C, D = "GPU-a", "GPU-b", "GPU-c", "GPU-d"

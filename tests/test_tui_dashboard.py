@@ -17,7 +17,7 @@ from koboldtui.tui.widgets.countdown import LocalPriorityCountdown
 from koboldtui.tui.widgets.gpu_panel import GpuPanel
 from koboldtui.tui.widgets.instance_tables import BatchTable, InstancesTable
 from koboldtui.tui.widgets.queue_table import QueueTable, row_key
-from tests.tui_fakes import FakeBackend, FakeClock
+from tests.tui_fakes import FakeBackend, FakeClock, screen_text
 
 SLOW = 3600.0  # polls re-armed this far out: each test drives polls itself
 
@@ -67,7 +67,7 @@ async def test_dashboard_shows_gpus_instances_batch_and_queue() -> None:
         queue = app.screen.query_one(QueueTable)
         assert queue.row_count == 4
         assert "4 active" in queue.border_subtitle
-        text = app.export_screenshot()
+        text = screen_text(app)
         assert "NVIDIA GeForce RTX 4090" in text and "14.2/24.0" in text
         assert "kobold_fan#4242" in text and "max_context_length 3" in text
 
@@ -166,7 +166,7 @@ async def test_countdown_drains_with_the_clock_and_resets_visibly() -> None:
         backend.horde_remaining = 20.0
         await repoll(pilot, app)
         assert countdown.resets == 1 and countdown.has_class("-reset")
-        assert "restarted by a local request" in str(countdown.render())
+        assert "↻ local request" in str(countdown.render())
         clock.advance(2.0)
         countdown.tick()
         assert not countdown.has_class("-reset")

@@ -268,3 +268,22 @@ class FakeBackend:
 
     def close(self, stop_instances: bool) -> None:
         self._track("close", stop_instances)
+
+
+def screen_text(app) -> str:
+    """The terminal as plain text lines (what a person reads), from the app's SVG export."""
+    import html
+    import re
+
+    svg = app.export_screenshot()
+    rows: dict[float, list[tuple[float, str]]] = {}
+    pattern = r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)" textLength="[\d.]+" clip-path="[^"]*">(.*?)</text>'
+    for m in re.finditer(pattern, svg, re.S):
+        rows.setdefault(float(m.group(2)), []).append((float(m.group(1)), html.unescape(m.group(3))))
+    lines = []
+    for y in sorted(rows):
+        line = ""
+        for x, text in sorted(rows[y]):
+            line = line.ljust(round(x / 12.2)) + text
+        lines.append(line.rstrip())
+    return "\n".join(lines).replace("\xa0", " ")

@@ -1,4 +1,4 @@
-"""HTTP control of the Horde worker (start, stop, maintenance), so the panel and scripts can steer it.
+"""HTTP control of the Horde worker (start, stop, maintenance), so the panel can steer it.
 
 ``horde_routes(get_worker)`` returns Starlette routes; ``get_worker()`` gives the
 instance's ``HordeWorker`` or None when the instance runs none. Every error is JSON
@@ -8,7 +8,8 @@ instance's ``HordeWorker`` or None when the instance runs none. Every error is J
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -34,9 +35,9 @@ async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
     try:
         data = json.loads(raw)
     except ValueError:
-        return _error(400, "the body is not JSON: send e.g. {\"force\": false}")
+        return _error(400, 'the body is not JSON: send e.g. {"force": false}')
     if not isinstance(data, dict):
-        return _error(400, "the body must be a JSON object, e.g. {\"force\": false}")
+        return _error(400, 'the body must be a JSON object, e.g. {"force": false}')
     return data
 
 
@@ -75,7 +76,9 @@ def horde_routes(get_worker: Callable[[], HordeWorker | None]) -> list[Route]:
             return body
         on, message = body.get("on"), body.get("message", "")
         if not isinstance(on, bool):
-            return _error(400, "send {\"on\": true|false, \"message\": \"why\"} to enter or clear maintenance")
+            return _error(
+                400, 'send {"on": true|false, "message": "why"} to enter or clear maintenance'
+            )
         if not isinstance(message, str):
             return _error(400, "'message' must be a string")
         try:

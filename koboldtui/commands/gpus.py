@@ -14,9 +14,23 @@ from typing import Any
 
 from koboldtui.gpu.nvml import GpuInventory, GpuSnapshot, read_inventory
 from koboldtui.gpu.priority import resolve_ref
-from koboldtui.models.catalog import CatalogEntry, add_model_dir, list_models, model_dirs, remove_model_dir
+from koboldtui.models.catalog import (
+    CatalogEntry,
+    add_model_dir,
+    list_models,
+    model_dirs,
+    remove_model_dir,
+)
 from koboldtui.store.db import DatabaseError, default_database
-from koboldtui.store.gpus import GpuRow, UnknownGpuError, list_gpus, move, reconcile, set_enabled, set_order
+from koboldtui.store.gpus import (
+    GpuRow,
+    UnknownGpuError,
+    list_gpus,
+    move,
+    reconcile,
+    set_enabled,
+    set_order,
+)
 
 GiB = 1024**3
 
@@ -30,7 +44,10 @@ def register(subparsers: Any) -> None:
     order = actions.add_parser("order", help="set the priority order (first = main GPU)")
     order.add_argument("refs", nargs="+", metavar="UUID|INDEX")
     order.set_defaults(handler=_gpus_order)
-    for name, helptext in (("enable", "let instances use this GPU"), ("disable", "keep instances off this GPU")):
+    for name, helptext in (
+        ("enable", "let instances use this GPU"),
+        ("disable", "keep instances off this GPU"),
+    ):
         p = actions.add_parser(name, help=helptext)
         p.add_argument("ref", metavar="UUID|INDEX")
         p.set_defaults(handler=_gpus_enable, enable=name == "enable")
@@ -39,7 +56,9 @@ def register(subparsers: Any) -> None:
         p.add_argument("ref", metavar="UUID|INDEX")
         p.set_defaults(handler=_gpus_move, delta=delta)
 
-    models = subparsers.add_parser("models", help="the model catalogue: GGUF files koboldtui can run")
+    models = subparsers.add_parser(
+        "models", help="the model catalogue: GGUF files koboldtui can run"
+    )
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(handler=_models_list)
     mactions = models.add_subparsers(dest="models_action", metavar="ACTION")
@@ -109,14 +128,19 @@ def _gpu_json(gpu: GpuSnapshot | None, row: GpuRow | None) -> dict[str, Any]:
         "priority": row.priority if row else None,
         "enabled": row.enabled if row else True,
         "processes": [
-            {"pid": p.pid, "used_memory": p.used_memory, "ours": p.is_ours} for p in (gpu.processes if gpu else ())
+            {"pid": p.pid, "used_memory": p.used_memory, "ours": p.is_ours}
+            for p in (gpu.processes if gpu else ())
         ],
     }
 
 
-def _ordered(inventory: GpuInventory, rows: list[GpuRow]) -> list[tuple[GpuSnapshot | None, GpuRow | None]]:
+def _ordered(
+    inventory: GpuInventory, rows: list[GpuRow]
+) -> list[tuple[GpuSnapshot | None, GpuRow | None]]:
     """Remembered GPUs in priority order, then any the store does not know (none after reconcile)."""
-    pairs: list[tuple[GpuSnapshot | None, GpuRow | None]] = [(inventory.by_uuid(r.uuid), r) for r in rows]
+    pairs: list[tuple[GpuSnapshot | None, GpuRow | None]] = [
+        (inventory.by_uuid(r.uuid), r) for r in rows
+    ]
     known = {r.uuid for r in rows}
     pairs += [(g, None) for g in inventory.gpus if g.uuid not in known]
     return pairs
@@ -130,30 +154,82 @@ def _gpus_table(inventory: GpuInventory, rows: list[GpuRow]) -> str:
     if not inventory.available or not inventory.gpus:
         lines = [f"No GPUs: {inventory.reason}."]
         if rows:
-            lines.append("Remembered GPUs (absent now, they keep their place): " + ", ".join(r.uuid for r in rows))
+            lines.append(
+                "Remembered GPUs (absent now, they keep their place): "
+                + ", ".join(r.uuid for r in rows)
+            )
         return "\n".join(lines)
-    header = ("#", "IDX", "NAME", "MEMORY (used/total)", "FREE", "UTIL", "TEMP", "POWER", "PROCS", "STATE", "UUID")
+    header = (
+        "#",
+        "IDX",
+        "NAME",
+        "MEMORY (used/total)",
+        "FREE",
+        "UTIL",
+        "TEMP",
+        "POWER",
+        "PROCS",
+        "STATE",
+        "UUID",
+    )
     table = [header]
     for rank, (gpu, row) in enumerate(_ordered(inventory, rows), start=1):
-        state = ("enabled" if (row is None or row.enabled) else "disabled") + ("" if gpu else ", absent")
+        state = ("enabled" if (row is None or row.enabled) else "disabled") + (
+            "" if gpu else ", absent"
+        )
         if gpu is None:
-            table.append((str(rank), "-", (row.name if row else None) or "?", "-", "-", "-", "-", "-", "-", state,
-                          row.uuid if row else "?"))
+            table.append(
+                (
+                    str(rank),
+                    "-",
+                    (row.name if row else None) or "?",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    state,
+                    row.uuid if row else "?",
+                )
+            )
             continue
-        mem = "-" if gpu.memory_total is None else f"{(gpu.memory_used or 0) / GiB:.1f}/{gpu.memory_total / GiB:.1f} GiB"
-        power = "-" if gpu.power_draw_w is None else (
-            f"{gpu.power_draw_w:.0f}/{gpu.power_limit_w:.0f} W" if gpu.power_limit_w else f"{gpu.power_draw_w:.0f} W"
+        mem = (
+            "-"
+            if gpu.memory_total is None
+            else f"{(gpu.memory_used or 0) / GiB:.1f}/{gpu.memory_total / GiB:.1f} GiB"
+        )
+        power = (
+            "-"
+            if gpu.power_draw_w is None
+            else (
+                f"{gpu.power_draw_w:.0f}/{gpu.power_limit_w:.0f} W"
+                if gpu.power_limit_w
+                else f"{gpu.power_draw_w:.0f} W"
+            )
         )
         ours = sum(1 for p in gpu.processes if p.is_ours)
         procs = f"{len(gpu.processes)}" + (f" ({ours} ours)" if ours else "")
-        table.append((
-            str(rank), str(gpu.index), gpu.name or "?", mem,
-            _num(gpu.memory_free and gpu.memory_free / GiB, "{:.1f} GiB"),
-            _num(gpu.utilization_gpu, "{}%"), _num(gpu.temperature_c, "{}°C"), power, procs, state, gpu.uuid,
-        ))
+        table.append(
+            (
+                str(rank),
+                str(gpu.index),
+                gpu.name or "?",
+                mem,
+                _num(gpu.memory_free and gpu.memory_free / GiB, "{:.1f} GiB"),
+                _num(gpu.utilization_gpu, "{}%"),
+                _num(gpu.temperature_c, "{}°C"),
+                power,
+                procs,
+                state,
+                gpu.uuid,
+            )
+        )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
-    out.append(f"NVIDIA driver {inventory.driver or 'unknown'}; # = priority (instances with --gpus auto use them in this order)")
+    out.append(
+        f"NVIDIA driver {inventory.driver or 'unknown'}; # = priority (instances with --gpus auto use them in this order)"
+    )
     return "\n".join(out)
 
 
@@ -162,7 +238,11 @@ def _gpus_list(args: argparse.Namespace, conn: sqlite3.Connection) -> int:
     inventory, rows = _load(conn)
     if args.json:
         payload = {
-            "nvml": {"available": inventory.available, "reason": inventory.reason, "driver": inventory.driver},
+            "nvml": {
+                "available": inventory.available,
+                "reason": inventory.reason,
+                "driver": inventory.driver,
+            },
             "gpus": [_gpu_json(g, r) for g, r in _ordered(inventory, rows)],
         }
         print(json.dumps(payload, indent=2))
@@ -185,7 +265,9 @@ def _gpus_enable(args: argparse.Namespace, conn: sqlite3.Connection) -> int:
     inventory, rows = _load(conn)
     uuid = resolve_ref(args.ref, rows, inventory)
     if uuid not in {r.uuid for r in rows}:
-        raise UnknownGpuError(f"GPU {uuid} is not in the priority list yet: run `koboldtui gpus` with NVML working")
+        raise UnknownGpuError(
+            f"GPU {uuid} is not in the priority list yet: run `koboldtui gpus` with NVML working"
+        )
     row = set_enabled(conn, uuid, args.enable)
     print(f"{row.name or row.uuid} ({row.uuid}) is now {'enabled' if row.enabled else 'disabled'}")
     return 0
@@ -206,12 +288,29 @@ def _models_table(entries: list[CatalogEntry]) -> str:
     for e in entries:
         if e.error:
             problems.append(f"  {e.name}: {e.error}")
-            table.append((e.name, "-", "-", "-", "-", _num(e.size and e.size / GiB, "{:.2f} GiB"), f"{e.path or '-'} (broken)"))
+            table.append(
+                (
+                    e.name,
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    _num(e.size and e.size / GiB, "{:.2f} GiB"),
+                    f"{e.path or '-'} (broken)",
+                )
+            )
             continue
-        table.append((
-            e.name, e.quantization or "-", e.architecture or "-", _num(e.context_length), _num(e.layers),
-            _num(e.size and e.size / GiB, "{:.2f} GiB"), str(e.path),
-        ))
+        table.append(
+            (
+                e.name,
+                e.quantization or "-",
+                e.architecture or "-",
+                _num(e.context_length),
+                _num(e.layers),
+                _num(e.size and e.size / GiB, "{:.2f} GiB"),
+                str(e.path),
+            )
+        )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
     if problems:
@@ -239,7 +338,9 @@ def _models_add_dir(args: argparse.Namespace, conn: sqlite3.Connection) -> int:
 @_with_db
 def _models_rm_dir(args: argparse.Namespace, conn: sqlite3.Connection) -> int:
     if not remove_model_dir(conn, args.path):
-        return _fail(f"{args.path} is not one of the model folders; `koboldtui models dirs` lists them")
+        return _fail(
+            f"{args.path} is not one of the model folders; `koboldtui models dirs` lists them"
+        )
     print(f"removed {args.path} from the model folders (its files are untouched)")
     return 0
 

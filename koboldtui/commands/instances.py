@@ -13,15 +13,17 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from koboldtui.config import HordeSettings
 from koboldtui.control import logs as logfiles
+from koboldtui.control.foreground import run_foreground
 from koboldtui.control.registry import UNSET, InstanceRegistry
 from koboldtui.control.secrets import SecretsError
 from koboldtui.control.spec import InstanceSpec, SpecError, parse_gpus
-from koboldtui.control.state import RUNNING, InstanceSnapshot, InstanceState, StartError
+from koboldtui.control.state import InstanceSnapshot, InstanceState, StartError
 from koboldtui.control.supervisor import Supervisor
 from koboldtui.paths import AppPaths, app_paths
 from koboldtui.store.db import DatabaseError, open_database
@@ -31,11 +33,27 @@ HORDE_KEY_ENV = "KOBOLDTUI_HORDE_KEY"
 API_KEY_ENV = "KOBOLDTUI_API_KEY"
 
 # spec field → (argparse dest); the same flags for add and edit
-SPEC_FLAGS = ("model", "host", "port", "gpu_layers", "ctx", "batch_size", "parallel", "threads",
-              "max_queue", "restart")
-HORDE_FLAGS = {"horde_name": "worker_name", "horde_url": "url", "horde_window": "window_s",
-               "horde_threads": "threads", "horde_max_length": "max_length",
-               "horde_model_name": "model_name", "horde_bridge_agent": "bridge_agent"}
+SPEC_FLAGS = (
+    "model",
+    "host",
+    "port",
+    "gpu_layers",
+    "ctx",
+    "batch_size",
+    "parallel",
+    "threads",
+    "max_queue",
+    "restart",
+)
+HORDE_FLAGS = {
+    "horde_name": "worker_name",
+    "horde_url": "url",
+    "horde_window": "window_s",
+    "horde_threads": "threads",
+    "horde_max_length": "max_length",
+    "horde_model_name": "model_name",
+    "horde_bridge_agent": "bridge_agent",
+}
 
 
 def _fail(message: str) -> int:
@@ -79,20 +97,40 @@ def _spec_arguments(parser: argparse.ArgumentParser, *, editing: bool) -> None:
     p("--threads", type=int, help="CPU threads (default: physical cores)")
     p("--max-queue", type=int, help="requests that may wait for a slot")
     auto = parser.add_mutually_exclusive_group()
-    auto.add_argument("--autostart", dest="autostart", action="store_true", default=None,
-                      help="start with `koboldtui up` and the panel")
+    auto.add_argument(
+        "--autostart",
+        dest="autostart",
+        action="store_true",
+        default=None,
+        help="start with `koboldtui up` and the panel",
+    )
     if editing:
         auto.add_argument("--no-autostart", dest="autostart", action="store_false")
     p("--restart", choices=("no", "on-failure"), help="restart after a crash (with backoff)")
-    p("--env", action="append", default=None, metavar="KEY=VALUE", help="extra environment (repeatable)")
+    p(
+        "--env",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="extra environment (repeatable)",
+    )
     p("--api-key", default=None, help=f"key clients must send (or env {API_KEY_ENV}); '' clears it")
     horde = parser.add_mutually_exclusive_group()
-    horde.add_argument("--horde", dest="horde", action="store_true", default=None,
-                       help="lend idle capacity to the AI Horde")
+    horde.add_argument(
+        "--horde",
+        dest="horde",
+        action="store_true",
+        default=None,
+        help="lend idle capacity to the AI Horde",
+    )
     if editing:
         horde.add_argument("--no-horde", dest="horde", action="store_false")
     p("--horde-name", help="Horde worker name")
-    p("--horde-key", default=None, help=f"Horde API key (or env {HORDE_KEY_ENV}); stored with mode 0600")
+    p(
+        "--horde-key",
+        default=None,
+        help=f"Horde API key (or env {HORDE_KEY_ENV}); stored with mode 0600",
+    )
     p("--horde-url", help="Horde API URL")
     p("--horde-window", type=float, help="seconds the worker pauses after each local request")
     p("--horde-threads", type=int, help="Horde jobs in parallel")
@@ -108,7 +146,9 @@ def _spec_arguments(parser: argparse.ArgumentParser, *, editing: bool) -> None:
 
 def _changes(args: argparse.Namespace, base: HordeSettings) -> dict[str, Any]:
     """The spec fields the user gave on the command line (others unchanged)."""
-    changes: dict[str, Any] = {f: getattr(args, f) for f in SPEC_FLAGS if getattr(args, f) is not None}
+    changes: dict[str, Any] = {
+        f: getattr(args, f) for f in SPEC_FLAGS if getattr(args, f) is not None
+    }
     if args.cpu:
         changes["gpus"] = "cpu"
     elif args.gpus is not None:
@@ -144,12 +184,16 @@ def _changes(args: argparse.Namespace, base: HordeSettings) -> dict[str, Any]:
 def cmd_add(args: argparse.Namespace) -> int:
     """Save a new instance."""
     paths, store = _open()
-    spec = InstanceSpec(name=args.name, port=args.port).with_changes(**_changes(args, HordeSettings()))
+    spec = InstanceSpec(name=args.name, port=args.port).with_changes(
+        **_changes(args, HordeSettings())
+    )
     horde_key = args.horde_key if args.horde_key is not None else os.environ.get(HORDE_KEY_ENV)
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
     spec = InstanceRegistry(store, paths).add(spec, horde_key=horde_key, api_key=api_key)
-    print(f"added instance {spec.name!r} on port {spec.port} ({spec.model}); "
-          f"start it with `koboldtui start {spec.name}`")
+    print(
+        f"added instance {spec.name!r} on port {spec.port} ({spec.model}); "
+        f"start it with `koboldtui start {spec.name}`"
+    )
     return 0
 
 
@@ -183,8 +227,10 @@ def cmd_rm(args: argparse.Namespace) -> int:
     if snap is None and store.launch(args.name) is not None:
         supervisor.reattach()
         if supervisor.is_running(args.name):
-            return _fail(f"{args.name!r} is running: stop it first (`koboldtui stop {args.name}`) "
-                         "or pass --force")
+            return _fail(
+                f"{args.name!r} is running: stop it first (`koboldtui stop {args.name}`) "
+                "or pass --force"
+            )
     registry.remove(args.name)
     supervisor.runstate.remove(args.name)
     print(f"removed instance {args.name!r}")
@@ -202,12 +248,38 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not specs:
         print("no instances yet: add one with `koboldtui instance add NAME --port P`")
         return 0
-    rows = [("NAME", "PORT", "MODEL", "GPUS", "LAYERS", "CTX", "BATCH", "PAR", "HORDE", "AUTO", "RESTART")]
+    rows = [
+        (
+            "NAME",
+            "PORT",
+            "MODEL",
+            "GPUS",
+            "LAYERS",
+            "CTX",
+            "BATCH",
+            "PAR",
+            "HORDE",
+            "AUTO",
+            "RESTART",
+        )
+    ]
     for s in specs:
         gpus = s.gpus if isinstance(s.gpus, str) else ",".join(s.gpus)
-        rows.append((s.name, str(s.port), Path(s.model).name, gpus, str(s.gpu_layers), str(s.ctx),
-                     str(s.batch_size), str(s.parallel), "on" if s.horde.enabled else "off",
-                     "yes" if s.autostart else "no", s.restart))
+        rows.append(
+            (
+                s.name,
+                str(s.port),
+                Path(s.model).name,
+                gpus,
+                str(s.gpu_layers),
+                str(s.ctx),
+                str(s.batch_size),
+                str(s.parallel),
+                "on" if s.horde.enabled else "off",
+                "yes" if s.autostart else "no",
+                s.restart,
+            )
+        )
     _print_table(rows)
     return 0
 
@@ -222,9 +294,11 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def _progress(snap: InstanceSnapshot) -> None:
-    words = {InstanceState.STARTING: f"starting {snap.name} on port {snap.port} (pid {snap.pid})",
-             InstanceState.LOADING: f"{snap.name}: loading the model",
-             InstanceState.READY: f"{snap.name}: ready"}
+    words = {
+        InstanceState.STARTING: f"starting {snap.name} on port {snap.port} (pid {snap.pid})",
+        InstanceState.LOADING: f"{snap.name}: loading the model",
+        InstanceState.READY: f"{snap.name}: ready",
+    }
     if snap.state in words:
         print(words[snap.state], file=sys.stderr, flush=True)
 
@@ -237,7 +311,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     supervisor.spec(args.name)
     if store.launch(args.name) is not None and args.name in supervisor.reattach():
         snap = supervisor.snapshot(args.name)
-        print(f"{args.name} is already running on port {snap.port} (pid {snap.pid}, {snap.state.value})")
+        print(
+            f"{args.name} is already running on port {snap.port} (pid {snap.pid}, {snap.state.value})"
+        )
         return 0
     supervisor.start(args.name)
     if args.no_wait:
@@ -245,10 +321,20 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"started {args.name} (pid {snap.pid}); `koboldtui ps` shows when it is ready")
         return 0
     began = time.monotonic()
-    snap = supervisor.wait_ready(args.name, timeout_s=args.timeout, progress=_progress)
+    try:
+        snap = supervisor.wait_ready(args.name, timeout_s=args.timeout, progress=_progress)
+    except KeyboardInterrupt:
+        print(
+            f"\n{args.name} keeps starting in the background: `koboldtui ps` shows it, "
+            f"`koboldtui stop {args.name}` stops it",
+            file=sys.stderr,
+        )
+        return 130
     spec = supervisor.spec(args.name)
-    print(f"{args.name} is ready at {spec.base_url()} (pid {snap.pid}, "
-          f"{time.monotonic() - began:.1f} s); logs: koboldtui logs {args.name}")
+    print(
+        f"{args.name} is ready at {spec.base_url()} (pid {snap.pid}, "
+        f"{time.monotonic() - began:.1f} s); logs: koboldtui logs {args.name}"
+    )
     return 0
 
 
@@ -293,8 +379,19 @@ def cmd_ps(args: argparse.Namespace) -> int:
     rows = [("NAME", "STATE", "PORT", "PID", "MODEL", "GPUS", "RESTARTS", "UPTIME", "LAST ERROR")]
     for s in snaps:
         error = (s.last_error or "").splitlines()[0] if s.last_error else ""
-        rows.append((s.name, s.state.value, str(s.port), str(s.pid or "-"), Path(s.model).name,
-                     s.gpus, str(s.restarts), _uptime(s.uptime_s), error[:60]))
+        rows.append(
+            (
+                s.name,
+                s.state.value,
+                str(s.port),
+                str(s.pid or "-"),
+                Path(s.model).name,
+                s.gpus,
+                str(s.restarts),
+                _uptime(s.uptime_s),
+                error[:60],
+            )
+        )
     _print_table(rows)
     return 0
 
@@ -326,7 +423,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     """Foreground supervisor: start the autostart instances, restart failures, stop all on SIGTERM/Ctrl-C."""
     paths, store = _open()
-    supervisor = Supervisor(paths, store)
     registry = InstanceRegistry(store, paths)
     names = args.names or [s.name for s in registry.list() if s.autostart]
     for name in names:
@@ -338,29 +434,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for name in supervisor.reattach():
-            _say(f"{name}: adopted the running instance")
-        if not names and not supervisor.managed():
-            _say("no autostart instances: mark some with `koboldtui instance edit NAME --autostart`, "
-                 "or name them: `koboldtui up NAME ...`")
-        for name in names:
-            if stop_event.is_set():
-                break
-            snap = supervisor.supervise(name)
-            if snap.state is InstanceState.FAILED:
-                _say(f"{name}: failed to start: {snap.last_error}")
-        seen: dict[str, tuple[str, int | None]] = {}
-        while not stop_event.is_set():
-            for snap in supervisor.poll():
-                key = (snap.state.value, snap.pid)
-                if snap.name in supervisor.managed() or snap.state is InstanceState.FAILED:
-                    if seen.get(snap.name) != key:
-                        _report(snap)
-                    seen[snap.name] = key
-            stop_event.wait(args.interval)
-        _say("stopping every instance ...")
-        for snap in supervisor.stop_all():
-            _say(f"{snap.name}: {snap.state.value}")
+        run_foreground(
+            Supervisor(paths, store),
+            names,
+            stop_event=stop_event,
+            interval_s=args.interval,
+            say=_say,
+        )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -369,15 +449,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def _report(snap: InstanceSnapshot) -> None:
-    if snap.state is InstanceState.FAILED:
-        _say(f"{snap.name}: failed: {snap.last_error}")
-    elif snap.state in RUNNING:
-        _say(f"{snap.name}: {snap.state.value} on port {snap.port} (pid {snap.pid}, restarts {snap.restarts})")
-    else:
-        _say(f"{snap.name}: {snap.state.value}")
 
 
 # -- registration --------------------------------------------------------------------------
@@ -403,7 +474,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(handler=cmd_list)
 
-    start = subparsers.add_parser("start", help="start an instance in the background and wait until ready")
+    start = subparsers.add_parser(
+        "start", help="start an instance in the background and wait until ready"
+    )
     start.add_argument("name")
     start.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for ready")
     start.add_argument("--no-wait", action="store_true", help="return once the process is spawned")
@@ -420,7 +493,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=50, help="lines to show first")
     logs.set_defaults(handler=cmd_logs)
-    up = subparsers.add_parser("up", help="run the autostart instances in the foreground, restarting failures")
+    up = subparsers.add_parser(
+        "up", help="run the autostart instances in the foreground, restarting failures"
+    )
     up.add_argument("names", nargs="*", help="instances to run (default: those marked --autostart)")
     up.add_argument("--interval", type=float, default=0.5, help="seconds between health checks")
     up.set_defaults(handler=cmd_up)

@@ -8,8 +8,8 @@ rows in the store + the NVML inventory, reconciled first); the VRAM estimate fro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import StartError
@@ -52,11 +52,18 @@ def check_spec_fits(spec: InstanceSpec, plan: GpuPlan, model_path: Path) -> None
     try:
         meta = read_metadata(model_path)
     except (GgufError, OSError, ValueError) as exc:
-        raise StartError(f"cannot start {spec.name!r}: cannot read the model {model_path}: {exc}") from exc
+        raise StartError(
+            f"cannot start {spec.name!r}: cannot read the model {model_path}: {exc}"
+        ) from exc
     parallel = max(1, spec.parallel)
     verdict = check_fit(
-        meta, plan.gpus, spec.gpu_layers, spec.ctx, parallel,  # serve's --ctx is per slot
-        spec.batch_size, plan.tensor_split,
+        meta,
+        plan.gpus,
+        spec.gpu_layers,
+        spec.ctx,
+        parallel,  # serve's --ctx is per slot
+        spec.batch_size,
+        plan.tensor_split,
     )
     if not verdict.fits:
         raise StartError(
@@ -76,9 +83,7 @@ def default_gpu_planner(
 
     def planner(spec: InstanceSpec, model_path: Path) -> GpuPlan:
         try:
-            plan = plan_for_spec(
-                store, spec, None if spec.gpus == "cpu" else inventory_reader()
-            )
+            plan = plan_for_spec(store, spec, None if spec.gpus == "cpu" else inventory_reader())
         except (GpuSelectionError, UnknownGpuError) as exc:
             raise StartError(f"cannot start {spec.name!r}: {exc}") from exc
         if not plan.cpu_only and spec.gpu_layers != 0:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_KEEP = 2
@@ -21,7 +21,9 @@ def log_path_for(log_dir: Path, name: str) -> Path:
     return log_dir / f"{name}.log"
 
 
-def rotate_if_large(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP) -> bool:
+def rotate_if_large(
+    path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP
+) -> bool:
     """Shift ``x.log`` → ``x.log.1`` → ... ``x.log.<keep>`` when over ``max_bytes``; True if rotated."""
     try:
         if path.stat().st_size <= max_bytes:
@@ -70,7 +72,7 @@ def tail_of_last_launch(path: Path | str, count: int = 15) -> list[str]:
     lines = tail_lines(path, max(count, 200))
     for index in range(len(lines) - 1, -1, -1):
         if lines[index].startswith(LAUNCH_HEADER):
-            lines = lines[index + 2:]  # skip the header and the command line
+            lines = lines[index + 2 :]  # skip the header and the command line
             break
     return lines[-count:] if count > 0 else []
 

@@ -44,7 +44,9 @@ def check_launch(launch: Launch, host: str, *, api_key: str | None = None) -> La
     if status is not None:
         pid, token = instance_identity(status)
         if token == launch.token and pid == launch.pid:
-            return LaunchCheck(True, "status", probe_health(base, api_key=api_key), "token confirmed")
+            return LaunchCheck(
+                True, "status", probe_health(base, api_key=api_key), "token confirmed"
+            )
     if launch.token and cmdline_has(launch.pid, launch.token):
         health = probe_health(base, api_key=api_key)
         return LaunchCheck(True, "cmdline", health, "token found in the process arguments")

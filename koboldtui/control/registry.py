@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from koboldtui.control.secrets import InstanceSecrets, SecretsError
 from koboldtui.control.spec import BUNDLED, InstanceSpec, SpecError
@@ -43,7 +44,9 @@ def _catalog_lookup(name: str, paths: AppPaths, conn: sqlite3.Connection | None)
     return None
 
 
-def normalise_model(model: str | None, paths: AppPaths, conn: sqlite3.Connection | None = None) -> str:
+def normalise_model(
+    model: str | None, paths: AppPaths, conn: sqlite3.Connection | None = None
+) -> str:
     """'bundled' stays; a catalogue name or a path must be an existing GGUF, stored as an absolute path."""
     if model in (None, "", BUNDLED):
         return BUNDLED

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from koboldtui.config import HordeSettings, ServeConfig
 
-GpuSelection = Union[str, list[str]]  # "auto" | "cpu" | list of GPU UUIDs / indices
+GpuSelection = str | list[str]  # "auto" | "cpu" | list of GPU UUIDs / indices
 
 RESTART_POLICIES = ("no", "on-failure")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -108,7 +108,9 @@ class InstanceSpec:
                 "or '-', starting with a letter or digit"
             )
         if self.restart not in RESTART_POLICIES:
-            problems.append(f"--restart {self.restart!r} must be one of: {', '.join(RESTART_POLICIES)}")
+            problems.append(
+                f"--restart {self.restart!r} must be one of: {', '.join(RESTART_POLICIES)}"
+            )
         if self.gpu_layers < -1:
             problems.append("--gpu-layers must be -1 (all) or a count >= 0")
         for key in self.extra_env:
@@ -158,7 +160,7 @@ class InstanceSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "InstanceSpec":
+    def from_dict(cls, data: dict[str, Any]) -> InstanceSpec:
         """Read a stored spec; unknown keys (from a newer version) are ignored."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
@@ -167,8 +169,10 @@ class InstanceSpec:
         horde_data.pop("api_key", None)
         values["horde"] = HordeSettings(**horde_data)
         values["gpus"] = parse_gpus(values.get("gpus", "auto"))
-        values["extra_env"] = {str(k): str(v) for k, v in dict(values.get("extra_env") or {}).items()}
+        values["extra_env"] = {
+            str(k): str(v) for k, v in dict(values.get("extra_env") or {}).items()
+        }
         return cls(**values)
 
-    def with_changes(self, **changes: Any) -> "InstanceSpec":
+    def with_changes(self, **changes: Any) -> InstanceSpec:
         return replace(self, **changes)

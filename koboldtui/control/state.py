@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from koboldtui.control.process import pid_alive
+from koboldtui.control.runstate import RunState
+from koboldtui.control.spec import InstanceSpec, gpus_label
 
 
 class StartError(RuntimeError):
@@ -31,7 +33,9 @@ class InstanceState(str, enum.Enum):
     FAILED = "failed"
 
 
-RUNNING = frozenset({InstanceState.STARTING, InstanceState.LOADING, InstanceState.READY, InstanceState.STOPPING})
+RUNNING = frozenset(
+    {InstanceState.STARTING, InstanceState.LOADING, InstanceState.READY, InstanceState.STOPPING}
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,23 @@ class InstanceSnapshot:
     last_error: str | None
     log_path: str | None = None
     restart_in_s: float | None = None  # a restart is scheduled this many seconds from now
+
+    @classmethod
+    def at_rest(cls, spec: InstanceSpec, saved: RunState, log_path: str | None) -> InstanceSnapshot:
+        """An instance no controller runs: stopped, or failed as the last controller saw it."""
+        failed = saved.state == InstanceState.FAILED.value
+        return cls(
+            name=spec.name,
+            state=InstanceState.FAILED if failed else InstanceState.STOPPED,
+            port=spec.port,
+            pid=None,
+            model=spec.model,
+            gpus=gpus_label(spec.gpus),
+            restarts=saved.restarts,
+            uptime_s=None,
+            last_error=saved.last_error if failed else None,
+            log_path=log_path,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The ``ps --json`` object."""
@@ -111,6 +132,41 @@ class ManagedInstance:
     last_error: str | None = None
     log_size: int = field(default=-1)
 
+    @classmethod
+    def for_spec(
+        cls,
+        spec: InstanceSpec,
+        *,
+        state: InstanceState,
+        log_path: Path,
+        started_at: float,
+        progress_at: float,
+        pid: int | None = None,
+        port: int | None = None,
+        token: str = "",
+        popen: subprocess.Popen[bytes] | None = None,
+        restarts: int = 0,
+        api_key: str | None = None,
+    ) -> ManagedInstance:
+        """A record for one launch (or attempt) of ``spec``."""
+        return cls(
+            name=spec.name,
+            state=state,
+            pid=pid,
+            port=spec.port if port is None else port,
+            token=token,
+            host=spec.host,
+            started_at=started_at,
+            popen=popen,
+            log_path=log_path,
+            restarts=restarts,
+            progress_at=progress_at,
+            policy=spec.restart,
+            api_key=api_key,
+            model=spec.model,
+            gpus=gpus_label(spec.gpus),
+        )
+
     def exit_code_now(self) -> int | None | bool:
         """False while running; else the exit code (None when not our child and so unknown)."""
         if self.popen is not None:
@@ -128,7 +184,7 @@ class ManagedInstance:
         self.log_size = size
         return grew
 
-    def snapshot(self, spec_port: Any, wall_now: float, mono_now: float) -> InstanceSnapshot:
+    def snapshot(self, wall_now: float, mono_now: float) -> InstanceSnapshot:
         """Immutable view for callers; uptime counts from the launch."""
         running = self.state in RUNNING
         return InstanceSnapshot(

@@ -9,24 +9,22 @@ waits long, so a loop or a timer drives health, stall detection and restart back
 from __future__ import annotations
 
 import os
-import secrets
-import shlex
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
 
 from koboldtui.control import logs as logfiles
 from koboldtui.control.backoff import Backoff
-from koboldtui.control.gpu_plan import GpuPlanner, default_gpu_planner, describe_plan
-from koboldtui.control.ports import check_port_available
+from koboldtui.control.gpu_plan import GpuPlanner, default_gpu_planner
+from koboldtui.control.launcher import CommandBuilder, prepare_launch
 from koboldtui.control.probe import Health, probe_health_detail
-from koboldtui.control.process import child_environment, pid_alive, serve_command, spawn, terminate_group
+from koboldtui.control.process import pid_alive, serve_command, spawn, terminate_group
 from koboldtui.control.reattach import check_launch, launch_url
 from koboldtui.control.runstate import RunState, RunStateFiles
 from koboldtui.control.secrets import InstanceSecrets
-from koboldtui.control.spec import InstanceSpec, gpus_label
+from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import (
     RUNNING,
     InstanceSnapshot,
@@ -36,13 +34,12 @@ from koboldtui.control.state import (
     describe_exit,
     with_log_tail,
 )
-from koboldtui.models.bundled import BundledModelError, resolve_model_path
 from koboldtui.paths import AppPaths
-from koboldtui.store.instances import InstanceStore, Launch
+from koboldtui.store.instances import InstanceStore, Launch, UnknownInstanceError
 
-__all__ = ["Supervisor", "StartError", "InstanceState", "InstanceSnapshot"]
+__all__ = ["InstanceSnapshot", "InstanceState", "StartError", "Supervisor"]
 
-CommandBuilder = Callable[[Sequence[str]], list[str]]
+HORDE_STOP_GRACE_S = 35.0
 
 
 class Supervisor:
@@ -56,7 +53,7 @@ class Supervisor:
         gpu_planner: GpuPlanner | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff | None = None,
         stall_timeout_s: float = 180.0,
         stop_grace_s: float = 15.0,
         log_max_bytes: int = logfiles.DEFAULT_MAX_BYTES,
@@ -68,13 +65,20 @@ class Supervisor:
         self.secrets = InstanceSecrets(paths.secrets_file)
         self.runstate = RunStateFiles(paths.data_dir / "run")
         self._gpu_planner = gpu_planner or default_gpu_planner(store)
-        self._clock, self._wall, self._backoff = clock, wall, backoff
+        self._clock, self._wall, self._backoff = clock, wall, backoff or Backoff()
         self.stall_timeout_s, self.stop_grace_s = stall_timeout_s, stop_grace_s
         self._log_max_bytes = log_max_bytes
         self._command_builder = command_builder
         self._environ = dict(os.environ if environ is None else environ)
         self._records: dict[str, ManagedInstance] = {}
-        self._lock = threading.RLock()
+        self._lock = (
+            threading.RLock()
+        )  # guards _records and record fields; never held while waiting
+        self._name_locks: dict[str, threading.RLock] = {}  # one start/stop at a time per instance
+
+    def _name_lock(self, name: str) -> threading.RLock:
+        with self._lock:
+            return self._name_locks.setdefault(name, threading.RLock())
 
     # -- reading -------------------------------------------------------------------------
 
@@ -87,16 +91,12 @@ class Supervisor:
         spec = self.spec(name)
         with self._lock:
             record = self._records.get(name)
-            if record is not None and (record.state in RUNNING or record.state is InstanceState.FAILED):
-                return record.snapshot(spec.port, self._wall(), self._clock())
-        saved = self.runstate.read(name)
-        state = InstanceState.FAILED if saved.state == InstanceState.FAILED.value else InstanceState.STOPPED
-        return InstanceSnapshot(
-            name=name, state=state, port=spec.port, pid=None, model=spec.model,
-            gpus=gpus_label(spec.gpus), restarts=saved.restarts, uptime_s=None,
-            last_error=saved.last_error if state is InstanceState.FAILED else None,
-            log_path=str(logfiles.log_path_for(self.paths.log_dir, name)),
-        )
+            if record is not None and (
+                record.state in RUNNING or record.state is InstanceState.FAILED
+            ):
+                return record.snapshot(self._wall(), self._clock())
+        log_path = logfiles.log_path_for(self.paths.log_dir, name)
+        return InstanceSnapshot.at_rest(spec, self.runstate.read(name), str(log_path))
 
     def snapshots(self) -> list[InstanceSnapshot]:
         """Every saved instance, sorted by name."""
@@ -105,7 +105,11 @@ class Supervisor:
     def managed(self) -> list[str]:
         """Names this controller is running or will restart."""
         with self._lock:
-            return sorted(n for n, r in self._records.items() if r.state in RUNNING or r.restart_at is not None)
+            return sorted(
+                n
+                for n, r in self._records.items()
+                if r.state in RUNNING or r.restart_at is not None
+            )
 
     # -- reattach ------------------------------------------------------------------------
 
@@ -129,26 +133,41 @@ class Supervisor:
                 tail = logfiles.tail_of_last_launch(launch.log_path, 10)
                 message = f"stopped unexpectedly while no controller watched it ({check.reason})"
                 previous = self.runstate.read(launch.name)
-                self._save_runstate(launch.name, InstanceState.FAILED, previous.restarts,
-                                    with_log_tail(message, tail), launch.token)
+                self._save_runstate(
+                    launch.name,
+                    InstanceState.FAILED,
+                    previous.restarts,
+                    with_log_tail(message, tail),
+                    launch.token,
+                )
             return False
         state = {Health.READY: InstanceState.READY, Health.LOADING: InstanceState.LOADING}.get(
-            check.health, InstanceState.STARTING)
+            check.health, InstanceState.STARTING
+        )
         saved = self.runstate.read(launch.name)
         with self._lock:
-            self._records[launch.name] = ManagedInstance(
-                name=launch.name, state=state, pid=launch.pid, port=launch.port, token=launch.token,
-                host=spec.host, started_at=launch.started_at, popen=None,
-                log_path=Path(launch.log_path), restarts=saved.restarts if saved.token == launch.token else 0,
-                progress_at=self._clock(), policy=spec.restart, api_key=self.secrets.get(spec.name).get("api_key"),
-                model=spec.model, gpus=gpus_label(spec.gpus),
+            self._records[launch.name] = ManagedInstance.for_spec(
+                spec,
+                state=state,
+                pid=launch.pid,
+                port=launch.port,
+                token=launch.token,
+                started_at=launch.started_at,
+                log_path=Path(launch.log_path),
+                restarts=saved.restarts if saved.token == launch.token else 0,
+                progress_at=self._clock(),
+                api_key=self.secrets.get(spec.name).get("api_key"),
             )
         return True
 
     # -- start ---------------------------------------------------------------------------
 
     def start(
-        self, name: str, *, wait: bool = False, timeout_s: float | None = None,
+        self,
+        name: str,
+        *,
+        wait: bool = False,
+        timeout_s: float | None = None,
         progress: Callable[[InstanceSnapshot], None] | None = None,
     ) -> InstanceSnapshot:
         """Start ``name`` (or adopt it if it already runs); with ``wait``, block until ready or failed."""
@@ -163,12 +182,12 @@ class Supervisor:
             self._start(name, restarts=0)
         except StartError as exc:
             spec = self.spec(name)
-            record = ManagedInstance(
-                name=name, state=InstanceState.FAILED, pid=None, port=spec.port, token="",
-                host=spec.host, started_at=self._wall(), popen=None,
-                log_path=logfiles.log_path_for(self.paths.log_dir, name), restarts=0,
-                progress_at=self._clock(), policy=spec.restart, api_key=None,
-                model=spec.model, gpus=gpus_label(spec.gpus),
+            record = ManagedInstance.for_spec(
+                spec,
+                state=InstanceState.FAILED,
+                log_path=logfiles.log_path_for(self.paths.log_dir, name),
+                started_at=self._wall(),
+                progress_at=self._clock(),
             )
             with self._lock:
                 self._records[name] = record
@@ -182,6 +201,10 @@ class Supervisor:
             return record is not None and record.state in RUNNING
 
     def _start(self, name: str, *, restarts: int) -> None:
+        with self._name_lock(name):  # two clicks on "start" never spawn two processes
+            self._start_locked(name, restarts=restarts)
+
+    def _start_locked(self, name: str, *, restarts: int) -> None:
         spec = self.spec(name)
         with self._lock:
             record = self._records.get(name)
@@ -191,42 +214,45 @@ class Supervisor:
         if existing is not None and self._adopt(existing):
             return
         secret = self.secrets.get(name)
+        prepared = prepare_launch(
+            spec,
+            paths=self.paths,
+            secret=secret,
+            planner=self._gpu_planner,
+            command_builder=self._command_builder,
+            environ=self._environ,
+            port_owner_hint=self._port_owner_hint(spec.port, name),
+        )
+        logfiles.rotate_if_large(prepared.log_path, max_bytes=self._log_max_bytes)
         try:
-            model_path = resolve_model_path(spec.model, self.paths)
-        except (FileNotFoundError, ValueError, BundledModelError) as exc:
-            raise StartError(f"cannot start {name!r}: {exc}") from exc
-        owner = self._port_owner_hint(spec.port, name)
-        try:
-            check_port_available(spec.host, spec.port, owner_hint=owner)
-        except RuntimeError as exc:
-            raise StartError(f"cannot start {name!r}: {exc}") from exc
-        plan = self._gpu_planner(spec, model_path)  # raises StartError (no GPU / does not fit)
-        token = secrets.token_urlsafe(18)
-        config = plan.apply(spec.to_serve_config(
-            launch_token=token, api_key=secret.get("api_key"), horde_key=secret.get("horde_key"),
-        )).with_changes(model=str(model_path))
-        problems = config.validate()
-        if problems:
-            raise StartError(f"cannot start {name!r}: " + "; ".join(problems))
-        argv = config.to_argv()
-        command = self._command_builder(argv)
-        env = child_environment(self._environ, {**spec.extra_env, **plan.env(), **config.secret_env()})
-        log_path = logfiles.log_path_for(self.paths.log_dir, name)
-        logfiles.rotate_if_large(log_path, max_bytes=self._log_max_bytes)
-        shown = " ".join("<token>" if a == token else shlex.quote(a) for a in command)
-        header = logfiles.launch_header(name, time.strftime("%Y-%m-%d %H:%M:%S"), describe_plan(plan), shown)
-        try:
-            child = spawn(command, env=env, log_path=log_path, cwd=self.paths.data_dir, header=header)
+            child = spawn(
+                prepared.command,
+                env=prepared.env,
+                log_path=prepared.log_path,
+                cwd=self.paths.data_dir,
+                header=prepared.header,
+            )
         except OSError as exc:
-            raise StartError(f"cannot start {name!r}: launching {command[0]} failed: {exc}") from exc
+            raise StartError(
+                f"cannot start {name!r}: launching {prepared.command[0]} failed: {exc}"
+            ) from exc
+        token, log_path = prepared.token, prepared.log_path
         started_at = self._wall()
-        self.store.record_launch(Launch(name, child.pid, spec.port, token, started_at, str(log_path)))
+        self.store.record_launch(
+            Launch(name, child.pid, spec.port, token, started_at, str(log_path))
+        )
         with self._lock:
-            self._records[name] = ManagedInstance(
-                name=name, state=InstanceState.STARTING, pid=child.pid, port=spec.port, token=token,
-                host=spec.host, started_at=started_at, popen=child.popen, log_path=log_path,
-                restarts=restarts, progress_at=self._clock(), policy=spec.restart,
-                api_key=secret.get("api_key"), model=spec.model, gpus=gpus_label(spec.gpus),
+            self._records[name] = ManagedInstance.for_spec(
+                spec,
+                state=InstanceState.STARTING,
+                pid=child.pid,
+                token=token,
+                started_at=started_at,
+                popen=child.popen,
+                log_path=log_path,
+                restarts=restarts,
+                progress_at=self._clock(),
+                api_key=secret.get("api_key"),
             )
         self._save_runstate(name, InstanceState.STARTING, restarts, None, token)
 
@@ -237,7 +263,10 @@ class Supervisor:
         return None
 
     def wait_ready(
-        self, name: str, *, timeout_s: float | None = None,
+        self,
+        name: str,
+        *,
+        timeout_s: float | None = None,
         progress: Callable[[InstanceSnapshot], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> InstanceSnapshot:
@@ -253,7 +282,9 @@ class Supervisor:
             if snap.state is InstanceState.READY:
                 return snap
             if snap.state not in RUNNING:
-                raise StartError(f"{name!r} did not become ready: {snap.last_error or snap.state.value}")
+                raise StartError(
+                    f"{name!r} did not become ready: {snap.last_error or snap.state.value}"
+                )
             if deadline is not None and self._clock() >= deadline:
                 self.stop(name)
                 raise StartError(f"{name!r} was not ready after {timeout_s:.0f} s; it was stopped")
@@ -263,7 +294,17 @@ class Supervisor:
 
     def stop(self, name: str, *, grace_s: float | None = None) -> InstanceSnapshot:
         """Stop ``name`` (SIGTERM, wait, SIGKILL the group); also cancels a pending restart."""
-        self.spec(name)
+        with self._name_lock(name):
+            return self._stop_locked(name, grace_s)
+
+    def _stop_locked(self, name: str, grace_s: float | None) -> InstanceSnapshot:
+        spec = self.spec(name)
+        if grace_s is None:  # a Horde worker finishes its job first (the runtime allows it 30 s)
+            grace_s = (
+                max(self.stop_grace_s, HORDE_STOP_GRACE_S)
+                if spec.horde.enabled
+                else self.stop_grace_s
+            )
         with self._lock:
             record = self._records.get(name)
         if record is None or record.state not in RUNNING:
@@ -279,9 +320,17 @@ class Supervisor:
             self._save_runstate(name, InstanceState.STOPPED, saved.restarts, None, None)
             return self.snapshot(name)
         with self._lock:
-            record.state, record.stop_requested, record.restart_at = InstanceState.STOPPING, True, None
+            record.state, record.stop_requested, record.restart_at = (
+                InstanceState.STOPPING,
+                True,
+                None,
+            )
         self.store.clear_launch(name, record.token)  # first, so a watching `up` does not restart it
-        terminate_group(record.pid, popen=record.popen, grace_s=self.stop_grace_s if grace_s is None else grace_s)
+        terminate_group(
+            record.pid,
+            popen=record.popen,
+            grace_s=grace_s,
+        )
         with self._lock:
             record.state, record.pid, record.exit_code = InstanceState.STOPPED, None, None
         self._save_runstate(name, InstanceState.STOPPED, record.restarts, None, None)
@@ -326,19 +375,25 @@ class Supervisor:
             if record.state is InstanceState.READY:
                 return
             health, load_error = probe_health_detail(
-                launch_url(record.host, record.port), api_key=record.api_key, timeout_s=0.5)
+                launch_url(record.host, record.port), api_key=record.api_key, timeout_s=0.5
+            )
             now = self._clock()
             if health is Health.FAILED:
                 terminate_group(record.pid, popen=record.popen, grace_s=5.0)
-                self._on_exit(record, None, reason=f"the model failed to load: {load_error or 'see the log'}")
+                self._on_exit(
+                    record, None, reason=f"the model failed to load: {load_error or 'see the log'}"
+                )
                 return
             with self._lock:
                 if record.state not in (InstanceState.STARTING, InstanceState.LOADING):
                     return
-                new = {Health.READY: InstanceState.READY, Health.LOADING: InstanceState.LOADING}.get(
-                    health, record.state)
+                new = {
+                    Health.READY: InstanceState.READY,
+                    Health.LOADING: InstanceState.LOADING,
+                }.get(health, record.state)
                 grew = record.note_log_size()
-                if new is not record.state or grew:
+                # answering /health ("loading") is progress: a big model may load for minutes
+                if new is not record.state or grew or health is Health.LOADING:
                     record.progress_at = now
                 record.state = new
                 stalled = now - record.progress_at > self.stall_timeout_s
@@ -347,22 +402,34 @@ class Supervisor:
                 self._save_runstate(record.name, new, record.restarts, None, record.token)
             elif stalled:
                 terminate_group(record.pid, popen=record.popen, grace_s=5.0)
-                self._on_exit(record, None, reason=(
-                    f"no progress for {self.stall_timeout_s:.0f} s while {record.state.value} "
-                    "(no /health answer, no log output); it was killed"))
-        elif record.state is InstanceState.FAILED and record.restart_at is not None:
-            if self._clock() >= record.restart_at:
-                record.restart_at = None
-                try:
-                    self._start(record.name, restarts=record.restarts + 1)
-                    with self._lock:
-                        fresh = self._records[record.name]
-                        fresh.streak = record.streak
-                except Exception as exc:  # a restart that cannot even launch: retry per policy
-                    record.restarts += 1
-                    self._fail(record, f"restart failed: {exc}", [])
+                self._on_exit(
+                    record,
+                    None,
+                    reason=(
+                        f"no progress for {self.stall_timeout_s:.0f} s while {record.state.value} "
+                        "(no /health answer, no log output); it was killed"
+                    ),
+                )
+        elif (
+            record.state is InstanceState.FAILED
+            and record.restart_at is not None
+            and self._clock() >= record.restart_at
+        ):
+            record.restart_at = None
+            try:
+                self._start(record.name, restarts=record.restarts + 1)
+                with self._lock:
+                    self._records[record.name].streak = record.streak
+            except UnknownInstanceError:
+                with self._lock:
+                    self._records.pop(record.name, None)  # its spec was removed meanwhile
+            except Exception as exc:  # noqa: BLE001 - any launch failure is retried per the policy
+                record.restarts += 1
+                self._fail(record, f"restart failed: {exc}", [])
 
-    def _on_exit(self, record: ManagedInstance, code: int | None | bool, *, reason: str | None = None) -> None:
+    def _on_exit(
+        self, record: ManagedInstance, code: int | None | bool, *, reason: str | None = None
+    ) -> None:
         launch = self.store.launch(record.name)
         if record.stop_requested or launch is None or launch.token != record.token:
             with self._lock:
@@ -391,9 +458,21 @@ class Supervisor:
                 record.restart_at = now + delay
                 message = f"{reason}; restarting in {delay:.0f} s"
             record.last_error = with_log_tail(message, tail)
-        self._save_runstate(record.name, InstanceState.FAILED, record.restarts, record.last_error, None)
+        self._save_runstate(
+            record.name, InstanceState.FAILED, record.restarts, record.last_error, None
+        )
 
-    def _save_runstate(self, name: str, state: InstanceState, restarts: int, error: str | None,
-                       token: str | None) -> None:
-        self.runstate.write(name, RunState(state=state.value, restarts=restarts, last_error=error,
-                                           token=token, supervisor_pid=os.getpid(), updated_at=self._wall()))
+    def _save_runstate(
+        self, name: str, state: InstanceState, restarts: int, error: str | None, token: str | None
+    ) -> None:
+        self.runstate.write(
+            name,
+            RunState(
+                state=state.value,
+                restarts=restarts,
+                last_error=error,
+                token=token,
+                supervisor_pid=os.getpid(),
+                updated_at=self._wall(),
+            ),
+        )

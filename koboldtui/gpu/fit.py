@@ -24,7 +24,7 @@ CUDA_OVERHEAD_BYTES = 400 * MiB  # CUDA context + cuBLAS workspace per GPU
 MAX_UBATCH = 1024
 
 
-def gib(n: int | float) -> str:
+def gib(n: float) -> str:
     """Bytes as '9.8 GiB' (the unit people read off nvidia-smi)."""
     return f"{n / GiB:.1f} GiB"
 
@@ -42,7 +42,9 @@ class VramEstimate:
     @property
     def per_gpu(self) -> tuple[int, ...]:
         """Total need on each GPU, in CUDA device order."""
-        return tuple(sum(parts) for parts in zip(self.weights, self.kv_cache, self.compute, self.overhead))
+        return tuple(
+            sum(parts) for parts in zip(self.weights, self.kv_cache, self.compute, self.overhead)
+        )
 
     @property
     def total(self) -> int:
@@ -158,7 +160,11 @@ def check_fit(
     estimate = estimate_vram(meta, gpu_layers, ctx, parallel, batch_size, split, flash_attn)
     if any(f is None for f in free):
         return FitCheck(
-            True, False, estimate, free, None,
+            True,
+            False,
+            estimate,
+            free,
+            None,
             f"needs ~{gib(estimate.total)} of VRAM; free VRAM could not be read, so it was not checked",
         )
 
@@ -173,7 +179,11 @@ def check_fit(
             break
     if all(n <= f for n, f in zip(estimate.per_gpu, free) if f is not None):
         return FitCheck(
-            True, True, estimate, free, best,
+            True,
+            True,
+            estimate,
+            free,
+            best,
             f"fits: needs ~{gib(estimate.total)}, "
             + ", ".join(f"{_name(g)} has {gib(f or 0)} free" for g, f in zip(gpus, free)),
         )
@@ -186,7 +196,9 @@ def check_fit(
     if best is not None and best > 0:
         advice = f"lower --gpu-layers to {best} or pick another GPU"
     elif best == 0:
-        advice = "only --gpu-layers 0 fits: pick another GPU, free some VRAM, or run on the CPU (--cpu)"
+        advice = (
+            "only --gpu-layers 0 fits: pick another GPU, free some VRAM, or run on the CPU (--cpu)"
+        )
     else:
         advice = (
             "it does not fit even with --gpu-layers 0: free some VRAM, lower --ctx/--parallel/--batch-size, "
@@ -228,7 +240,12 @@ def check_spec_fit(spec: Any, plan: GpuPlan, model_path: str | Path) -> FitCheck
     ``spec`` is duck-typed so gpu/ need not import control/. Returns the check when it fits.
     """
     check = check_plan_fit(
-        model_path, plan, int(spec.gpu_layers), int(spec.ctx), int(spec.parallel), int(spec.batch_size)
+        model_path,
+        plan,
+        int(spec.gpu_layers),
+        int(spec.ctx),
+        int(spec.parallel),
+        int(spec.batch_size),
     )
     if not check.fits:
         raise VramFitError(check)

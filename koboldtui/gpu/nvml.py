@@ -167,7 +167,9 @@ class NvmlSession:
         """A pynvml constant (e.g. NVML_TEMPERATURE_GPU), tolerant of old bindings."""
         return getattr(self._module, name, default)
 
-    def read(self, our_pids: Collection[int] = (), clock: Callable[[], float] = time.time) -> GpuInventory:
+    def read(
+        self, our_pids: Collection[int] = (), clock: Callable[[], float] = time.time
+    ) -> GpuInventory:
         """A full inventory now; never raises."""
         with self._lock:
             try:
@@ -176,7 +178,9 @@ class NvmlSession:
                     return GpuInventory(False, reason, None, (), clock())
                 return self._read_devices(set(our_pids), clock)
             except Exception as exc:  # noqa: BLE001 - last line of defence for the UI
-                return GpuInventory(False, f"reading the GPUs failed unexpectedly: {exc}", None, (), clock())
+                return GpuInventory(
+                    False, f"reading the GPUs failed unexpectedly: {exc}", None, (), clock()
+                )
 
     def _read_devices(self, ours: set[int], clock: Callable[[], float]) -> GpuInventory:
         driver_raw = self.call("nvmlSystemGetDriverVersion")
@@ -184,7 +188,11 @@ class NvmlSession:
         count = self.call("nvmlDeviceGetCount")
         if count is None:
             return GpuInventory(
-                False, "NVML started but could not count the GPUs; check `nvidia-smi`", driver, (), clock()
+                False,
+                "NVML started but could not count the GPUs; check `nvidia-smi`",
+                driver,
+                (),
+                clock(),
             )
         gpus = []
         for index in range(int(count)):
@@ -236,7 +244,10 @@ class NvmlSession:
 
     def _processes(self, handle: Any, ours: set[int]) -> tuple[GpuProcess, ...]:
         found: dict[int, GpuProcess] = {}
-        for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        for getter in (
+            "nvmlDeviceGetComputeRunningProcesses",
+            "nvmlDeviceGetGraphicsRunningProcesses",
+        ):
             for proc in self.call(getter, handle) or ():
                 pid = int(getattr(proc, "pid", -1))
                 if pid < 0:
@@ -293,7 +304,9 @@ def set_nvml_loader(loader: Callable[[], Any] | None) -> None:
         _session = NvmlSession(loader)
 
 
-def read_inventory(our_pids: Iterable[int] = (), clock: Callable[[], float] = time.time) -> GpuInventory:
+def read_inventory(
+    our_pids: Iterable[int] = (), clock: Callable[[], float] = time.time
+) -> GpuInventory:
     """Every GPU now, marking processes whose pid is in ``our_pids``; never raises."""
     with _session_lock:
         session = _session

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Union
+from typing import Literal
 
 from koboldtui.config import ServeConfig
 from koboldtui.gpu.nvml import GpuInventory
 from koboldtui.store.gpus import GpuRow, UnknownGpuError
 
-Selection = Union[Literal["auto", "cpu"], tuple[str, ...]]
+Selection = Literal["auto", "cpu"] | tuple[str, ...]
 
 
 class GpuSelectionError(ValueError):
@@ -67,7 +67,9 @@ def resolve_ref(ref: str | int, rows: Sequence[GpuRow], inventory: GpuInventory)
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise UnknownGpuError(f"{text} matches several GPUs ({', '.join(matches)}): give more of the UUID")
+        raise UnknownGpuError(
+            f"{text} matches several GPUs ({', '.join(matches)}): give more of the UUID"
+        )
     raise UnknownGpuError(
         f"no GPU matches {text} (known: {', '.join(sorted(known)) or 'none'}); "
         "run `koboldtui gpus` to list them"
@@ -144,8 +146,13 @@ def plan_gpus(
     if not inventory.available:
         planned = tuple(PlannedGpu(ref, None, None, None) for ref in selection)
         return GpuPlan(
-            False, planned, tensor_split_by_free([None] * len(planned)), 0,
-            (f"could not check the GPUs ({inventory.reason}); passing {','.join(selection)} to CUDA as given",),
+            False,
+            planned,
+            tensor_split_by_free([None] * len(planned)),
+            0,
+            (
+                f"could not check the GPUs ({inventory.reason}); passing {','.join(selection)} to CUDA as given",
+            ),
         )
     by_uuid = {r.uuid: r for r in rows}
     planned_list = []
@@ -155,7 +162,9 @@ def plan_gpus(
         gpu = inventory.by_uuid(uuid)
         label = gpu.label if gpu else f"GPU {uuid}"
         if gpu is None:
-            raise GpuSelectionError(f"{label} is not present now: plug it back in or pick another GPU")
+            raise GpuSelectionError(
+                f"{label} is not present now: plug it back in or pick another GPU"
+            )
         if row is not None and not row.enabled:
             raise GpuSelectionError(
                 f"{label} is disabled: enable it with `koboldtui gpus enable {uuid}` or pick another GPU"
@@ -182,7 +191,12 @@ def _plan_auto(rows: Sequence[GpuRow], inventory: GpuInventory) -> GpuPlan:
             planned.append(PlannedGpu(uuid, gpu.index, gpu.name, gpu.memory_free))
     if not planned:
         return GpuPlan(
-            True, (), None, 0,
-            ("running on the CPU: every GPU is disabled; enable one with `koboldtui gpus enable INDEX`",),
+            True,
+            (),
+            None,
+            0,
+            (
+                "running on the CPU: every GPU is disabled; enable one with `koboldtui gpus enable INDEX`",
+            ),
         )
     return GpuPlan(False, tuple(planned), tensor_split_by_free([g.memory_free for g in planned]), 0)

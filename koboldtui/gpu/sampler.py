@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -9,6 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from koboldtui.gpu.nvml import GpuInventory, read_inventory
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_HISTORY = 120
@@ -55,11 +58,13 @@ class GpuSampler:
         self._thread: threading.Thread | None = None
         self.samples_taken = 0
 
-    def start(self) -> "GpuSampler":
+    def start(self) -> GpuSampler:
         """Start the thread (idempotent); returns self."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="koboldtui-gpu-sampler", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="koboldtui-gpu-sampler", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -90,8 +95,11 @@ class GpuSampler:
                     points = self._history[gpu.uuid] = deque(maxlen=self._maxlen)
                 points.append(
                     GpuSample(
-                        inventory.taken_at, gpu.memory_used, gpu.utilization_gpu,
-                        gpu.temperature_c, gpu.power_draw_w,
+                        inventory.taken_at,
+                        gpu.memory_used,
+                        gpu.utilization_gpu,
+                        gpu.temperature_c,
+                        gpu.power_draw_w,
                     )
                 )
             self.samples_taken += 1
@@ -99,7 +107,7 @@ class GpuSampler:
             try:
                 self._on_sample(inventory)
             except Exception:  # noqa: BLE001 - a UI callback bug must not stop telemetry
-                pass
+                _log.exception("the GPU sample callback failed")
         return inventory
 
     def poke(self) -> None:

@@ -1,5 +1,8 @@
 """How long the Horde worker waits between tries, so a struggling server is not hammered.
 
+``wait_or_event`` is the one way the worker waits: an injected sleep that an event
+(a finished job, a stop, maintenance cleared) can cut short.
+
 Two pacers, both deterministic given an injected ``rng``:
 - ``Backoff``: exponential with "equal jitter" and a cap, for 429/5xx/timeouts/connection
   errors (HORDE.md: "retry with exponential backoff and jitter (cap a few minutes)").
@@ -9,8 +12,10 @@ Two pacers, both deterministic given an injected ``rng``:
 
 from __future__ import annotations
 
+import asyncio
 import random
-from typing import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 Rng = Callable[[], float]
 
@@ -33,7 +38,7 @@ class Backoff:
 
     def next_delay(self, floor_s: float = 0.0) -> float:
         """The wait before the next try; each call counts one more failure."""
-        ceiling = min(self.cap_s, self.base_s * (2.0 ** self.attempts))
+        ceiling = min(self.cap_s, self.base_s * (2.0**self.attempts))
         self.attempts += 1
         delay = ceiling / 2.0 + self._rng() * ceiling / 2.0
         return min(max(delay, floor_s), max(self.cap_s, floor_s))
@@ -46,7 +51,9 @@ class Backoff:
 class EmptyPopPacer:
     """Gentle slow-down after pops that bring no job (KoboldCpp: 1 s, then 2 s, then 3 s)."""
 
-    def __init__(self, steps: tuple[tuple[int, float], ...] = ((10, 1.0), (25, 2.0)), last_s: float = 3.0):
+    def __init__(
+        self, steps: tuple[tuple[int, float], ...] = ((10, 1.0), (25, 2.0)), last_s: float = 3.0
+    ):
         self._steps = steps
         self._last_s = last_s
         self.empty_in_a_row = 0
@@ -63,3 +70,25 @@ class EmptyPopPacer:
     def reset(self) -> None:
         """A job came: the next empty pop waits the shortest time again."""
         self.empty_in_a_row = 0
+
+
+async def wait_or_event(
+    seconds: float | None,
+    event: asyncio.Event | None,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> None:
+    """Wait ``seconds`` with ``sleep`` (None = no limit) or until ``event`` is set, if sooner."""
+    if event is not None and event.is_set():
+        return
+    tasks: set[asyncio.Future[Any]] = set()
+    if event is not None:
+        tasks.add(asyncio.ensure_future(event.wait()))
+    if seconds is not None:
+        tasks.add(asyncio.ensure_future(sleep(seconds)))
+    if not tasks:
+        raise ValueError("wait_or_event needs a time limit or an event")
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,4 +1,4 @@
-"""A thin async client for the AI Horde's text-worker endpoints, so the worker loop deals in dicts and HordeError only.
+"""An async client for the Horde's worker calls, so the worker sees dicts and HordeError only.
 
 Every call sends ``Client-Agent``; calls that need it send ``apikey``. The key is kept
 in a private attribute, never put in a message, a repr or a log line.
@@ -7,6 +7,8 @@ in a private attribute, never put in a message, a repr or a log line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -14,18 +16,19 @@ import httpx
 
 import koboldtui
 from koboldtui.config import DEFAULT_HORDE_URL
-from koboldtui.horde.errors import HordeError
+from koboldtui.horde.backoff import Backoff
+from koboldtui.horde.errors import Action, HordeError
 
 log = logging.getLogger(__name__)
 
 
 def default_agent() -> str:
-    """Who we are, honestly: ``koboldtui:<version>:<project url>`` (Horde's name:version:url form)."""
+    """Who we are, honestly: ``koboldtui:<version>:<project url>`` (name:version:url)."""
     return f"koboldtui:{koboldtui.__version__}:{koboldtui.PROJECT_URL}"
 
 
 class HordeClient:
-    """The Horde calls a text worker needs: pop, submit, find_user, worker details, maintenance, heartbeat."""
+    """The calls a text worker needs: pop, submit, find_user, workers, maintenance, heartbeat."""
 
     def __init__(
         self,
@@ -45,7 +48,8 @@ class HordeClient:
         self._http: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
-        return f"HordeClient(base_url={self.base_url!r}, client_agent={self.client_agent!r}, api_key=***)"
+        agent = self.client_agent
+        return f"HordeClient(base_url={self.base_url!r}, client_agent={agent!r}, api_key=***)"
 
     def _client(self) -> httpx.AsyncClient:
         # Created lazily so it binds to the event loop that uses it.
@@ -69,7 +73,9 @@ class HordeClient:
     ) -> Any:
         headers = {"apikey": self.__api_key} if auth else {}
         try:
-            response = await self._client().request(method, path.lstrip("/"), json=json, headers=headers)
+            response = await self._client().request(
+                method, path.lstrip("/"), json=json, headers=headers
+            )
         except httpx.TimeoutException as exc:
             raise HordeError(what, message=f"timed out: {type(exc).__name__}") from None
         except httpx.HTTPError as exc:
@@ -90,6 +96,49 @@ class HordeClient:
     async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         """Hand back one result; the answer's ``reward`` is the kudos for it."""
         return await self._call("submit", "POST", "v2/generate/text/submit", json=body)
+
+    async def submit_until(
+        self,
+        body: dict[str, Any],
+        deadline: float,
+        *,
+        clock: Callable[[], float],
+        wait: Callable[[float], Awaitable[Any]],
+        give_up: Callable[[], bool],
+        backoff: Backoff,
+    ) -> SubmitOutcome:
+        """Submit, retrying 429/5xx/network errors with backoff until ``deadline`` (the job's ttl).
+
+        Never raises HordeError: the outcome says whether the Horde took it (``done``,
+        also for DuplicateGen), dropped it (expired, aborted, out of time) or refused us
+        for good (``fatal``: e.g. the key stopped working).
+        """
+        while True:
+            try:
+                data = await self.submit(body)
+            except HordeError as err:
+                action = err.action
+                if action is Action.DONE:  # DuplicateGen: it got there already
+                    return SubmitOutcome("done")
+                if action is Action.DROP:
+                    return SubmitOutcome("dropped", error=err.explain())
+                if action is Action.STOP:
+                    return SubmitOutcome("fatal", error=err.explain())
+                delay = backoff.next_delay()
+                if err.retry_after:
+                    delay = max(delay, err.retry_after)
+                if give_up() or clock() + delay > deadline:
+                    return SubmitOutcome(
+                        "dropped",
+                        error=f"could not submit Horde job {body.get('id')} before it expired "
+                        f"({err.explain()}): dropped",
+                    )
+                await wait(delay)
+                continue
+            reward = data.get("reward") if isinstance(data, dict) else None
+            return SubmitOutcome(
+                "done", reward=float(reward) if isinstance(reward, (int, float)) else 0.0
+            )
 
     async def find_user(self) -> dict[str, Any]:
         """The key's user: ``username``, ``kudos``, ``worker_ids``."""
@@ -115,6 +164,15 @@ class HordeClient:
         return await self._call("heartbeat", "GET", "v2/status/heartbeat", auth=False)
 
 
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """How a submit ended: ``done`` (with its kudos ``reward``), ``dropped`` or ``fatal``."""
+
+    kind: str
+    reward: float = 0.0
+    error: str | None = None
+
+
 def _error_from_response(what: str, response: httpx.Response) -> HordeError:
     rc: str | None = None
     message = ""
@@ -137,4 +195,6 @@ def _error_from_response(what: str, response: httpx.Response) -> HordeError:
             retry_after = float(header)
         except ValueError:
             retry_after = None
-    return HordeError(what, status=response.status_code, rc=rc, message=message, retry_after=retry_after)
+    return HordeError(
+        what, status=response.status_code, rc=rc, message=message, retry_after=retry_after
+    )

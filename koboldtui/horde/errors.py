@@ -46,12 +46,13 @@ _RC_ACTIONS: dict[str, Action] = {
 _RC_ADVICE: dict[str, str] = {
     "InvalidAPIKey": "the Horde rejected the API key (InvalidAPIKey): check --horde-key "
     "(or KOBOLDTUI_HORDE_KEY); get a key at https://aihorde.net/register",
-    "AnonForbiddenWorker": "the anonymous key 0000000000 cannot run a worker (AnonForbiddenWorker): "
+    "AnonForbiddenWorker": "the anonymous key 0000000000 cannot run a worker "
+    "(AnonForbiddenWorker): "
     "register at https://aihorde.net/register and pass your own key with --horde-key",
     "WrongCredentials": "the worker name belongs to another Horde user (WrongCredentials): "
     "pick another name with --horde-name",
     "WorkerMaintenance": "the Horde put this worker in maintenance (WorkerMaintenance): "
-    "clear it from the panel (POST /api/koboldtui/horde/maintenance {\"on\": false}) "
+    'clear it from the panel (POST /api/koboldtui/horde/maintenance {"on": false}) '
     "or on https://aihorde.net; the worker keeps polling slowly",
     "TooManyWorkers": "this Horde account runs as many workers as it may (TooManyWorkers): "
     "stop another worker or ask the Horde moderators for more",
@@ -126,7 +127,8 @@ class HordeError(Exception):
             return text
         if self.status is None:
             return (
-                f"could not reach the Horde for {self.what} ({self.server_message or 'no answer'}): "
+                f"could not reach the Horde for {self.what} "
+                f"({self.server_message or 'no answer'}): "
                 "check the network and --horde-url; retrying with backoff"
             )
         if self.status == 429:
@@ -134,7 +136,8 @@ class HordeError(Exception):
         if self.status >= 500:
             return (
                 f"the Horde failed on {self.what} (HTTP {self.status}"
-                f"{': ' + self.server_message if self.server_message else ''}): retrying with backoff"
+                f"{': ' + self.server_message if self.server_message else ''}): "
+                "retrying with backoff"
             )
         if self.status == 404 and not self.rc:
             return (

@@ -1,4 +1,4 @@
-"""Horde job payloads ⇄ our types, with honest limits, so the Horde only sends jobs this instance can finish.
+"""Horde job payloads ⇄ our types, with honest limits, so we only get jobs we can finish.
 
 What we advertise (pop body) and what we run (``GenerationRequest``) come from the same
 ``WorkerLimits``, so they cannot disagree. Sampler keys we do not implement
@@ -9,11 +9,20 @@ missing or unknown keys are normal in Horde payloads (HORDE.md).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from koboldtui.engine.types import GenerationRequest, Origin, SamplingParams
+from koboldtui.engine.interface import GenerationHandle, TextEngine
+from koboldtui.engine.types import (
+    EngineError,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    Origin,
+    SamplingParams,
+)
 
 DEFAULT_TTL_S = 150.0  # a job the server does not hear back about goes stale after this
 MIN_ADVERTISED_LENGTH = 16  # never advertise less than this, however slow the instance
@@ -25,7 +34,7 @@ class UnservablePayload(ValueError):
 
 @dataclass(frozen=True)
 class WorkerLimits:
-    """What one Horde job may use here: the context of one slot and the tokens we can produce in time."""
+    """What one Horde job may use here: one slot's context, the tokens we make in time."""
 
     max_context_length: int
     max_length: int
@@ -97,7 +106,7 @@ class HordeJob:
     payload: dict[str, Any]
 
     @classmethod
-    def from_pop(cls, data: dict[str, Any]) -> "HordeJob | None":
+    def from_pop(cls, data: dict[str, Any]) -> HordeJob | None:
         """The job in a pop answer, or None when the pop was empty."""
         ids = [str(i) for i in (data.get("ids") or []) if i]
         if not ids and data.get("id"):
@@ -127,7 +136,9 @@ def _clamp(value: Any, low: float, high: float) -> Any:
     return max(low, min(high, value))
 
 
-def sampling_from_payload(payload: dict[str, Any], max_context: int, seed: int = -1) -> SamplingParams:
+def sampling_from_payload(
+    payload: dict[str, Any], max_context: int, seed: int = -1
+) -> SamplingParams:
     """Horde (KoboldAI) sampler keys → SamplingParams; missing or malformed keys get defaults."""
     d = SamplingParams()
     return SamplingParams(
@@ -139,13 +150,17 @@ def sampling_from_payload(payload: dict[str, Any], max_context: int, seed: int =
         tfs=_clamp(_number(payload.get("tfs"), d.tfs, float), 0.0, 1.0),
         top_a=_clamp(_number(payload.get("top_a"), d.top_a, float), 0.0, 1.0),
         rep_pen=_clamp(_number(payload.get("rep_pen"), d.rep_pen, float), 1.0, 3.0),
-        rep_pen_range=int(_clamp(_number(payload.get("rep_pen_range"), d.rep_pen_range, int), 0, max_context)),
+        rep_pen_range=int(
+            _clamp(_number(payload.get("rep_pen_range"), d.rep_pen_range, int), 0, max_context)
+        ),
         seed=seed,
     )
 
 
-def job_request(payload: dict[str, Any], limits: WorkerLimits, *, index: int = 0) -> GenerationRequest:
-    """The engine request for generation ``index`` of a job; raises UnservablePayload if it cannot be run."""
+def job_request(
+    payload: dict[str, Any], limits: WorkerLimits, *, index: int = 0
+) -> GenerationRequest:
+    """The engine request for generation ``index`` of a job; UnservablePayload if impossible."""
     prompt = payload.get("prompt")
     if not isinstance(prompt, str):
         raise UnservablePayload("the job has no text prompt")
@@ -191,3 +206,48 @@ def format_generation(text: str, payload: dict[str, Any]) -> str:
         if ends:
             text = text[: ends[-1]]
     return text
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What to submit for one generation of a job: ``ok`` with text, or ``faulted`` with why."""
+
+    text: str
+    state: str  # "ok" | "faulted"
+    seed: int
+    error: str | None = None  # words for last_error when faulted for a reason worth showing
+    result: GenerationResult | None = None
+
+
+async def run_job_generation(
+    engine: TextEngine,
+    job: HordeJob,
+    index: int,
+    limits: WorkerLimits,
+    on_handle: Callable[[GenerationRequest, GenerationHandle], None],
+) -> JobOutcome:
+    """Run generation ``index`` of ``job`` in the engine at Horde priority; no EngineError escapes.
+
+    ``on_handle`` gets the handle as soon as the engine queued it (so a forced stop can
+    abort it). An aborted generation (forced stop, preemption) comes back ``faulted``.
+    """
+    try:
+        request = job_request(job.payload, limits, index=index)
+        handle = engine.submit(request)
+        on_handle(request, handle)
+        result = await handle.result()
+    except UnservablePayload as exc:
+        return JobOutcome(
+            "", "faulted", 0, f"a Horde job could not be served ({exc}): submitted as faulted"
+        )
+    except EngineError as exc:
+        return JobOutcome(
+            "", "faulted", 0, f"a Horde job failed in the engine ({exc}): submitted as faulted"
+        )
+    seed = max(0, result.seed)
+    if result.finish_reason is FinishReason.ERROR:
+        error = f"a Horde job failed in the engine ({result.error}): submitted as faulted"
+        return JobOutcome("", "faulted", seed, error, result)
+    if result.finish_reason is FinishReason.ABORT:
+        return JobOutcome("", "faulted", seed, None, result)
+    return JobOutcome(format_generation(result.text, job.payload), "ok", seed, None, result)

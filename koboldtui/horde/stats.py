@@ -1,4 +1,4 @@
-"""What the Horde worker has done this session, kept apart from the loop so the status is one plain dict.
+"""What the Horde worker did this session, kept apart from the loop so status is a plain dict.
 
 Counts (done/faulted/dropped), kudos (per-submit ``reward`` this session; totals and
 username from ``find_user``, refreshed at most every ``user_refresh_s``), the speed of
@@ -63,10 +63,20 @@ class HordeStats:
             return ordered[mid]
         return (ordered[mid - 1] + ordered[mid]) / 2.0
 
+    def record_submitted(self, state: str, reward: float) -> None:
+        """The Horde took a result: count it by its state and add its kudos."""
+        if state == "ok":
+            self.jobs_done += 1
+        else:
+            self.jobs_faulted += 1
+        self.kudos_session += reward
+
     def record_skipped(self, skipped: Any) -> None:
         """Keep the server's latest non-empty reasons why requests passed this worker by."""
         if isinstance(skipped, dict):
-            reasons = {str(k): int(v) for k, v in skipped.items() if isinstance(v, (int, float)) and v}
+            reasons = {
+                str(k): int(v) for k, v in skipped.items() if isinstance(v, (int, float)) and v
+            }
             if reasons:
                 self.skipped = reasons
 

@@ -1,4 +1,4 @@
-"""The AI Horde worker: lends idle slots of this instance to the Horde and gets out of the way of local users.
+"""The AI Horde worker: lends idle slots to the Horde and gets out of the way of local users.
 
 One asyncio task pops jobs (only while the ``LocalPriorityGate`` is open and fewer than
 ``threads`` jobs are in hand); each job runs as its own task through the engine at
@@ -19,24 +19,24 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from koboldtui.config import HordeSettings
 from koboldtui.engine.interface import GenerationHandle, TextEngine
-from koboldtui.engine.types import EngineError, FinishReason
-from koboldtui.horde.backoff import Backoff, EmptyPopPacer
+from koboldtui.engine.types import GenerationRequest
+from koboldtui.horde.backoff import Backoff, EmptyPopPacer, wait_or_event
 from koboldtui.horde.client import HordeClient, default_agent
 from koboldtui.horde.errors import Action, HordeError
 from koboldtui.horde.payload import (
     HordeJob,
-    UnservablePayload,
+    JobOutcome,
     WorkerLimits,
     default_model_name,
-    format_generation,
     honest_limits,
-    job_request,
     pop_body,
+    run_job_generation,
 )
 from koboldtui.horde.priority import LocalPriorityGate
 from koboldtui.horde.stats import HordeStats
@@ -51,7 +51,7 @@ SLOW_RETRY_FLOOR_S = 60.0  # TooManyNewIPs / TimeoutIP
 
 
 def horde_threads(requested: int, parallel: int, preempt: bool) -> int:
-    """Slots the Horde may use: at most ``parallel - 1`` (one stays free for locals); 0 = cannot run."""
+    """Slots the Horde may use: at most ``parallel - 1`` (one stays free for locals); 0 = none."""
     if parallel >= 2:
         return max(1, min(int(requested), parallel - 1))
     return 1 if preempt else 0
@@ -71,7 +71,7 @@ class _JobInHand:
 
 
 class HordeWorker:
-    """Pops, runs and submits Horde jobs on the instance's event loop; ``status()`` says what it does."""
+    """Pops, runs and submits Horde jobs on the instance's event loop; see ``status()``."""
 
     def __init__(
         self,
@@ -99,7 +99,9 @@ class HordeWorker:
         self.bridge_agent = settings.bridge_agent or default_agent()
         self._clock = clock
         self._sleep = sleep
-        self._client = client or HordeClient(settings.api_key, settings.url, client_agent=default_agent())
+        self._client = client or HordeClient(
+            settings.api_key, settings.url, client_agent=default_agent()
+        )
         self._maintenance_poll_s = maintenance_poll_s
         self._paused_poll_s = paused_poll_s
         self._backoff = Backoff(rng=rng)
@@ -148,7 +150,12 @@ class HordeWorker:
             )
             return
         self._phase = "starting"
-        log.info("Horde worker %r starting: models=%s threads=%d", self.settings.worker_name, self.models, self.threads)
+        log.info(
+            "Horde worker %r starting: models=%s threads=%d",
+            self.settings.worker_name,
+            self.models,
+            self.threads,
+        )
         self._loop_task = asyncio.create_task(self._run(), name="horde-worker")
 
     async def stop(self, force: bool = False, wait: bool = True) -> dict[str, Any]:
@@ -172,7 +179,11 @@ class HordeWorker:
         if self._stop_task is None:
             self._stop_task = asyncio.create_task(self._finish_stop(), name="horde-worker-stop")
         if in_hand:
-            log.info("Horde worker stopping: %d job(s) in hand%s", in_hand, " (faulting them)" if force else "")
+            log.info(
+                "Horde worker stopping: %d job(s) in hand%s",
+                in_hand,
+                " (faulting them)" if force else "",
+            )
         if wait:
             await asyncio.shield(self._stop_task)
         return {"jobs_in_progress": in_hand, "eta_s": 0.0 if force else eta, "forced": force}
@@ -222,10 +233,12 @@ class HordeWorker:
 
     def limits(self) -> WorkerLimits:
         """What the next pop advertises (shrinks once Horde jobs turn out slow)."""
-        return honest_limits(self.n_ctx_per_seq, self.settings.max_length, self.stats.tokens_per_s or None)
+        return honest_limits(
+            self.n_ctx_per_seq, self.settings.max_length, self.stats.tokens_per_s or None
+        )
 
     def status(self) -> dict[str, Any]:
-        """The ``horde`` object of GET /api/koboldtui/status (keys documented in stats.py/README)."""
+        """The ``horde`` object of GET /api/koboldtui/status (keys: stats.py and the README)."""
         now = self._clock()
         limits = self.limits()
         uptime = 0.0
@@ -269,7 +282,10 @@ class HordeWorker:
             raise
         except Exception as exc:  # a bug of ours: say so rather than die silently
             log.exception("Horde worker loop failed")
-            self._fail(f"the Horde worker failed unexpectedly ({exc!r}): restart it; please report this bug")
+            self._fail(
+                f"the Horde worker failed unexpectedly ({exc!r}): "
+                "restart it; please report this bug"
+            )
 
     async def _pop_once(self) -> None:
         self._phase = "popping"
@@ -302,7 +318,9 @@ class HordeWorker:
         self._pacer.reset()
         for index, horde_id in enumerate(job.ids):
             self._jobs[horde_id] = _JobInHand(horde_id, self._clock(), self._clock() + job.ttl_s)
-            task = asyncio.create_task(self._run_job(job, index, horde_id), name=f"horde-job-{horde_id}")
+            task = asyncio.create_task(
+                self._run_job(job, index, horde_id), name=f"horde-job-{horde_id}"
+            )
             self._job_tasks.add(task)
             task.add_done_callback(self._job_tasks.discard)
         self._phase = "generating"
@@ -337,32 +355,25 @@ class HordeWorker:
 
     async def _run_job(self, job: HordeJob, index: int, horde_id: str) -> None:
         in_hand = self._jobs[horde_id]
-        text, state, seed = "", "faulted", 0
+
+        def keep_handle(request: GenerationRequest, handle: GenerationHandle) -> None:
+            in_hand.max_tokens, in_hand.handle = request.max_tokens, handle
+
         try:
-            if self._force:
-                pass  # forced stop: hand it back faulted at once
+            if self._force:  # forced stop: hand it back faulted at once
+                outcome = JobOutcome("", "faulted", 0)
             else:
-                try:
-                    request = job_request(job.payload, self.limits(), index=index)
-                    in_hand.max_tokens = request.max_tokens
-                    in_hand.handle = self._engine.submit(request)
-                    result = await in_hand.handle.result()
-                except UnservablePayload as exc:
-                    self.stats.record_error(f"a Horde job could not be served ({exc}): submitted as faulted", self._clock())
-                except EngineError as exc:
-                    self.stats.record_error(f"a Horde job failed in the engine ({exc}): submitted as faulted", self._clock())
-                else:
-                    seed = max(0, result.seed)
-                    if result.finish_reason is FinishReason.ERROR:
-                        self.stats.record_error(
-                            f"a Horde job failed in the engine ({result.error}): submitted as faulted", self._clock()
-                        )
-                    elif result.finish_reason is FinishReason.ABORT:
-                        pass  # forced stop or preempted: faulted
-                    else:
-                        text, state = format_generation(result.text, job.payload), "ok"
-                        self.stats.record_speed(result.completion_tokens, result.tokens_per_s)
-            await self._submit(horde_id, text, state, seed, in_hand.deadline)
+                outcome = await run_job_generation(
+                    self._engine, job, index, self.limits(), keep_handle
+                )
+            if outcome.error:
+                self.stats.record_error(outcome.error, self._clock())
+            if outcome.state == "ok" and outcome.result is not None:
+                result = outcome.result
+                self.stats.record_speed(result.completion_tokens, result.tokens_per_s)
+            await self._submit(
+                horde_id, outcome.text, outcome.state, outcome.seed, in_hand.deadline
+            )
         except asyncio.CancelledError:
             raise
         except Exception:  # never let one job take the worker down
@@ -372,48 +383,26 @@ class HordeWorker:
             self._jobs.pop(horde_id, None)
             self._poke()
 
-    async def _submit(self, horde_id: str, text: str, state: str, seed: int, deadline: float) -> None:
+    async def _submit(
+        self, horde_id: str, text: str, state: str, seed: int, deadline: float
+    ) -> None:
         body = {"id": horde_id, "generation": text, "state": state, "seed": int(seed)}
-        backoff = Backoff(rng=self._rng)
-        while True:
-            try:
-                data = await self._client.submit(body)
-            except HordeError as err:
-                action = err.action
-                if action is Action.DONE:  # DuplicateGen: it got there already
-                    self._count_submitted(state, 0.0)
-                    return
-                if action is Action.DROP:
-                    self.stats.jobs_dropped += 1
-                    self.stats.record_error(err.explain(), self._clock())
-                    return
-                if action is Action.STOP:
-                    self.stats.jobs_dropped += 1
-                    self._fail(err.explain())
-                    return
-                delay = backoff.next_delay()
-                if err.retry_after:
-                    delay = max(delay, err.retry_after)
-                if self._force or self._clock() + delay > deadline:
-                    self.stats.jobs_dropped += 1
-                    self.stats.record_error(
-                        f"could not submit Horde job {horde_id} before it expired ({err.explain()}): dropped",
-                        self._clock(),
-                    )
-                    return
-                self.stats.record_error(err.explain(), self._clock())
-                await self._wait(delay, self._forced, clear=False)
-                continue
-            reward = data.get("reward") if isinstance(data, dict) else None
-            self._count_submitted(state, float(reward) if isinstance(reward, (int, float)) else 0.0)
+        outcome = await self._client.submit_until(
+            body,
+            deadline,
+            clock=self._clock,
+            backoff=Backoff(rng=self._rng),
+            give_up=lambda: self._force,
+            wait=lambda seconds: wait_or_event(seconds, self._forced, self._sleep),
+        )
+        if outcome.kind == "done":
+            self.stats.record_submitted(state, outcome.reward)
             return
-
-    def _count_submitted(self, state: str, reward: float) -> None:
-        if state == "ok":
-            self.stats.jobs_done += 1
+        self.stats.jobs_dropped += 1
+        if outcome.kind == "fatal":
+            self._fail(outcome.error or "the Horde refused the submit")
         else:
-            self.stats.jobs_faulted += 1
-        self.stats.kudos_session += reward
+            self.stats.record_error(outcome.error or "a Horde job was dropped", self._clock())
 
     # ---------------------------------------------------------------- helpers
 
@@ -442,24 +431,10 @@ class HordeWorker:
             self._wake.set()
 
     async def _pause(self, seconds: float | None) -> None:
-        """Wait ``seconds`` (None = until poked) or until poked: a finished job, a stop, maintenance cleared."""
-        await self._wait(seconds, self._wake, clear=True)
-
-    async def _wait(self, seconds: float | None, event: asyncio.Event | None, *, clear: bool) -> None:
-        if event is None:
-            event = asyncio.Event()
-        if not event.is_set():
-            waiter = asyncio.ensure_future(event.wait())
-            tasks: set[asyncio.Future[Any]] = {waiter}
-            if seconds is not None:
-                tasks.add(asyncio.ensure_future(self._sleep(seconds)))
-            try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in tasks:
-                    task.cancel()
-        if clear:
-            event.clear()
+        """Wait ``seconds`` (None = no limit) or until poked: a job ended, a stop, maintenance."""
+        await wait_or_event(seconds, self._wake, self._sleep)
+        if self._wake is not None:
+            self._wake.clear()
 
     async def _refresh_user(self) -> None:
         """Kudos total and username, at most every 60 s (find_user is cached server-side anyway)."""
@@ -499,12 +474,15 @@ class HordeWorker:
             self.maintenance_message = str(data["maintenance_msg"])
 
     def _eta_s(self) -> float | None:
-        """Seconds until the jobs in hand finish, from the measured Horde speed (None = unknown yet)."""
+        """Seconds until the jobs in hand finish, from the measured speed (None = unknown yet)."""
         if not self._jobs:
             return 0.0
         speed = self.stats.tokens_per_s
         if speed <= 0:
             return None
         now = self._clock()
-        left = [max(0.0, job.max_tokens - (now - job.started_at) * speed) / speed for job in self._jobs.values()]
+        left = [
+            max(0.0, job.max_tokens - (now - job.started_at) * speed) / speed
+            for job in self._jobs.values()
+        ]
         return round(max(left), 1)

@@ -64,7 +64,9 @@ def add_model_dir(conn: sqlite3.Connection, folder: str | Path) -> Path:
     """Remember a folder to search for GGUF files; raises ValueError if it is not a folder."""
     path = Path(folder).expanduser().resolve()
     if not path.exists():
-        raise ValueError(f"{path} does not exist: create it or give the folder that holds your .gguf files")
+        raise ValueError(
+            f"{path} does not exist: create it or give the folder that holds your .gguf files"
+        )
     if not path.is_dir():
         raise ValueError(f"{path} is a file, not a folder: give the folder that holds it")
     dirs = model_dirs(conn)
@@ -104,10 +106,18 @@ def describe(path: Path, name: str, source: str) -> CatalogEntry:
         meta = read_metadata(path)
     except (GgufError, OSError, ValueError) as exc:
         size = path.stat().st_size if path.exists() else None
-        return CatalogEntry(name, path, size, None, None, None, None, source, f"cannot read it: {exc}")
+        return CatalogEntry(
+            name, path, size, None, None, None, None, source, f"cannot read it: {exc}"
+        )
     return CatalogEntry(
-        name, path, meta.file_size, meta.quantization, meta.architecture,
-        meta.context_length, meta.block_count, source,
+        name,
+        path,
+        meta.file_size,
+        meta.quantization,
+        meta.architecture,
+        meta.context_length,
+        meta.block_count,
+        source,
     )
 
 
@@ -118,7 +128,9 @@ def _is_split_part(path: Path) -> bool:
     return len(parts) == 4 and parts[2] == "of" and parts[1].isdigit() and int(parts[1]) > 1
 
 
-def list_models(conn: sqlite3.Connection | None = None, paths: AppPaths | None = None) -> list[CatalogEntry]:
+def list_models(
+    conn: sqlite3.Connection | None = None, paths: AppPaths | None = None
+) -> list[CatalogEntry]:
     """Every model a person can pick: the bundled one first, then the models dir, then user folders."""
     paths = (paths or app_paths()).ensure()
     entries: list[CatalogEntry] = []
@@ -128,15 +140,28 @@ def list_models(conn: sqlite3.Connection | None = None, paths: AppPaths | None =
         entries.append(describe(bundled, BUNDLED_MODEL_ALIAS, "bundled"))
         seen.add(bundled.resolve())
     except BundledModelError as exc:
-        entries.append(CatalogEntry(BUNDLED_MODEL_ALIAS, None, None, None, None, None, None, "bundled", str(exc)))
+        entries.append(
+            CatalogEntry(
+                BUNDLED_MODEL_ALIAS, None, None, None, None, None, None, "bundled", str(exc)
+            )
+        )
     folders: list[tuple[Path, str]] = [(paths.models_dir, "models dir")]
     if conn is not None:
         folders += [(folder, str(folder)) for folder in model_dirs(conn)]
     for folder, source in folders:
         if not folder.is_dir():
             entries.append(
-                CatalogEntry(folder.name, folder, None, None, None, None, None, source,
-                             f"folder {folder} is missing: reconnect it or remove it from the model folders")
+                CatalogEntry(
+                    folder.name,
+                    folder,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    source,
+                    f"folder {folder} is missing: reconnect it or remove it from the model folders",
+                )
             )
             continue
         for file in _gguf_files(folder):

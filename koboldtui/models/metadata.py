@@ -24,10 +24,17 @@ DEFAULT_ALIGNMENT = 32
 _SMALL_ARRAY = 4096  # numeric arrays up to this length are kept (e.g. per-layer head counts)
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
 _SCALAR = {
-    GGUFValueType.UINT8: "B", GGUFValueType.INT8: "b", GGUFValueType.UINT16: "H",
-    GGUFValueType.INT16: "h", GGUFValueType.UINT32: "I", GGUFValueType.INT32: "i",
-    GGUFValueType.FLOAT32: "f", GGUFValueType.BOOL: "?", GGUFValueType.UINT64: "Q",
-    GGUFValueType.INT64: "q", GGUFValueType.FLOAT64: "d",
+    GGUFValueType.UINT8: "B",
+    GGUFValueType.INT8: "b",
+    GGUFValueType.UINT16: "H",
+    GGUFValueType.INT16: "h",
+    GGUFValueType.UINT32: "I",
+    GGUFValueType.INT32: "i",
+    GGUFValueType.FLOAT32: "f",
+    GGUFValueType.BOOL: "?",
+    GGUFValueType.UINT64: "Q",
+    GGUFValueType.INT64: "q",
+    GGUFValueType.FLOAT64: "d",
 }
 
 
@@ -141,7 +148,9 @@ class _Cursor:
             for _ in range(count):  # skipped: tokenizer vocabularies are huge and unneeded
                 self.skip_string()
             if self.pos > len(self.buf):
-                raise GgufError("a header array runs past the end of the file (truncated download?)")
+                raise GgufError(
+                    "a header array runs past the end of the file (truncated download?)"
+                )
             return _SkippedArray(count)
         if kind == GGUFValueType.ARRAY:
             for _ in range(count):
@@ -192,7 +201,9 @@ def _int_field(fields: dict[str, Any], key: str, reduce_max: bool = False) -> in
     value = fields.get(key)
     if isinstance(value, list):
         numbers = [v for v in value if isinstance(v, (int, float))]
-        return int(max(numbers)) if numbers and reduce_max else (int(numbers[0]) if numbers else None)
+        return (
+            int(max(numbers)) if numbers and reduce_max else (int(numbers[0]) if numbers else None)
+        )
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return int(value)
     return None
@@ -207,7 +218,9 @@ def read_metadata(path: str | Path) -> GgufMetadata:
             raise GgufError(f"{path} is too small to be a GGUF model ({size} bytes)")
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             if buf[:4] != GGUF_MAGIC:
-                raise GgufError(f"{path} is not a GGUF file (it does not start with the GGUF magic)")
+                raise GgufError(
+                    f"{path} is not a GGUF file (it does not start with the GGUF magic)"
+                )
             endian = "<"
             version = struct.unpack_from("<I", buf, 4)[0]
             if version & 0xFFFF == 0:  # written on a big-endian machine
@@ -235,7 +248,9 @@ def _parse(cur: _Cursor, path: Path) -> tuple[dict[str, Any], list[TensorInfo]]:
     cur.pos = 8
     n_tensors, n_kv = cur.unpack("Q"), cur.unpack("Q")
     if n_tensors > 1 << 24 or n_kv > 1 << 24:
-        raise GgufError(f"{path}: the header claims {n_tensors} tensors and {n_kv} keys (damaged file?)")
+        raise GgufError(
+            f"{path}: the header claims {n_tensors} tensors and {n_kv} keys (damaged file?)"
+        )
     fields: dict[str, Any] = {}
     for _ in range(n_kv):
         key = cur.string()
@@ -246,15 +261,21 @@ def _parse(cur: _Cursor, path: Path) -> tuple[dict[str, Any], list[TensorInfo]]:
         n_dims = cur.unpack("I")
         if n_dims > 8:
             raise GgufError(f"{path}: tensor {name} claims {n_dims} dimensions (damaged file?)")
-        shape = tuple(cur.unpack(f"{n_dims}Q")) if n_dims > 1 else (cur.unpack("Q"),) if n_dims else ()
+        shape = (
+            tuple(cur.unpack(f"{n_dims}Q")) if n_dims > 1 else (cur.unpack("Q"),) if n_dims else ()
+        )
         type_id, _offset = cur.unpack("I"), cur.unpack("Q")
         type_name, n_bytes = _tensor_bytes(shape, type_id)
         match = _LAYER_RE.match(name)
-        tensors.append(TensorInfo(name, shape, type_name, n_bytes, int(match.group(1)) if match else None))
+        tensors.append(
+            TensorInfo(name, shape, type_name, n_bytes, int(match.group(1)) if match else None)
+        )
     return fields, tensors
 
 
-def _build(path: Path, size: int, version: int, fields: dict[str, Any], tensors: list[TensorInfo]) -> GgufMetadata:
+def _build(
+    path: Path, size: int, version: int, fields: dict[str, Any], tensors: list[TensorInfo]
+) -> GgufMetadata:
     arch = fields.get("general.architecture")
     arch = arch if isinstance(arch, str) else None
     prefix = f"{arch}." if arch else ""
@@ -270,12 +291,18 @@ def _build(path: Path, size: int, version: int, fields: dict[str, Any], tensors:
         else:
             non_layer += t.n_bytes
     by_name = {t.name: t for t in tensors}
-    output_head = by_name.get("output.weight") or by_name.get("token_embd.weight")  # tied embeddings
+    output_head = by_name.get("output.weight") or by_name.get(
+        "token_embd.weight"
+    )  # tied embeddings
     output_bytes = (output_head.n_bytes if output_head else 0) + (
         by_name["output_norm.weight"].n_bytes if "output_norm.weight" in by_name else 0
     )
     vocab = fields.get("tokenizer.ggml.tokens")
-    vocab_size = vocab.length if isinstance(vocab, _SkippedArray) else (len(vocab) if isinstance(vocab, list) else None)
+    vocab_size = (
+        vocab.length
+        if isinstance(vocab, _SkippedArray)
+        else (len(vocab) if isinstance(vocab, list) else None)
+    )
     if vocab_size is None:
         vocab_size = _int_field(fields, prefix + "vocab_size")
     name = fields.get("general.name")

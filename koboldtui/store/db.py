@@ -158,4 +158,3 @@ def default_database(paths: AppPaths | None = None) -> sqlite3.Connection:
     """Open the installation's database (``KOBOLDTUI_HOME`` or the platform data dir)."""
     paths = (paths or app_paths()).ensure()
     return open_database(paths.database)
-

@@ -27,7 +27,14 @@ class UnknownGpuError(LookupError):
 
 
 def _row(r: sqlite3.Row) -> GpuRow:
-    return GpuRow(r["uuid"], int(r["priority"]), bool(r["enabled"]), r["name"], bool(r["present"]), r["last_seen"])
+    return GpuRow(
+        r["uuid"],
+        int(r["priority"]),
+        bool(r["enabled"]),
+        r["name"],
+        bool(r["present"]),
+        r["last_seen"],
+    )
 
 
 def list_gpus(conn: sqlite3.Connection) -> list[GpuRow]:

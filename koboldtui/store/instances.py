@@ -11,8 +11,9 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from koboldtui.store.db import transaction
 
@@ -169,7 +170,14 @@ class InstanceStore:
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET pid = excluded.pid, "
                 "port = excluded.port, token = excluded.token, started_at = excluded.started_at, "
                 "log_path = excluded.log_path",
-                (launch.name, launch.pid, launch.port, launch.token, launch.started_at, launch.log_path),
+                (
+                    launch.name,
+                    launch.pid,
+                    launch.port,
+                    launch.token,
+                    launch.started_at,
+                    launch.log_path,
+                ),
             )
 
     def launch(self, name: str) -> Launch | None:

@@ -175,7 +175,7 @@ class PanelActions:
     def action_prompt(self: "KoboldPanel") -> None:
         inst = self.selected()
         if inst is not None:
-            self.push_screen(PromptScreen(self.backend, inst.name))
+            self.push_screen(PromptScreen(self.backend, inst.name, getattr(self, "prompt_max_tokens", 200)))
 
     def action_show_log(self: "KoboldPanel") -> None:
         inst = self.selected()

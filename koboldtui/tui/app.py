@@ -68,6 +68,7 @@ class KoboldPanel(PanelActions, App[None]):
         self.gpu_report = GpuReport()
         self.selected_instance: str | None = None
         self.stop_on_exit = False
+        self.prompt_max_tokens = 200
         self.polls_done = 0
         self.gpu_polls_done = 0
         self._first_run_done = False

@@ -70,7 +70,8 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
             yield Static(f"[b]{gauges.plain(title)}[/]  [$text-muted]ctrl+s save · esc cancel[/]")
             with VerticalScroll(id="form-body"):
                 yield Label("name")
-                yield Input(cfg.name, id="name")
+                yield Input(cfg.name, id="name", disabled=self.original_name is not None,
+                            tooltip="instances cannot be renamed: add a new one instead")
                 yield Label("model")
                 yield Select([("bundled (Gemma 3 270M)", BUNDLED)], value=BUNDLED, id="model", allow_blank=False)
                 with Horizontal(classes="form-row"):
@@ -121,7 +122,7 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
                 yield Button("Cancel (esc)", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#name", Input).focus()
+        self.query_one("#port" if self.original_name else "#name", Input).focus()
         self._load_catalog()
         self._check_port()
         self._estimate_fit()

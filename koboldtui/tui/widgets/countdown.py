@@ -16,7 +16,7 @@ from koboldtui.tui import gauges
 
 Clock = Callable[[], float]
 RESET_FLASH_S = 1.5
-BAR_WIDTH = 20
+BAR_WIDTH = 16
 
 
 class LocalPriorityCountdown(Static):
@@ -93,9 +93,9 @@ class LocalPriorityCountdown(Static):
         bar = gauges.bar(frac, BAR_WIDTH, "$warning")
         if left > 0:
             note = (
-                "[b $warning]↻ restarted by a local request[/]"
+                "[b $warning]↻ local request[/]"
                 if self._reset_at is not None
-                else "[$warning]Horde waits for you[/]"
+                else "[$warning]Horde waits[/]"
             )
-            return f"local priority {bar} [b]{left:4.1f}s[/] {note}"
-        return f"local priority {bar} [b] 0.0s[/] [$success]Horde may take jobs[/]"
+            return f"priority {bar} [b]{left:4.1f}s[/] {note}"
+        return f"priority {bar} [b] 0.0s[/] [$success]Horde may take jobs[/]"

@@ -1,0 +1,412 @@
+"""``LiveBackend``: the panel's door wired to the real supervisor, NVML sampler, store and instances.
+
+Thin on purpose: each method forwards to the module that owns the job and turns its
+errors into ``BackendError`` sentences. Everything here blocks, so the app calls it
+only from thread workers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import httpx
+
+from koboldtui.config import ServeConfig
+from koboldtui.paths import AppPaths, app_paths
+from koboldtui.status import InstanceStatus
+from koboldtui.tui.backend import (
+    BackendError,
+    CatalogModel,
+    FitEstimate,
+    GpuReport,
+    GpuView,
+    InstanceDraft,
+    InstanceView,
+    ProgressCallback,
+)
+
+MIB = 1024 * 1024
+BUNDLED = "bundled"
+SWITCH_STEPS = {"starting": 0.45, "loading": 0.6, "ready": 1.0}
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """The control-plane errors whose message is already written for a person."""
+    from koboldtui.control.secrets import SecretsError
+    from koboldtui.control.spec import SpecError
+    from koboldtui.control.state import StartError
+    from koboldtui.store.instances import InstanceStoreError
+
+    return (StartError, SpecError, InstanceStoreError, SecretsError, ValueError, OSError)
+
+
+class LiveBackend:
+    """PanelBackend over koboldtui.control / gpu / store / models and each instance's HTTP API."""
+
+    def __init__(self, paths: AppPaths | None = None, gpu_interval_s: float = 1.0,
+                 http_timeout_s: float = 2.0) -> None:
+        from koboldtui.control.registry import InstanceRegistry
+        from koboldtui.control.supervisor import Supervisor
+        from koboldtui.gpu.sampler import GpuSampler
+        from koboldtui.store.db import open_database
+        from koboldtui.store.instances import InstanceStore
+
+        self.paths = (paths or app_paths()).ensure()
+        self.conn = open_database(self.paths.database)
+        self.store = InstanceStore(self.conn)
+        self.registry = InstanceRegistry(self.store, self.paths)
+        self.supervisor = Supervisor(self.paths, self.store)
+        self.http_timeout_s = http_timeout_s
+        self._db_lock = threading.RLock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="koboldtui-status")
+        self._started_autostart = False
+        self._meta_cache: dict[str, Any] = {}
+        self._pids: set[int] = set()
+        self.sampler = GpuSampler(interval_s=gpu_interval_s, our_pids=lambda: tuple(self._pids))
+        self._reconciled = False
+        self.supervisor.reattach()
+        self.sampler.start()
+
+    # helpers ---------------------------------------------------------------------------
+    def _guard(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except BackendError:
+            raise
+        except _errors() as exc:
+            raise BackendError(f"{what}: {exc}") from exc
+
+    def _base_url(self, name: str) -> tuple[str, dict[str, str]]:
+        spec = self.registry.get(name)
+        key = self.registry.secrets.get(name).get("api_key")
+        return spec.base_url(), ({"Authorization": f"Bearer {key}"} if key else {})
+
+    def _post(self, name: str, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        url, headers = self._base_url(name)
+        try:
+            response = httpx.post(url + path, json=body, headers=headers, timeout=timeout or self.http_timeout_s)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{name} did not answer on {url} ({exc}): is it running? start it with s") from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        if response.status_code >= 400:
+            detail = data.get("error") or data.get("detail") or response.text[:200]
+            raise BackendError(f"{name} refused {path}: {detail}")
+        return data if isinstance(data, dict) else {}
+
+    def _inventory(self):
+        inventory = self.sampler.latest() or self.sampler.sample_now()
+        if not self._reconciled and inventory.available:
+            from koboldtui.store.gpus import reconcile
+
+            with self._db_lock:
+                reconcile(self.conn, [(g.uuid, g.name) for g in inventory.gpus])
+            self._reconciled = True
+        return inventory
+
+    def _rows(self):
+        from koboldtui.store.gpus import list_gpus
+
+        with self._db_lock:
+            return list_gpus(self.conn)
+
+    def _auto_devices(self, inventory=None) -> str:
+        from koboldtui.gpu.priority import plan_gpus
+
+        inventory = inventory or self._inventory()
+        try:
+            return plan_gpus("auto", self._rows(), inventory).visible_devices
+        except ValueError:
+            return ""
+
+    # reads -----------------------------------------------------------------------------
+    def instances(self) -> list[InstanceView]:
+        if not self._started_autostart:
+            self._started_autostart = True
+            for spec in self.registry.list():
+                if spec.autostart and not self.supervisor.is_running(spec.name):
+                    try:
+                        self.supervisor.start(spec.name)
+                    except _errors():
+                        pass  # shown as failed in the next snapshot
+        snaps = self.supervisor.poll()
+        self._pids = {s.pid for s in snaps if s.pid}
+        statuses = list(self._pool.map(self._status_of, snaps))
+        return [
+            InstanceView(
+                name=s.name, state=s.state.value, port=s.port, model=s.model, gpus=s.gpus or "auto",
+                pid=s.pid, restarts=s.restarts, uptime_s=s.uptime_s, last_error=s.last_error, status=st,
+            )
+            for s, st in zip(snaps, statuses)
+        ]
+
+    def _status_of(self, snap) -> InstanceStatus | None:
+        from koboldtui.control.probe import fetch_status
+
+        if snap.state.value not in ("loading", "ready"):
+            return None
+        try:
+            url, headers = self._base_url(snap.name)
+            api_key = headers.get("Authorization", "")[7:] or None
+            data = fetch_status(url, api_key=api_key, timeout_s=self.http_timeout_s)
+            return InstanceStatus.from_dict(data) if data else None
+        except Exception:  # a half-written status must not break the poll
+            return None
+
+    def gpu_report(self) -> GpuReport:
+        inventory = self._inventory()
+        if not inventory.available or not inventory.gpus:
+            reason = inventory.reason or "NVML found no NVIDIA GPU"
+            return GpuReport((), reason, "", inventory.driver or "")
+        rows = {r.uuid: r for r in self._rows()}
+        ordered = sorted(inventory.gpus, key=lambda g: (rows[g.uuid].priority if g.uuid in rows else 999, g.index))
+        views = []
+        for g in ordered:
+            history = self.sampler.history(g.uuid)
+            total = g.memory_total or 0
+            views.append(GpuView(
+                uuid=g.uuid, index=g.index, name=g.name or "GPU",
+                mem_used_mib=(g.memory_used or 0) / MIB, mem_total_mib=total / MIB,
+                util_pct=g.utilization_gpu, temp_c=g.temperature_c, power_w=g.power_draw_w,
+                power_limit_w=g.power_limit_w,
+                ours_mib=sum(p.used_memory or 0 for p in g.processes if p.is_ours) / MIB,
+                enabled=rows[g.uuid].enabled if g.uuid in rows else True,
+                vram_history=tuple(100.0 * (s.memory_used or 0) / total for s in history) if total else (),
+                util_history=tuple(float(s.utilization_gpu or 0) for s in history),
+            ))
+        return GpuReport(tuple(views), None, self._auto_devices(inventory), inventory.driver or "")
+
+    def set_gpu_order(self, uuids: Sequence[str]) -> str:
+        from koboldtui.store.gpus import set_order
+
+        self._inventory()
+        with self._db_lock:
+            self._guard("saving the GPU order", lambda: set_order(self.conn, list(uuids)))
+        return self._auto_devices()
+
+    def set_gpu_enabled(self, uuid: str, enabled: bool) -> str:
+        from koboldtui.store.gpus import set_enabled
+
+        self._inventory()
+        with self._db_lock:
+            try:
+                set_enabled(self.conn, uuid, enabled)
+            except LookupError as exc:
+                raise BackendError(f"GPU {uuid} is not known: {exc}") from exc
+        return self._auto_devices()
+
+    def catalog(self) -> list[CatalogModel]:
+        from koboldtui.models.catalog import list_models
+
+        with self._db_lock:
+            entries = list_models(self.conn, self.paths)
+        return [
+            CatalogModel(
+                name=e.name, path=BUNDLED if e.source == "bundled" else str(e.path), size_bytes=e.size or 0,
+                n_layers=e.layers, ctx_train=e.context_length, quant=e.quantization or "",
+            )
+            for e in entries if e.error is None
+        ]
+
+    def _model_path(self, model: str | None) -> Path:
+        from koboldtui.models.bundled import resolve_model_path
+
+        return resolve_model_path(None if model in (None, BUNDLED) else model, self.paths)
+
+    def fit_estimate(self, model: str | None, gpu_layers: int, ctx: int, parallel: int,
+                     gpu_uuids: Sequence[str]) -> FitEstimate:
+        from koboldtui.gpu.fit import check_fit
+        from koboldtui.gpu.priority import PlannedGpu
+        from koboldtui.models.metadata import read_metadata
+
+        try:
+            path = str(self._model_path(model))
+            meta = self._meta_cache.get(path) or read_metadata(path)
+        except Exception as exc:
+            return FitEstimate(False, 0, 0, f"cannot read the model to estimate VRAM: {exc}")
+        self._meta_cache[path] = meta
+        inventory = self._inventory()
+        planned = []
+        for uuid in gpu_uuids:
+            g = inventory.by_uuid(uuid)
+            planned.append(PlannedGpu(uuid, g.index if g else None, g.name if g else None,
+                                      g.memory_free if g else None))
+        check = check_fit(meta, planned, gpu_layers, ctx, parallel)
+        need = check.estimate.total / MIB if check.estimate else 0.0
+        free = sum(f or 0 for f in check.free) / MIB
+        return FitEstimate(check.fits, need, free, check.message)
+
+    def port_problem(self, port: int, instance: str | None) -> str | None:
+        from koboldtui.control.ports import PortUnavailableError, check_port_available
+
+        if not 1 <= port <= 65535:
+            return f"port {port} is out of range: pick one in 1-65535"
+        with self._db_lock:
+            owner = self.store.port_owner(port, exclude=instance)
+        if owner is not None:
+            return f"port {port} is already used by instance {owner!r}: pick another port"
+        if instance is not None and self.supervisor.is_running(instance) and self.registry.get(instance).port == port:
+            return None  # its own running process holds it
+        try:
+            check_port_available("127.0.0.1", port)
+        except PortUnavailableError as exc:
+            return str(exc)
+        return None
+
+    def _free_port(self, start: int = 5001) -> int:
+        port = start
+        while self.port_problem(port, None) is not None and port < 65535:
+            port += 1
+        return port
+
+    def default_draft(self) -> InstanceDraft:
+        with self._db_lock:
+            names = set(self.store.names())
+        name = "default"
+        n = 2
+        while name in names:
+            name, n = f"instance-{n}", n + 1
+        devices = tuple(d for d in self._auto_devices().split(",") if d)
+        config = ServeConfig(name=name, port=self._free_port(), gpu_layers=-1 if devices else 0)
+        return InstanceDraft(config, devices)
+
+    def draft_for(self, name: str) -> InstanceDraft:
+        spec = self._guard(f"reading {name}", lambda: self.registry.get(name))
+        secrets = self.registry.secrets.get(name)
+        config = spec.to_serve_config(api_key=secrets.get("api_key"), horde_key=secrets.get("horde_key"))
+        config = replace(config, model=None if spec.model == BUNDLED else spec.model, gpu_layers=spec.gpu_layers)
+        if spec.gpus == "cpu":
+            uuids: tuple[str, ...] = ()
+        elif spec.gpus == "auto":
+            uuids = tuple(d for d in self._auto_devices().split(",") if d)
+        else:
+            inventory = self._inventory()
+            uuids = tuple(
+                (inventory.by_index(int(ref)).uuid if ref.isdigit() and inventory.by_index(int(ref)) else ref)
+                for ref in spec.gpus
+            )
+        return InstanceDraft(config, uuids, spec.restart == "on-failure")
+
+    # changes ---------------------------------------------------------------------------
+    def _gpus_field(self, uuids: tuple[str, ...]) -> Any:
+        auto = tuple(d for d in self._auto_devices().split(",") if d)
+        if uuids == auto:
+            return "auto"
+        return list(uuids) if uuids else "cpu"
+
+    def save_instance(self, draft: InstanceDraft, original_name: str | None) -> None:
+        from koboldtui.control.registry import UNSET
+        from koboldtui.control.spec import InstanceSpec
+
+        c = draft.config
+        fields = dict(
+            port=c.port, model=c.model or BUNDLED, host=c.host, gpus=self._gpus_field(draft.gpu_uuids),
+            gpu_layers=c.gpu_layers, ctx=c.ctx, batch_size=c.batch_size, parallel=c.parallel,
+            threads=c.threads, max_queue=c.max_queue, horde=replace(c.horde, api_key=""),
+            restart="on-failure" if draft.auto_restart else "no",
+        )
+        horde_key = c.horde.api_key or None
+        if original_name is None:
+            spec = InstanceSpec(name=c.name, autostart=True, **fields)
+            self._guard(f"creating {c.name}", lambda: self.registry.add(spec, horde_key=horde_key, api_key=c.api_key))
+        else:
+            self._guard(f"saving {original_name}", lambda: self.registry.edit(
+                original_name, fields, horde_key=horde_key if horde_key else UNSET,
+                api_key=c.api_key if c.api_key else UNSET))
+
+    def start_instance(self, name: str) -> None:
+        self._guard(f"starting {name}", lambda: self.supervisor.start(name))
+
+    def stop_instance(self, name: str) -> None:
+        self._guard(f"stopping {name}", lambda: self.supervisor.stop(name))
+
+    def restart_instance(self, name: str) -> None:
+        self.stop_instance(name)
+        self.start_instance(name)
+
+    def switch_model(self, name: str, model: str, progress: ProgressCallback) -> None:
+        progress(f"stopping {name}", 0.1)
+        self.stop_instance(name)
+        progress(f"saving the new model {Path(model).name}", 0.3)
+        self._guard(f"switching {name}", lambda: self.registry.edit(name, {"model": model}))
+        progress(f"starting {name}", 0.4)
+        self._guard(f"starting {name}", lambda: self.supervisor.start(
+            name, wait=True, timeout_s=900,
+            progress=lambda snap: progress(snap.state.value, SWITCH_STEPS.get(snap.state.value, 0.5))))
+        progress("ready", 1.0)
+
+    def set_batch_size(self, name: str, batch_size: int) -> None:
+        running = self.supervisor.is_running(name)
+        self._guard(f"saving the batch size of {name}", lambda: self.registry.edit(name, {"batch_size": batch_size}))
+        if running:
+            self.restart_instance(name)
+
+    def abort(self, instance: str, genkey: str) -> bool:
+        return bool(self._post(instance, "/api/extra/abort", {"genkey": genkey}).get("success"))
+
+    def horde_start(self, instance: str) -> None:
+        self._post(instance, "/api/koboldtui/horde/start", {})
+
+    def horde_stop(self, instance: str) -> None:
+        self._post(instance, "/api/koboldtui/horde/stop", {})
+
+    def horde_maintenance(self, instance: str, enabled: bool) -> None:
+        self._post(instance, "/api/koboldtui/horde/maintenance",
+                   {"on": enabled, "message": "paused from the koboldtui panel" if enabled else ""}, timeout=15)
+
+    def stream_prompt(self, instance: str, prompt: str, max_tokens: int) -> Iterator[str]:
+        url, headers = self._base_url(instance)
+        body = {"prompt": prompt, "max_length": max_tokens}
+        try:
+            with httpx.stream("POST", url + "/api/extra/generate/stream", json=body, headers=headers,
+                              timeout=httpx.Timeout(10.0, read=120.0)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise BackendError(f"{instance} refused the prompt: {response.text[:200]}")
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        try:
+                            token = json.loads(line[5:].strip()).get("token", "")
+                        except ValueError:
+                            continue
+                        if token:
+                            yield token
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{instance} did not answer on {url} ({exc}): is it ready?") from exc
+
+    def log_tail(self, instance: str, lines: int = 200) -> list[str]:
+        from koboldtui.control.logs import log_path_for, tail_lines
+
+        path = log_path_for(self.paths.log_dir, instance)
+        if not path.exists():
+            return [f"no log yet at {path}: start the instance with s"]
+        return tail_lines(path, lines)
+
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        from koboldtui.store.settings import get_setting
+
+        with self._db_lock:
+            value = get_setting(self.conn, key, default)
+        return value if value is None else str(value)
+
+    def set_setting(self, key: str, value: str) -> None:
+        from koboldtui.store.settings import set_setting
+
+        with self._db_lock:
+            set_setting(self.conn, key, value)
+
+    def close(self, stop_instances: bool) -> None:
+        try:
+            if stop_instances:
+                self.supervisor.stop_all()
+        finally:
+            self.sampler.stop(timeout=2)
+            self._pool.shutdown(wait=False)
+            self.conn.close()

@@ -1,0 +1,99 @@
+"""Render the README screenshots (SVG) from deterministic fake data: same input, same pictures.
+
+Run from the repository root:  .venv/bin/python screenshots/render.py
+The fake stands in for GPUs and a busy AI Horde that a build machine does not have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("KOBOLDTUI_HOME", tempfile.mkdtemp(prefix="koboldtui-shots-"))
+
+from textual._doc import take_svg_screenshot  # noqa: E402
+from textual.widgets import Input  # noqa: E402
+
+from koboldtui.tui.app import KoboldPanel  # noqa: E402
+from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen  # noqa: E402
+from koboldtui.tui.screens.instance_form import InstanceFormScreen  # noqa: E402
+from tests.tui_fakes import FakeBackend, FakeClock  # noqa: E402
+
+OUT = Path(__file__).resolve().parent
+
+
+def panel(gpus: bool = True, theme: str = "kobold") -> KoboldPanel:
+    return KoboldPanel(FakeBackend(gpus=gpus), clock=FakeClock(), refresh_s=3600, gpu_refresh_s=3600,
+                       countdown_tick_s=None, theme_name=theme)
+
+
+async def _until(pilot, predicate) -> None:
+    for _ in range(300):
+        if predicate():
+            return
+        await pilot.pause(0.01)
+
+
+async def dashboard(pilot) -> None:
+    await _until(pilot, lambda: pilot.app.polls_done and pilot.app.gpu_polls_done)
+    await pilot.pause()
+
+
+async def instance_form(pilot) -> None:
+    await dashboard(pilot)
+    await pilot.press("n")
+    await _until(pilot, lambda: isinstance(pilot.app.screen, InstanceFormScreen) and pilot.app.screen.fit_text)
+    pilot.app.screen.query_one("#gpu_layers", Input).value = "24"
+    await _until(pilot, lambda: "fits" in pilot.app.screen.fit_text)
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
+    await pilot.pause(0.1)
+
+
+async def gpu_priority(pilot) -> None:
+    await dashboard(pilot)
+    await pilot.press("g")
+    await _until(pilot, lambda: isinstance(pilot.app.screen, GpuPriorityScreen))
+    await pilot.pause()
+
+
+async def horde_busy(pilot) -> None:
+    """The countdown mid-drain right after a local request restarted it."""
+    app = pilot.app
+    await dashboard(pilot)
+    await pilot.press("2")
+    app.backend.horde_remaining = 20.0
+    app.clock.advance(0.6)
+    app.poll_now()
+    before = app.polls_done
+    await _until(pilot, lambda: app.polls_done > before)
+    await pilot.pause()
+
+
+SHOTS = [
+    ("dashboard-120x40.svg", lambda: panel(), (120, 40), dashboard),
+    ("dashboard-80x24.svg", lambda: panel(), (80, 24), dashboard),
+    ("dashboard-cpu-120x40.svg", lambda: panel(gpus=False), (120, 40), dashboard),
+    ("instance-form-120x40.svg", lambda: panel(), (120, 40), instance_form),
+    ("gpu-priority-120x40.svg", lambda: panel(), (120, 40), gpu_priority),
+    ("horde-countdown-120x40.svg", lambda: panel(theme="horde-night"), (120, 40), horde_busy),
+    ("dashboard-phosphor-120x40.svg", lambda: panel(theme="phosphor"), (120, 40), dashboard),
+]
+
+
+def main() -> int:
+    for name, make, size, before in SHOTS:
+        svg = take_svg_screenshot(make(), terminal_size=size, run_before=before, title="koboldtui")
+        (OUT / name).write_text(svg, encoding="utf-8")
+        print(f"wrote screenshots/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Pilot tests of the forms and screens: validation messages, saves, streaming, switching."""
+
+from __future__ import annotations
+
+from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
+from koboldtui.tui.screens.instance_form import InstanceFormScreen
+from koboldtui.tui.screens.log_view import LogScreen
+from koboldtui.tui.screens.pickers import BatchFormScreen, ModelPickerScreen
+from koboldtui.tui.screens.prompt import PromptScreen
+from koboldtui.tui.screens.confirm import ConfirmScreen
+from textual.widgets import Input, Log, Static, TextArea
+
+from tests.test_tui_dashboard import make_app, repoll, settle, wait_for
+from tests.tui_fakes import FakeBackend
+
+
+def static_text(screen, selector: str) -> str:
+    return str(screen.query_one(selector, Static).render())
+
+
+async def open_new_form(pilot, app):
+    await settle(pilot, app)
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen))
+    return app.screen
+
+
+async def set_input(pilot, screen, selector: str, value: str) -> None:
+    field = screen.query_one(selector, Input)
+    field.value = value
+    await pilot.pause()
+
+
+async def test_new_instance_form_validates_live_and_creates_on_save() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        form = await open_new_form(pilot, app)
+        await set_input(pilot, form, "#port", "5002")
+        await wait_for(pilot, lambda: "taken by pid 4242" in static_text(form, "#port-msg"))
+        await set_input(pilot, form, "#port", "99999")
+        await wait_for(pilot, lambda: "1-65535" in static_text(form, "#port-msg"))
+        await set_input(pilot, form, "#name", "main")
+        await pilot.press("ctrl+s")
+        errors = static_text(form, "#form-errors")
+        assert "exists already" in errors and "port" in errors
+        assert app.screen is form  # not saved
+        await set_input(pilot, form, "#name", "writer")
+        await set_input(pilot, form, "#port", "5010")
+        await wait_for(pilot, lambda: "free" in static_text(form, "#port-msg"))
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: ("start_instance", "writer") in backend.calls)
+        assert ("save_instance", "writer", None) in backend.calls
+        assert backend.drafts["writer"].config.port == 5010
+
+
+async def test_fit_estimate_follows_gpu_layers_as_you_type() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        form = await open_new_form(pilot, app)
+        await set_input(pilot, form, "#gpu_layers", "20")
+        await wait_for(pilot, lambda: "fits" in form.fit_text and "does not" not in form.fit_text)
+        await set_input(pilot, form, "#gpu_layers", "200")
+        await wait_for(pilot, lambda: "does not fit" in form.fit_text)
+        await set_input(pilot, form, "#gpu_layers", "0")
+        await wait_for(pilot, lambda: "CPU only" in form.fit_text)
+
+
+async def test_horde_enabled_without_key_is_refused_with_what_to_do() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        form = await open_new_form(pilot, app)
+        await set_input(pilot, form, "#name", "lender")
+        form.query_one("#horde_enabled").value = True
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        errors = static_text(form, "#form-errors")
+        assert "needs an API key" in errors and "needs a name" in errors
+
+
+async def test_edit_form_saves_and_restarts_a_running_instance() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen))
+        form = app.screen
+        assert form.query_one("#port", Input).value == "5001"
+        await wait_for(pilot, lambda: "free" in static_text(form, "#port-msg"))  # its own port is fine
+        await set_input(pilot, form, "#ctx", "8192")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: ("restart_instance", "main") in backend.calls)
+        assert backend.drafts["main"].config.ctx == 8192
+
+
+async def test_gpu_priority_moves_toggles_and_saves_at_once() -> None:
+    backend = FakeBackend()
+    first, second = backend.gpus[0].uuid, backend.gpus[1].uuid
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, GpuPriorityScreen))
+        screen = app.screen
+        assert f"CUDA_VISIBLE_DEVICES={first},{second}" in static_text(screen, "#cvd")
+        await pilot.press("down", "shift+up")
+        await wait_for(pilot, lambda: screen.saves == 1)
+        assert backend.calls[-1] == ("set_gpu_order", (second, first))
+        assert f"CUDA_VISIBLE_DEVICES={second},{first}" in static_text(screen, "#cvd")
+        await pilot.press("down", "space")  # disable the (now second) RTX 4090
+        await wait_for(pilot, lambda: screen.saves == 2)
+        assert backend.calls[-1] == ("set_gpu_enabled", first, False)
+        assert f"CUDA_VISIBLE_DEVICES={second}" in static_text(screen, "#cvd")
+        assert first not in static_text(screen, "#cvd")
+        await pilot.press("escape")
+        assert app.screen.id == "dashboard"
+
+
+async def test_prompt_streams_tokens_and_restarts_the_countdown() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen))
+        screen = app.screen
+        await pilot.press("enter")
+        assert "type a prompt first" in static_text(screen, "#prompt-status")
+        await pilot.press(*"Hi", "enter")
+        await wait_for(pilot, lambda: "done" in static_text(screen, "#prompt-status"))
+        assert screen.query_one(TextArea).text == "Once upon a time."
+        assert ("stream_prompt", "main", "Hi") in backend.calls
+        await pilot.press("escape")
+        await repoll(pilot, app)
+        from koboldtui.tui.widgets.countdown import LocalPriorityCountdown
+
+        assert app.screen.query_one(LocalPriorityCountdown).resets == 1
+
+
+async def test_log_view_shows_the_instance_log() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LogScreen) and app.screen.lines)
+        log = app.screen.query_one(Log)
+        assert log.line_count == 30 and "line 29" in log.lines[-1]
+        backend.log.append("line 30: slot 0 released")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: app.screen.query_one(Log).line_count == 31)
+
+
+async def test_batch_form_shows_ubatch_and_reloads_with_new_size() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, BatchFormScreen))
+        screen = app.screen
+        screen.query_one(Input).value = "2048"
+        await pilot.pause()
+        assert "min(2048, 1024) = 1024" in static_text(screen, "#batch-msg")
+        screen.query_one(Input).value = "0"
+        await pilot.pause()
+        assert "between 1 and 65536" in static_text(screen, "#batch-msg")
+        await pilot.press("enter")
+        assert app.screen is screen  # invalid: stays open
+        screen.query_one(Input).value = "2048"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: ("set_batch_size", "main", 2048) in backend.calls)
+
+
+async def test_model_key_picks_confirms_and_switches_with_progress() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen) and app.screen.models)
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "Mistral-7B" in app.screen.question
+        await pilot.press("enter")
+        target = "/models/Mistral-7B-Instruct-v0.3-Q5_K_M.gguf"
+        await wait_for(pilot, lambda: ("switch_model", "main", target) in backend.calls)
+        await wait_for(pilot, lambda: app.screen.id == "dashboard")
+        assert backend.drafts["main"].config.model == target
+
+
+async def test_palette_lists_catalogue_models_for_switching() -> None:
+    from koboldtui.tui.palette import ModelSwitchProvider
+    from textual.command import CommandPalette
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        provider = ModelSwitchProvider(app.screen)
+        await provider.startup()
+        titles = [hit.text async for hit in provider.search("llama")]
+        assert any("Switch main to Llama-3.1-8B" in str(t) for t in titles)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))

@@ -1,0 +1,78 @@
+"""Snapshot tests of the main screens at 80×24 and 120×40 (fake GPUs/Horde, fixed clock, no blink).
+
+Update after an intended change with ``pytest tests/test_tui_snapshots.py --snapshot-update``
+and look at the SVGs in tests/__snapshots__/ before committing them.
+"""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from koboldtui.tui.app import KoboldPanel
+from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
+from koboldtui.tui.screens.instance_form import InstanceFormScreen
+from tests.tui_fakes import FakeBackend, FakeClock
+
+SIZES = [(80, 24), (120, 40)]
+
+
+def panel(gpus: bool = True) -> KoboldPanel:
+    return KoboldPanel(FakeBackend(gpus=gpus), clock=FakeClock(), refresh_s=3600, gpu_refresh_s=3600,
+                       countdown_tick_s=None, theme_name="kobold")
+
+
+async def drawn(pilot) -> None:
+    """Wait for the first polls, then stop every cursor blinking so frames are stable."""
+    app = pilot.app
+    for _ in range(300):
+        if app.polls_done and app.gpu_polls_done:
+            break
+        await pilot.pause(0.01)
+    await pilot.pause()
+
+
+def no_blink(app) -> None:
+    for field in app.screen.query(Input):
+        field.cursor_blink = False
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_dashboard_with_gpus(snap_compare, size) -> None:
+    assert snap_compare(panel(), terminal_size=size, run_before=drawn)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_dashboard_cpu_only(snap_compare, size) -> None:
+    assert snap_compare(panel(gpus=False), terminal_size=size, run_before=drawn)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_instance_form(snap_compare, size) -> None:
+    async def open_form(pilot) -> None:
+        await drawn(pilot)
+        await pilot.press("n")
+        app = pilot.app
+        for _ in range(300):
+            if isinstance(app.screen, InstanceFormScreen) and app.screen.fit_text and app.screen.port_message is None \
+                    and "free" in str(app.screen.query_one("#port-msg").render()):
+                break
+            await pilot.pause(0.01)
+        no_blink(app)
+        await pilot.pause()
+
+    assert snap_compare(panel(), terminal_size=size, run_before=open_form)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_gpu_priority(snap_compare, size) -> None:
+    async def open_priority(pilot) -> None:
+        await drawn(pilot)
+        await pilot.press("g")
+        for _ in range(300):
+            if isinstance(pilot.app.screen, GpuPriorityScreen):
+                break
+            await pilot.pause(0.01)
+        await pilot.pause()
+
+    assert snap_compare(panel(), terminal_size=size, run_before=open_priority)
