@@ -100,26 +100,30 @@ class FakeHorde:
     """The Horde endpoints a text worker uses, scriptable, recording."""
 
     def __init__(self, keys: dict[str, str] | None = None) -> None:
-        self.keys = dict(keys or {"good-key": "tester#42"})  # api key -> username
-        self.kudos: dict[str, float] = {k: 1000.0 for k in self.keys}
-        self.name_owners: dict[
-            str, str
-        ] = {}  # worker name -> owning key (others get WrongCredentials)
-        self.pop_script: list[dict[str, Any] | Reply] = []
-        self.submit_script: list[Reply | None] = []
-        self.skipped: dict[str, int] = {}
-        self.reward = 10.0
-        self.records: list[Recorded] = []
-        self.workers: dict[str, dict[str, Any]] = {}  # name -> details
-        self.jobs: dict[
-            str, dict[str, Any]
-        ] = {}  # job id -> payload (handed out, not yet submitted)
-        self.submitted: dict[str, dict[str, Any]] = {}  # job id -> submit body
-        self.on_pop: Callable[[Recorded], None] | None = None
+        self._initial_keys = dict(keys or {"good-key": "tester#42"})
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every worker, job, script and record (one server can serve many tests)."""
+        with self._lock:
+            self.keys = dict(self._initial_keys)  # api key -> username
+            self.kudos: dict[str, float] = {k: 1000.0 for k in self.keys}
+            # worker name -> owning key (others get WrongCredentials)
+            self.name_owners: dict[str, str] = {}
+            self.pop_script: list[dict[str, Any] | Reply] = []
+            self.submit_script: list[Reply | None] = []
+            self.skipped: dict[str, int] = {}
+            self.reward = 10.0
+            self.records: list[Recorded] = []
+            self.workers: dict[str, dict[str, Any]] = {}  # name -> details
+            # job id -> payload (handed out, not yet submitted)
+            self.jobs: dict[str, dict[str, Any]] = {}
+            self.submitted: dict[str, dict[str, Any]] = {}  # job id -> submit body
+            self.on_pop: Callable[[Recorded], None] | None = None
 
     # --------------------------------------------------------------- lifecycle
 

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -47,10 +47,16 @@ except ImportError:  # tests/ is not a package: pytest put it on sys.path
 NAME = "koboldtui-test-worker"
 
 
-@pytest.fixture
-def horde() -> Any:
+@pytest.fixture(scope="module")
+def horde_server() -> Iterator[FakeHorde]:
     with FakeHorde(keys={"good-key": "tester#42", "other-key": "someone#7"}) as fake:
         yield fake
+
+
+@pytest.fixture
+def horde(horde_server: FakeHorde) -> FakeHorde:
+    horde_server.reset()
+    return horde_server
 
 
 @pytest.fixture

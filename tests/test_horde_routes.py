@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -25,10 +24,16 @@ except ImportError:  # tests/ is not a package: pytest put it on sys.path
     from fake_horde import FakeHorde, FakeTime, ScriptedEngine, build_worker
 
 
-@pytest.fixture
-def horde() -> Any:
+@pytest.fixture(scope="module")
+def horde_server() -> Iterator[FakeHorde]:
     with FakeHorde() as fake:
         yield fake
+
+
+@pytest.fixture
+def horde(horde_server: FakeHorde) -> FakeHorde:
+    horde_server.reset()
+    return horde_server
 
 
 async def serve(app: Starlette) -> AsyncIterator[str]:

@@ -64,3 +64,21 @@ def test_keymap_reads_known_ids_and_reports_the_rest(tmp_path: Path) -> None:
     assert load_keymap(tmp_path / "missing.toml", {"quit"}).keymap == {}
     config.write_text("[keymap\n")
     assert "cannot read" in load_keymap(config, {"quit"}).problems[0]
+
+
+def test_panel_code_reaches_gpus_and_llama_only_through_their_packages() -> None:
+    """tui/ never imports pynvml or llama_cpp itself, and colours in TCSS come from theme variables."""
+    import ast
+    import re
+
+    tui = Path(__file__).resolve().parents[1] / "koboldtui" / "tui"
+    for path in tui.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(("pynvml", "llama_cpp")), f"{path.name} imports {name}"
+    for tcss in tui.rglob("*.tcss"):
+        text = re.sub(r"/\*.*?\*/", "", tcss.read_text(encoding="utf-8"), flags=re.S)
+        assert not re.search(r"#[0-9a-fA-F]{3,8}\b|rgb\(|\b(red|green|blue|white|black|yellow)\b", text), tcss.name

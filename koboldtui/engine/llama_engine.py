@@ -295,13 +295,22 @@ class LlamaEngine:
             batch.logits[n] = 1 if want_logits else 0
             n += 1
 
-        for seq in active:  # one token for every generating sequence first: they never stall
-            if seq.state is RequestState.GENERATING and seq.last_token is not None:
-                add(seq.last_token, seq.n_past, seq.seq_id, True)
-                outputs.append((seq, n - 1))
+        generating = [s for s in active if s.state is RequestState.GENERATING and s.last_token is not None]
+        prompts = sorted((s for s in active if s.state is RequestState.PROMPT), key=lambda s: s.sort_key)
+        # A new local request with a short prompt gets a prompt-only step: its first token comes
+        # after one small step instead of a full step of every sequence (TTFT under load), and
+        # the others lose one step. Long prompts and Horde jobs never get this, so nothing
+        # can stall the generating sequences for long.
+        fast = [s for s in prompts if s.request.origin is Origin.LOCAL and not s.generated
+                and s.preemptions == 0 and len(s.to_feed) <= self.n_batch]
+        if fast and generating:
+            generating, prompts = [], fast
+        for seq in generating:  # one token for every generating sequence first: they never stall
+            add(seq.last_token, seq.n_past, seq.seq_id, True)
+            outputs.append((seq, n - 1))
         budget = self.n_batch - n
         prompt_takes: list[tuple[Sequence, int]] = []
-        for seq in sorted((s for s in active if s.state is RequestState.PROMPT), key=lambda s: s.sort_key):
+        for seq in prompts:
             if budget <= 0:
                 break
             chunk = seq.to_feed[:budget]
@@ -320,9 +329,8 @@ class LlamaEngine:
             raise RuntimeError(f"llama_decode returned {rc}")
         now = time.monotonic()
         # Positions advance only after a successful decode.
-        for seq in active:
-            if seq.state is RequestState.GENERATING and seq.last_token is not None:
-                seq.n_past += 1
+        for seq in generating:
+            seq.n_past += 1
         for seq, take in prompt_takes:
             seq.n_past += take
             del seq.to_feed[:take]

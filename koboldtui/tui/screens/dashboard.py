@@ -82,7 +82,7 @@ class DashboardScreen(Screen):
 
     def on_mount(self) -> None:
         self._ready = True
-        self.query_one(InstancesTable).focus()
+        self.query_one(InstancesTable).focus(scroll_visible=False)  # start at the top: GPUs first
         app = self.app
         if getattr(app, "polls_done", 0):  # a poll landed before the widgets existed
             self.show_instances(app.instances, app.selected_instance, app.clock())  # type: ignore[attr-defined]
