@@ -91,7 +91,7 @@ def _spec_arguments(parser: argparse.ArgumentParser, *, editing: bool) -> None:
     gpus.add_argument("--cpu", action="store_true", help="run on the CPU only (hide every GPU)")
     gpus.add_argument("--gpus", help="'auto' (enabled GPUs by priority) or a list of indices/UUIDs")
     p("--gpu-layers", type=int, help="layers to offload to the GPUs (-1 = all)")
-    p("--ctx", type=int, help="context size in tokens, shared by the parallel slots")
+    p("--ctx", type=int, help="context tokens per request (each parallel slot gets this much)")
     p("--batch-size", type=int, help="BLAS batch size (n_batch)")
     p("--parallel", type=int, help="sequence slots decoded together")
     p("--threads", type=int, help="CPU threads (default: physical cores)")

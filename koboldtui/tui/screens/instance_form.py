@@ -80,8 +80,9 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
                         yield Input(str(cfg.port), id="port", type="integer")
                         yield Static("", id="port-msg", classes="field-msg")
                     with Vertical():
-                        yield Label("gpu_layers")
+                        yield Label("gpu_layers (-1 = all)")
                         yield Input(str(cfg.gpu_layers), id="gpu_layers", type="integer")
+                        yield Static("", id="fit", classes="field-msg")
                 with Horizontal(classes="form-row"):
                     with Vertical():
                         yield Label("ctx")
@@ -108,7 +109,6 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
                 else:
                     reason = self.gpus.unavailable_reason or "NVML found no GPU"
                     yield Static(f"[$warning]No NVIDIA GPU — runs on CPU[/] ({gauges.plain(reason)})", id="gpus-none")
-                yield Static("", id="fit", classes="field-msg")
                 yield Label("Horde worker")
                 with Horizontal(classes="form-row"):
                     yield Switch(cfg.horde.enabled, id="horde_enabled")
