@@ -48,7 +48,7 @@ class HordeSettings:
     """What the AI Horde worker of one instance needs; off unless ``enabled``."""
 
     enabled: bool = False
-    api_key: str = ""  # secret: never logged; the CLI also reads KOBOLDTUI_HORDE_KEY
+    api_key: str = field(default="", repr=False)  # secret: never logged; also KOBOLDTUI_HORDE_KEY
     worker_name: str = ""
     url: str = DEFAULT_HORDE_URL
     window_s: float = 20.0  # local-priority window
@@ -75,7 +75,7 @@ class ServeConfig:
     threads: int | None = None  # None = physical cores
     tensor_split: str | None = None  # "3,1" style, passed to llama.cpp
     main_gpu: int = 0
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     max_queue: int = 64
     launch_token: str | None = None  # set by the supervisor so a later panel can reattach
     horde: HordeSettings = field(default_factory=HordeSettings)

@@ -88,6 +88,9 @@ class Runtime:
         if self.horde_worker is not None:
             try:
                 await asyncio.wait_for(self.horde_worker.stop(force=force_horde), timeout=30)
+            except asyncio.TimeoutError:  # jobs still in hand go back as faulted, not stale
+                log.warning("Horde jobs did not finish within 30 s: submitting them as faulted")
+                await self.horde_worker.stop(force=True)
             except Exception:
                 log.exception("Horde worker did not stop cleanly")
         if self.engine is not None:
@@ -138,8 +141,9 @@ class Runtime:
     def horde_status(self) -> dict[str, Any]:
         if self.horde_worker is not None:
             return self.horde_worker.status()
-        return {"state": "off", "window_s": self.gate.window_s,
-                "remaining_s": round(self.gate.remaining(), 2)}
+        from koboldtui.horde.stats import off_status
+
+        return off_status(self.gate.window_s, self.gate.remaining())
 
     def instance_info(self) -> InstanceInfo:
         cfg = self.config

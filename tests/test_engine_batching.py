@@ -142,6 +142,7 @@ def single_slot(bundled_model, request):
 
 async def test_local_requests_jump_the_horde_queue(single_slot):
     busy = single_slot.submit(req("Busy", 20, origin=Origin.HORDE))
+    await busy.stream().__anext__()  # it holds the only slot now
     horde = single_slot.submit(req("Horde job", 4, origin=Origin.HORDE))
     local = single_slot.submit(req("Local", 4))
     results = await asyncio.gather(busy.result(), horde.result(), local.result())

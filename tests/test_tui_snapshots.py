@@ -29,7 +29,20 @@ async def drawn(pilot) -> None:
         if app.polls_done and app.gpu_polls_done:
             break
         await pilot.pause(0.01)
-    await pilot.pause()
+    await settled(pilot)
+
+
+async def settled(pilot) -> None:
+    """Wait until the dashboard's layout stops changing (cards mounted, heights final)."""
+    dash = pilot.app.screen_stack[0].query_one("#dash")
+    last, same = None, 0
+    for _ in range(200):
+        await pilot.pause(0.02)
+        size = (dash.virtual_size, dash.scroll_offset, len(pilot.app.screen_stack))
+        same = same + 1 if size == last else 0
+        last = size
+        if same >= 3:
+            return
 
 
 def no_blink(app) -> None:
@@ -59,7 +72,7 @@ def test_instance_form(snap_compare, size) -> None:
                 break
             await pilot.pause(0.01)
         no_blink(app)
-        await pilot.pause()
+        await settled(pilot)
 
     assert snap_compare(panel(), terminal_size=size, run_before=open_form)
 
@@ -73,6 +86,6 @@ def test_gpu_priority(snap_compare, size) -> None:
             if isinstance(pilot.app.screen, GpuPriorityScreen):
                 break
             await pilot.pause(0.01)
-        await pilot.pause()
+        await settled(pilot)
 
     assert snap_compare(panel(), terminal_size=size, run_before=open_priority)
