@@ -16,13 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("KOBOLDTUI_HOME", tempfile.mkdtemp(prefix="koboldtui-shots-"))
 
-from textual._doc import take_svg_screenshot  # noqa: E402
-from textual.widgets import Input  # noqa: E402
+from textual._doc import take_svg_screenshot
+from textual.widgets import Input
 
-from koboldtui.tui.app import KoboldPanel  # noqa: E402
-from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen  # noqa: E402
-from koboldtui.tui.screens.instance_form import InstanceFormScreen  # noqa: E402
-from tests.tui_fakes import FakeBackend, FakeClock  # noqa: E402
+from koboldtui.tui.app import KoboldPanel
+from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
+from koboldtui.tui.screens.instance_form import InstanceFormScreen
+from tests.tui_fakes import FakeBackend, FakeClock
 
 OUT = Path(__file__).resolve().parent
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from textual.widgets import Input, Log, Static, TextArea
+
+from koboldtui.tui.screens.confirm import ConfirmScreen
 from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
 from koboldtui.tui.screens.instance_form import InstanceFormScreen
 from koboldtui.tui.screens.log_view import LogScreen
 from koboldtui.tui.screens.pickers import BatchFormScreen, ModelPickerScreen
 from koboldtui.tui.screens.prompt import PromptScreen
-from koboldtui.tui.screens.confirm import ConfirmScreen
-from textual.widgets import Input, Log, Static, TextArea
-
 from tests.test_tui_dashboard import make_app, repoll, settle, wait_for
 from tests.tui_fakes import FakeBackend
 
@@ -191,8 +191,9 @@ async def test_model_key_picks_confirms_and_switches_with_progress() -> None:
 
 
 async def test_palette_lists_catalogue_models_for_switching() -> None:
-    from koboldtui.tui.palette import ModelSwitchProvider
     from textual.command import CommandPalette
+
+    from koboldtui.tui.palette import ModelSwitchProvider
 
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:

@@ -6,6 +6,7 @@ ready with its batch numbers; a prompt streams real tokens; quitting with "yes" 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -64,6 +65,6 @@ async def test_first_run_starts_a_real_instance_streams_a_prompt_and_stops_on_qu
             os.kill(pid, 0)
         except ProcessLookupError:
             break
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     else:
         pytest.fail(f"instance pid {pid} still runs after quitting with 'stop them'")

@@ -80,5 +80,5 @@ def test_panel_code_reaches_gpus_and_llama_only_through_their_packages() -> None
             for name in names:
                 assert not name.startswith(("pynvml", "llama_cpp")), f"{path.name} imports {name}"
     for tcss in tui.rglob("*.tcss"):
-        text = re.sub(r"/\*.*?\*/", "", tcss.read_text(encoding="utf-8"), flags=re.S)
+        text = re.sub(r"/\*.*?\*/", "", tcss.read_text(encoding="utf-8"), flags=re.DOTALL)
         assert not re.search(r"#[0-9a-fA-F]{3,8}\b|rgb\(|\b(red|green|blue|white|black|yellow)\b", text), tcss.name

@@ -7,8 +7,8 @@ the pictures in the README are reproducible byte for byte.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Iterator, Sequence
 
 from koboldtui.config import HordeSettings, ServeConfig
 from koboldtui.engine.types import EngineSnapshot, EngineTotals, Origin, QueueEntry, RequestState
@@ -278,7 +278,7 @@ def screen_text(app) -> str:
     svg = app.export_screenshot()
     rows: dict[float, list[tuple[float, str]]] = {}
     pattern = r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)" textLength="[\d.]+" clip-path="[^"]*">(.*?)</text>'
-    for m in re.finditer(pattern, svg, re.S):
+    for m in re.finditer(pattern, svg, re.DOTALL):
         rows.setdefault(float(m.group(2)), []).append((float(m.group(1)), html.unescape(m.group(3))))
     lines = []
     for y in sorted(rows):

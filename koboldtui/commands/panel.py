@@ -30,7 +30,7 @@ def run_panel(args: argparse.Namespace) -> int:
     paths = app_paths().ensure()
     try:
         backend = LiveBackend(paths)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
         print(f"koboldtui: error: cannot open the control plane in {paths.data_dir}: {exc}", file=sys.stderr)
         return 1
     refresh = max(0.2, float(getattr(args, "refresh", 1.0) or 1.0))

@@ -149,6 +149,10 @@ def create_context(
     params.n_threads = int(threads)
     params.n_threads_batch = int(threads)
     params.kv_unified = False
+    # The engine asks for logits of at most one token per sequence per step. Without this
+    # cap llama.cpp reserves logits for a whole micro-batch: 512 x 262k floats = 512 MiB of
+    # compute buffer for Gemma; with it, ~20 MiB.
+    params.n_outputs_max = int(n_seq_max)
     params.no_perf = True
     ctx = llama_cpp.llama_init_from_model(model, params)
     if not ctx:

@@ -114,7 +114,8 @@ def estimate_vram(
         if dev in used or dev == 0:
             compute[dev] = activations + attention
     if output_dev is not None and meta.vocab_size:
-        compute[output_dev] += n_ubatch * meta.vocab_size * 4  # logits of a full micro-batch
+        # The engine caps n_outputs_max at one logit row per slot (engine/native.py).
+        compute[output_dev] += min(n_ubatch, parallel) * meta.vocab_size * 4
     overheads = [overhead] * n_dev
     return VramEstimate(layers, tuple(weights), tuple(kv), tuple(compute), tuple(overheads))
 

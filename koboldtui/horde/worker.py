@@ -19,55 +19,34 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from koboldtui.config import HordeSettings
-from koboldtui.engine.interface import GenerationHandle, TextEngine
-from koboldtui.engine.types import GenerationRequest
+from koboldtui.engine.interface import TextEngine
 from koboldtui.horde.backoff import Backoff, EmptyPopPacer, wait_or_event
 from koboldtui.horde.client import HordeClient, default_agent
 from koboldtui.horde.errors import Action, HordeError
+from koboldtui.horde.jobs import HordeJobs, Sleep, horde_threads
 from koboldtui.horde.payload import (
     HordeJob,
-    JobOutcome,
     WorkerLimits,
     default_model_name,
     honest_limits,
     pop_body,
-    run_job_generation,
 )
 from koboldtui.horde.priority import LocalPriorityGate
 from koboldtui.horde.stats import HordeStats
 
 log = logging.getLogger(__name__)
 
-Sleep = Callable[[float], Awaitable[Any]]
-
 MAINTENANCE_POLL_S = 60.0  # "keep polling slowly": still well inside the 5-minute online window
 PAUSED_POLL_S = 1.0  # how often the loop looks at the gate while a local request holds it
 SLOW_RETRY_FLOOR_S = 60.0  # TooManyNewIPs / TimeoutIP
 
 
-def horde_threads(requested: int, parallel: int, preempt: bool) -> int:
-    """Slots the Horde may use: at most ``parallel - 1`` (one stays free for locals); 0 = none."""
-    if parallel >= 2:
-        return max(1, min(int(requested), parallel - 1))
-    return 1 if preempt else 0
-
-
 class HordeWorkerStateError(RuntimeError):
     """A control request (start/maintenance) that does not fit the worker's state right now."""
-
-
-@dataclass
-class _JobInHand:
-    horde_id: str
-    started_at: float
-    deadline: float
-    max_tokens: int = 0
-    handle: GenerationHandle | None = None
 
 
 class HordeWorker:
@@ -89,7 +68,6 @@ class HordeWorker:
         maintenance_poll_s: float = MAINTENANCE_POLL_S,
         paused_poll_s: float = PAUSED_POLL_S,
     ) -> None:
-        self._engine = engine
         self._gate = gate
         self.settings = settings
         self.n_ctx_per_seq = n_ctx_per_seq
@@ -105,7 +83,6 @@ class HordeWorker:
         self._maintenance_poll_s = maintenance_poll_s
         self._paused_poll_s = paused_poll_s
         self._backoff = Backoff(rng=rng)
-        self._rng = rng
         self._pacer = EmptyPopPacer()
         self.stats = HordeStats()
         self.worker_id: str | None = None
@@ -117,13 +94,20 @@ class HordeWorker:
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._stop_requested = False
-        self._force = False
-        self._jobs: dict[str, _JobInHand] = {}
-        self._job_tasks: set[asyncio.Task[None]] = set()
+        self._jobs = HordeJobs(
+            engine,
+            self._client,
+            self.stats,
+            limits=self.limits,
+            fail=self._fail,
+            on_done=self._poke,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
         self._loop_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
-        self._forced: asyncio.Event | None = None
 
     # ----------------------------------------------------------------- control
 
@@ -136,10 +120,11 @@ class HordeWorker:
                 f"the Horde worker is still finishing {len(self._jobs)} job(s) from the last stop: "
                 "wait for it, or stop it with force first"
             )
-        self._wake, self._forced = asyncio.Event(), asyncio.Event()
+        self._wake = asyncio.Event()
+        self._jobs.reset()
         self._stop_task = None
         self._fatal = None
-        self._stop_requested = self._force = False
+        self._stop_requested = False
         self._backoff.reset()
         self._pacer.reset()
         self._started_at, self._stopped_at = self._clock(), None
@@ -164,17 +149,12 @@ class HordeWorker:
         Returns how many jobs were in hand and an ETA; with ``wait`` it returns once all
         of them are submitted (or dropped) and the worker is stopped.
         """
-        in_hand, eta = len(self._jobs), self._eta_s()
+        in_hand, eta = len(self._jobs), self._jobs.eta_s()
         if self._loop_task is None and self._stop_task is None:
             return {"jobs_in_progress": 0, "eta_s": 0.0, "forced": force}
         self._stop_requested = True
         if force:
-            self._force = True
-            if self._forced is not None:
-                self._forced.set()
-            for job in self._jobs.values():
-                if job.handle is not None:
-                    job.handle.abort()
+            self._jobs.force()
         self._poke()
         if self._stop_task is None:
             self._stop_task = asyncio.create_task(self._finish_stop(), name="horde-worker-stop")
@@ -256,7 +236,7 @@ class HordeWorker:
             "uptime_s": round(max(0.0, uptime), 1),
             "maintenance_message": self.maintenance_message if self._in_maintenance else None,
             "backoff_s": round(max(0.0, (self._backoff_until or now) - now), 1),
-            "stop_eta_s": self._eta_s() if self._stop_requested and self._jobs else None,
+            "stop_eta_s": self._jobs.eta_s() if self._stop_requested and self._jobs else None,
             "threads": self.threads,
             "models": list(self.models),
             "max_length": limits.max_length,
@@ -316,13 +296,7 @@ class HordeWorker:
             await self._pause(self._pacer.next_delay())
             return
         self._pacer.reset()
-        for index, horde_id in enumerate(job.ids):
-            self._jobs[horde_id] = _JobInHand(horde_id, self._clock(), self._clock() + job.ttl_s)
-            task = asyncio.create_task(
-                self._run_job(job, index, horde_id), name=f"horde-job-{horde_id}"
-            )
-            self._job_tasks.add(task)
-            task.add_done_callback(self._job_tasks.discard)
+        self._jobs.launch(job)
         self._phase = "generating"
         if self.worker_id is None:
             await self._lookup_worker_id()
@@ -351,66 +325,12 @@ class HordeWorker:
             await self._pause(delay)
             self._backoff_until = None
 
-    # ---------------------------------------------------------------- jobs
-
-    async def _run_job(self, job: HordeJob, index: int, horde_id: str) -> None:
-        in_hand = self._jobs[horde_id]
-
-        def keep_handle(request: GenerationRequest, handle: GenerationHandle) -> None:
-            in_hand.max_tokens, in_hand.handle = request.max_tokens, handle
-
-        try:
-            if self._force:  # forced stop: hand it back faulted at once
-                outcome = JobOutcome("", "faulted", 0)
-            else:
-                outcome = await run_job_generation(
-                    self._engine, job, index, self.limits(), keep_handle
-                )
-            if outcome.error:
-                self.stats.record_error(outcome.error, self._clock())
-            if outcome.state == "ok" and outcome.result is not None:
-                result = outcome.result
-                self.stats.record_speed(result.completion_tokens, result.tokens_per_s)
-            await self._submit(
-                horde_id, outcome.text, outcome.state, outcome.seed, in_hand.deadline
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # never let one job take the worker down
-            log.exception("Horde job %s failed", horde_id)
-            self.stats.jobs_dropped += 1
-        finally:
-            self._jobs.pop(horde_id, None)
-            self._poke()
-
-    async def _submit(
-        self, horde_id: str, text: str, state: str, seed: int, deadline: float
-    ) -> None:
-        body = {"id": horde_id, "generation": text, "state": state, "seed": int(seed)}
-        outcome = await self._client.submit_until(
-            body,
-            deadline,
-            clock=self._clock,
-            backoff=Backoff(rng=self._rng),
-            give_up=lambda: self._force,
-            wait=lambda seconds: wait_or_event(seconds, self._forced, self._sleep),
-        )
-        if outcome.kind == "done":
-            self.stats.record_submitted(state, outcome.reward)
-            return
-        self.stats.jobs_dropped += 1
-        if outcome.kind == "fatal":
-            self._fail(outcome.error or "the Horde refused the submit")
-        else:
-            self.stats.record_error(outcome.error or "a Horde job was dropped", self._clock())
-
     # ---------------------------------------------------------------- helpers
 
     async def _finish_stop(self) -> None:
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        while self._job_tasks:
-            await asyncio.gather(*list(self._job_tasks), return_exceptions=True)
+        await self._jobs.drain()
         self._stopped_at = self._clock()
         self._phase = "stopped"
         self._loop_task = None
@@ -472,17 +392,3 @@ class HordeWorker:
             return
         if isinstance(data, dict) and data.get("maintenance_msg"):
             self.maintenance_message = str(data["maintenance_msg"])
-
-    def _eta_s(self) -> float | None:
-        """Seconds until the jobs in hand finish, from the measured speed (None = unknown yet)."""
-        if not self._jobs:
-            return 0.0
-        speed = self.stats.tokens_per_s
-        if speed <= 0:
-            return None
-        now = self._clock()
-        left = [
-            max(0.0, job.max_tokens - (now - job.started_at) * speed) / speed
-            for job in self._jobs.values()
-        ]
-        return round(max(left), 1)

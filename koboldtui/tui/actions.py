@@ -6,7 +6,8 @@ failures come back as notifications that say what failed and what to do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from textual.worker import Worker, WorkerState
 
@@ -35,7 +36,7 @@ HORDE_ACTIONS = {
 class PanelActions:
     """Mixin for ``KoboldPanel``: one method per key the dashboard offers."""
 
-    def run_backend(self: "KoboldPanel", label: str, fn: Callable[..., Any], *args: Any, done: str | None = None) -> None:
+    def run_backend(self: KoboldPanel, label: str, fn: Callable[..., Any], *args: Any, done: str | None = None) -> None:
         """Run a blocking backend call in a worker; success/failure arrive as notifications."""
 
         def call() -> Any:
@@ -44,7 +45,7 @@ class PanelActions:
 
         self.run_worker(call, name=label, group=ACTION_GROUP, thread=True, exit_on_error=False)
 
-    def on_worker_state_changed(self: "KoboldPanel", event: Worker.StateChanged) -> None:
+    def on_worker_state_changed(self: KoboldPanel, event: Worker.StateChanged) -> None:
         """The one place action failures turn into messages for the person."""
         worker = event.worker
         if worker.group != ACTION_GROUP:
@@ -57,7 +58,7 @@ class PanelActions:
                 self.notify(str(worker.result))
             self.poll_now()
 
-    def selected(self: "KoboldPanel") -> InstanceView | None:
+    def selected(self: KoboldPanel) -> InstanceView | None:
         """The instance the keys act on; tells the person when there is none."""
         inst = next((i for i in self.instances if i.name == self.selected_instance), None)
         if inst is None:
@@ -65,7 +66,7 @@ class PanelActions:
         return inst
 
     # first run -----------------------------------------------------------------------
-    def create_first_instance(self: "KoboldPanel") -> None:
+    def create_first_instance(self: KoboldPanel) -> None:
         def create() -> None:
             draft = self.backend.default_draft()
             self.backend.save_instance(draft, None)
@@ -75,15 +76,15 @@ class PanelActions:
         self.run_backend("creating the first instance", create, done="First instance is starting")
 
     # instances -------------------------------------------------------------------------
-    def action_new_instance(self: "KoboldPanel") -> None:
+    def action_new_instance(self: KoboldPanel) -> None:
         self._open_form(None)
 
-    def action_edit_instance(self: "KoboldPanel") -> None:
+    def action_edit_instance(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is not None:
             self._open_form(inst)
 
-    def _open_form(self: "KoboldPanel", inst: InstanceView | None) -> None:
+    def _open_form(self: KoboldPanel, inst: InstanceView | None) -> None:
         def load() -> None:
             draft = self.backend.draft_for(inst.name) if inst else self.backend.default_draft()
             self.call_from_thread(show, draft)
@@ -105,33 +106,33 @@ class PanelActions:
 
         self.run_worker(load, name="loading the instance settings", group=ACTION_GROUP, thread=True, exit_on_error=False)
 
-    def _create_and_start(self: "KoboldPanel", draft: InstanceDraft) -> None:
+    def _create_and_start(self: KoboldPanel, draft: InstanceDraft) -> None:
         self.backend.save_instance(draft, None)
         self.backend.start_instance(draft.config.name)
 
-    def _save_and_restart(self: "KoboldPanel", draft: InstanceDraft, original: str, running: bool) -> None:
+    def _save_and_restart(self: KoboldPanel, draft: InstanceDraft, original: str, running: bool) -> None:
         self.backend.save_instance(draft, original)
         if running:
             self.backend.restart_instance(draft.config.name)
 
-    def action_start_instance(self: "KoboldPanel") -> None:
+    def action_start_instance(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is not None:
             self.run_backend(f"starting {inst.name}", self.backend.start_instance, inst.name, done=f"{inst.name} starting")
 
-    def action_stop_instance(self: "KoboldPanel") -> None:
+    def action_stop_instance(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is not None:
             self.run_backend(f"stopping {inst.name}", self.backend.stop_instance, inst.name, done=f"{inst.name} stopped")
 
-    def action_restart_instance(self: "KoboldPanel") -> None:
+    def action_restart_instance(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is not None:
             self.run_backend(f"restarting {inst.name}", self.backend.restart_instance, inst.name,
                              done=f"{inst.name} restarting")
 
     # model switch ------------------------------------------------------------------------
-    def action_pick_model(self: "KoboldPanel") -> None:
+    def action_pick_model(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is None:
             return
@@ -139,7 +140,7 @@ class PanelActions:
         self.push_screen(ModelPickerScreen(self.backend, inst.name, current),
                          lambda path: self.request_model_switch(path) if path else None)
 
-    def request_model_switch(self: "KoboldPanel", model: str) -> None:
+    def request_model_switch(self: KoboldPanel, model: str) -> None:
         """Confirm, then stop → start the selected instance on ``model`` with progress."""
         inst = self.selected()
         if inst is None:
@@ -156,7 +157,7 @@ class PanelActions:
             yes="Switch", no="Keep current", default_yes=True), answered)
 
     # batch, GPUs, prompt, log ------------------------------------------------------------------
-    def action_batch_size(self: "KoboldPanel") -> None:
+    def action_batch_size(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is None:
             return
@@ -169,21 +170,21 @@ class PanelActions:
 
         self.push_screen(BatchFormScreen(inst.name, current), chosen)
 
-    def action_gpu_priority(self: "KoboldPanel") -> None:
+    def action_gpu_priority(self: KoboldPanel) -> None:
         self.push_screen(GpuPriorityScreen(self.backend, self.gpu_report))
 
-    def action_prompt(self: "KoboldPanel") -> None:
+    def action_prompt(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is not None:
             self.push_screen(PromptScreen(self.backend, inst.name, getattr(self, "prompt_max_tokens", 200)))
 
-    def action_show_log(self: "KoboldPanel") -> None:
+    def action_show_log(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is not None:
             self.push_screen(LogScreen(self.backend, inst.name))
 
     # queue and horde ---------------------------------------------------------------------
-    def action_abort_request(self: "KoboldPanel") -> None:
+    def action_abort_request(self: KoboldPanel) -> None:
         picked = self.dashboard.query_one(QueueTable).selected_request()
         if picked is None:
             self.notify("No request selected: focus the queue (3) and pick one", severity="warning")
@@ -191,7 +192,7 @@ class PanelActions:
         instance, genkey = picked
         self.run_backend(f"aborting {genkey}", self.backend.abort, instance, genkey, done=f"abort sent for {genkey}")
 
-    def action_horde(self: "KoboldPanel", what: str) -> None:
+    def action_horde(self: KoboldPanel, what: str) -> None:
         inst = self.selected()
         if inst is None or what not in HORDE_ACTIONS:
             return

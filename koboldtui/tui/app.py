@@ -7,11 +7,12 @@ slow NVML or a hung instance never piles up overlapping polls or blocks a key pr
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.timer import Timer
 
@@ -36,7 +37,7 @@ class KoboldPanel(PanelActions, App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "koboldtui"
     COMMANDS = App.COMMANDS | {ModelSwitchProvider}
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit_panel", "Quit", id="quit", tooltip="Quit (asks whether to stop running instances)"),
         Binding("question_mark,f1", "help", "Help", id="help", tooltip="Show every key"),
     ]
@@ -104,9 +105,31 @@ class KoboldPanel(PanelActions, App[None]):
         self._poll_gpus()
 
     @classmethod
+    def binding_groups(cls) -> list[tuple[str, list[Binding]]]:
+        """Every binding by where it works, for the help screen and keymap validation."""
+        from koboldtui.tui.screens.confirm import ConfirmScreen
+        from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
+        from koboldtui.tui.screens.instance_form import InstanceFormScreen
+        from koboldtui.tui.screens.log_view import LogScreen
+        from koboldtui.tui.screens.pickers import BatchFormScreen, ModelPickerScreen
+        from koboldtui.tui.screens.prompt import PromptScreen
+        from koboldtui.tui.screens.switch_progress import SwitchProgressScreen
+
+        screens = [
+            ("instance form", InstanceFormScreen), ("GPU priority", GpuPriorityScreen),
+            ("prompt", PromptScreen), ("log", LogScreen), ("model picker", ModelPickerScreen),
+            ("batch size", BatchFormScreen), ("model switch", SwitchProgressScreen),
+            ("questions", ConfirmScreen), ("help", HelpScreen),
+        ]
+        groups = [("anywhere", [b for b in cls.BINDINGS if isinstance(b, Binding)]),
+                  ("dashboard", list(DASHBOARD_BINDINGS))]
+        groups += [(where, [b for b in screen.BINDINGS if isinstance(b, Binding)]) for where, screen in screens]
+        return groups
+
+    @classmethod
     def all_bindings(cls) -> list[Binding]:
-        """Every binding the help screen lists (app-wide first, then the dashboard)."""
-        return [b for b in cls.BINDINGS if isinstance(b, Binding)] + list(DASHBOARD_BINDINGS)
+        """Every binding the help screen lists."""
+        return [b for _, bindings in cls.binding_groups() for b in bindings]
 
     @property
     def dashboard(self) -> DashboardScreen:
@@ -124,7 +147,7 @@ class KoboldPanel(PanelActions, App[None]):
     def _instances_worker(self) -> None:
         try:
             views, error = tuple(self.backend.instances()), None
-        except Exception as exc:  # the poll never kills the panel; the error is shown
+        except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             views, error = (), f"cannot read the instances: {exc}"
         self.post_message(InstancesPolled(views, self.clock(), error))
 
@@ -154,7 +177,7 @@ class KoboldPanel(PanelActions, App[None]):
     def _gpus_worker(self) -> None:
         try:
             report, error = self.backend.gpu_report(), None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             report, error = GpuReport(unavailable_reason=f"GPU telemetry failed: {exc}"), str(exc)
         self.post_message(GpusPolled(report, self.clock(), error))
 
@@ -188,8 +211,8 @@ class KoboldPanel(PanelActions, App[None]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        groups = [("anywhere", [b for b in self.BINDINGS if isinstance(b, Binding)]), ("dashboard", DASHBOARD_BINDINGS)]
-        self.push_screen(HelpScreen(help_entries(groups, self.keymap_overrides), str(self.paths.config_file)))
+        entries = help_entries(self.binding_groups(), self.keymap_overrides)
+        self.push_screen(HelpScreen(entries, str(self.paths.config_file)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

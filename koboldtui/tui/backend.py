@@ -7,8 +7,9 @@ testable with a fake (no GPUs or Horde here) and lets the real modules change fr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Protocol
 
 from koboldtui.config import ServeConfig
 from koboldtui.status import InstanceStatus

@@ -6,9 +6,10 @@ terminal can move any action to keys that arrive intact, without editing code.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import httpx
 
@@ -157,7 +158,7 @@ class LiveBackend:
             api_key = headers.get("Authorization", "")[7:] or None
             data = fetch_status(url, api_key=api_key, timeout_s=self.http_timeout_s)
             return InstanceStatus.from_dict(data) if data else None
-        except Exception:  # a half-written status must not break the poll
+        except Exception:  # noqa: BLE001 - shown to the person, never raised into the UI
             return None
 
     def gpu_report(self) -> GpuReport:
@@ -229,7 +230,7 @@ class LiveBackend:
         try:
             path = str(self._model_path(model))
             meta = self._meta_cache.get(path) or read_metadata(path)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             return FitEstimate(False, 0, 0, f"cannot read the model to estimate VRAM: {exc}")
         self._meta_cache[path] = meta
         inventory = self._inventory()
@@ -306,12 +307,13 @@ class LiveBackend:
         from koboldtui.control.spec import InstanceSpec
 
         c = draft.config
-        fields = dict(
-            port=c.port, model=c.model or BUNDLED, host=c.host, gpus=self._gpus_field(draft.gpu_uuids),
-            gpu_layers=c.gpu_layers, ctx=c.ctx, batch_size=c.batch_size, parallel=c.parallel,
-            threads=c.threads, max_queue=c.max_queue, horde=replace(c.horde, api_key=""),
-            restart="on-failure" if draft.auto_restart else "no",
-        )
+        fields: dict[str, Any] = {
+            "port": c.port, "model": c.model or BUNDLED, "host": c.host,
+            "gpus": self._gpus_field(draft.gpu_uuids), "gpu_layers": c.gpu_layers, "ctx": c.ctx,
+            "batch_size": c.batch_size, "parallel": c.parallel, "threads": c.threads,
+            "max_queue": c.max_queue, "horde": replace(c.horde, api_key=""),
+            "restart": "on-failure" if draft.auto_restart else "no",
+        }
         horde_key = c.horde.api_key or None
         if original_name is None:
             spec = InstanceSpec(name=c.name, autostart=True, **fields)

@@ -19,12 +19,12 @@ class ModelSwitchProvider(Provider):
         if backend is not None:
             try:
                 self.models = await asyncio.to_thread(backend.catalog)
-            except Exception:  # a broken catalogue must not break the palette
+            except Exception:  # noqa: BLE001 - shown to the person, never raised into the UI
                 self.models = []
 
     def _commands(self) -> list[tuple[str, str, object]]:
         target = getattr(self.app, "selected_instance", None) or "the selected instance"
-        switch = getattr(self.app, "request_model_switch")
+        switch = self.app.request_model_switch
         return [
             (f"Switch {target} to {m.name}", m.path, partial(switch, m.path))
             for m in self.models

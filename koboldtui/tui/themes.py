@@ -6,10 +6,10 @@ Python, and one loader validates them all with messages that say what to fix.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomllib
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 

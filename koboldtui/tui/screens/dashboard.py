@@ -6,10 +6,11 @@ they name live on the app, which the command palette reaches too.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
@@ -58,8 +59,8 @@ DASHBOARD_BINDINGS = [
 class DashboardScreen(Screen):
     """Live overview; redrawn from poll messages, never by polling itself."""
 
-    BINDINGS = DASHBOARD_BINDINGS
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    BINDINGS: ClassVar[list[BindingType]] = list(DASHBOARD_BINDINGS)
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (100, "-wide")]
 
     def __init__(self, clock: Callable[[], float], tick_s: float | None, fade_after_s: float) -> None:
         super().__init__(id="dashboard")

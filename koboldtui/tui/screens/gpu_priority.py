@@ -6,9 +6,11 @@ shown live: the person sees exactly what a child process will get.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
@@ -20,7 +22,7 @@ from koboldtui.tui.backend import GpuReport, GpuView, PanelBackend
 class GpuPriorityScreen(ModalScreen[None]):
     """Move GPUs up/down, enable/disable; saved through the backend on each key."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("shift+up,K", "move(-1)", "Move up", id="gpu-move-up"),
         Binding("shift+down,J", "move(1)", "Move down", id="gpu-move-down"),
         Binding("space", "toggle", "Enable/disable", id="gpu-toggle"),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.markup import escape
 from textual.screen import ModalScreen
@@ -45,7 +46,7 @@ def help_entries(groups: list[tuple[str, list[Binding]]], keymap: dict[str, str]
 class HelpScreen(ModalScreen[None]):
     """Every key, what it does, and its id for ``[keymap]`` in config.toml."""
 
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close", id="help-close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss", "Close", id="help-close")]
 
     def __init__(self, entries: list[HelpEntry], config_file: str) -> None:
         super().__init__(classes="modal")

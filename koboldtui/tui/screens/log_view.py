@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.timer import Timer
@@ -17,7 +19,7 @@ from koboldtui.tui.backend import PanelBackend
 class LogScreen(ModalScreen[None]):
     """Last lines of an instance's log, refreshed every ``refresh_s`` (polls never overlap)."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close", id="log-close"),
         Binding("r", "reload", "Reload", id="log-reload"),
     ]
@@ -45,7 +47,7 @@ class LogScreen(ModalScreen[None]):
     def _fetch(self) -> None:
         try:
             lines = self.backend.log_tail(self.instance, 500)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             lines = [f"cannot read the log of {self.instance}: {exc}"]
         self.app.call_from_thread(self._show, lines)
 

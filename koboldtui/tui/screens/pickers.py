@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
@@ -19,7 +21,7 @@ MAX_UBATCH = 1024
 class ModelPickerScreen(ModalScreen[str | None]):
     """Pick a GGUF from the catalogue; returns its path (or None on escape)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="picker-cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="picker-cancel")]
 
     def __init__(self, backend: PanelBackend, instance: str, current: str) -> None:
         super().__init__(classes="modal")
@@ -45,7 +47,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
     def _load(self) -> None:
         try:
             models = self.backend.catalog()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             self.app.call_from_thread(self._status, f"[$error]cannot list models: {gauges.plain(exc)}[/]")
             return
         self.app.call_from_thread(self._fill, models)
@@ -75,7 +77,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
 class BatchFormScreen(ModalScreen[int | None]):
     """Enter a new n_batch; shows n_ubatch = min(n_batch, 1024) as you type."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="batch-cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="batch-cancel")]
 
     def __init__(self, instance: str, n_batch: int) -> None:
         super().__init__(classes="modal")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from typing import ClassVar
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static, TextArea
@@ -18,7 +19,7 @@ from koboldtui.tui.backend import PanelBackend
 class PromptScreen(ModalScreen[None]):
     """A prompt line and the streamed answer; enter sends, esc closes (and stops streaming)."""
 
-    BINDINGS = [Binding("escape", "close", "Close", id="prompt-close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close", id="prompt-close")]
 
     def __init__(self, backend: PanelBackend, instance: str, max_tokens: int = 200) -> None:
         super().__init__(classes="modal")
@@ -57,7 +58,7 @@ class PromptScreen(ModalScreen[None]):
                 if self._stop.is_set():
                     return
                 self.app.call_from_thread(self._append, token)
-        except Exception as exc:  # shown to the person, not raised into the app
+        except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             self.app.call_from_thread(self._finish, f"[$error]{gauges.plain(exc)}[/]")
             return
         self.app.call_from_thread(self._finish, None)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import ProgressBar, Static
@@ -16,7 +18,7 @@ from koboldtui.tui.backend import PanelBackend
 class SwitchProgressScreen(ModalScreen[bool]):
     """Runs the switch in a worker; True when the instance came back ready."""
 
-    BINDINGS = [Binding("escape", "close", "Close", id="switch-close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close (the switch goes on)", id="switch-close")]
 
     def __init__(self, backend: PanelBackend, instance: str, model: str) -> None:
         super().__init__(classes="modal")
@@ -43,7 +45,7 @@ class SwitchProgressScreen(ModalScreen[bool]):
             self.backend.switch_model(
                 self.instance, self.model, lambda step, frac: self.app.call_from_thread(self._progress, step, frac)
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             self.app.call_from_thread(self._done, str(exc))
             return
         self.app.call_from_thread(self._done, None)
@@ -67,5 +69,7 @@ class SwitchProgressScreen(ModalScreen[bool]):
         self.query_one("#switch-steps", Static).add_class("error")
 
     def action_close(self) -> None:
-        if self.finished is not None:
-            self.dismiss(bool(self.finished))
+        """Close at any time; a switch still running goes on and the dashboard shows its state."""
+        if self.finished is None:
+            self.notify(f"{self.instance}: the switch goes on in the background", timeout=5)
+        self.dismiss(bool(self.finished))

@@ -8,7 +8,7 @@ the person sees that their request pushed the Horde back.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from textual.widgets import Static
 

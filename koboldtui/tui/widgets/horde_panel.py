@@ -6,7 +6,8 @@ Horde is using the machine, when it may again, and what (if anything) went wrong
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -47,8 +48,10 @@ def horde_lines(inst: InstanceView | None) -> tuple[str, str]:
     if not horde or horde.get("state") in (None, "off", "disabled"):
         return (
             f"[b]{gauges.plain(inst.name)}[/]: [$text-muted]Horde worker off[/]",
-            "Enable it in the instance form ([b]e[/]) with a worker name and API key,"
-            " or press [b]w[/] to start it.",
+            (
+                "Enable it in the instance form ([b]e[/]) with a worker name and API key,"
+                " or press [b]w[/] to start it."
+            ),
         )
     state = str(horde.get("state", "?"))
     var = STATE_VARIABLE.get(state, "$foreground")
@@ -56,10 +59,14 @@ def horde_lines(inst: InstanceView | None) -> tuple[str, str]:
     worker = gauges.plain(horde.get("worker_name") or horde.get("worker_id") or "")
     title = f"[b]{gauges.plain(inst.name)}[/]: [b {var}]{gauges.plain(state)}[/]  [$text-muted]{worker}[/]"
     lines = [
-        f"jobs [b]{_num(horde.get('jobs_done'))}[/] done · {_num(horde.get('jobs_faulted'))} faulted"
-        f" · {_num(horde.get('jobs_dropped'))} dropped",
-        f"kudos [b]{_num(horde.get('kudos_session'))}[/] session · {_num(horde.get('kudos_total'))} total"
-        f"  user {user}",
+        (
+            f"jobs [b]{_num(horde.get('jobs_done'))}[/] done · {_num(horde.get('jobs_faulted'))} faulted"
+            f" · {_num(horde.get('jobs_dropped'))} dropped"
+        ),
+        (
+            f"kudos [b]{_num(horde.get('kudos_session'))}[/] session · {_num(horde.get('kudos_total'))} total"
+            f"  user {user}"
+        ),
         f"speed [b]{_num(horde.get('tokens_per_s'), '.1f')}[/] tok/s",
     ]
     skipped = horde.get("skipped") or {}

@@ -6,7 +6,7 @@ switch, batch size, Horde and prompt keys all act on it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import InstanceView

@@ -6,10 +6,10 @@ cells in place keeps the selection where the person left it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 
 class KeyedTable(DataTable):
@@ -50,7 +50,7 @@ class KeyedTable(DataTable):
             return None
         try:
             return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        except Exception:  # cursor outside the rows while they change
+        except (CellDoesNotExist, RowDoesNotExist):  # cursor outside the rows while they change
             return None
 
     def cells(self, key: str) -> tuple[object, ...] | None:

@@ -7,7 +7,7 @@ person sees how it ended.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import FINISHED_REQUEST_STATES, InstanceView
