@@ -7,77 +7,39 @@ agree on what runs where.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from koboldtui.config import HordeSettings
-from koboldtui.control import logs as logfiles
-from koboldtui.control.foreground import run_foreground
-from koboldtui.control.registry import UNSET, InstanceRegistry
-from koboldtui.control.secrets import SecretsError
-from koboldtui.control.spec import InstanceSpec, SpecError, parse_gpus
-from koboldtui.control.state import InstanceSnapshot, InstanceState, StartError
-from koboldtui.control.supervisor import Supervisor
-from koboldtui.paths import AppPaths, app_paths
-from koboldtui.store.db import DatabaseError, open_database
-from koboldtui.store.instances import InstanceStore, InstanceStoreError
-
-HORDE_KEY_ENV = "KOBOLDTUI_HORDE_KEY"
-API_KEY_ENV = "KOBOLDTUI_API_KEY"
-
-# spec field → (argparse dest); the same flags for add and edit
-SPEC_FLAGS = (
-    "model",
-    "host",
-    "port",
-    "gpu_layers",
-    "ctx",
-    "batch_size",
-    "parallel",
-    "threads",
-    "max_queue",
-    "restart",
+from koboldtui.commands.instance_handlers import (
+    API_KEY_ENV,
+    HORDE_FLAGS,
+    HORDE_KEY_ENV,
+    SPEC_FLAGS,
+    cmd_add,
+    cmd_edit,
+    cmd_list,
+    cmd_logs,
+    cmd_ps,
+    cmd_rm,
+    cmd_start,
+    cmd_stop,
+    cmd_up,
 )
-HORDE_FLAGS = {
-    "horde_name": "worker_name",
-    "horde_url": "url",
-    "horde_window": "window_s",
-    "horde_threads": "threads",
-    "horde_max_length": "max_length",
-    "horde_model_name": "model_name",
-    "horde_bridge_agent": "bridge_agent",
-}
 
-
-def _fail(message: str) -> int:
-    print(f"koboldtui: error: {message}", file=sys.stderr)
-    return 1
-
-
-def _open(paths: AppPaths | None = None) -> tuple[AppPaths, InstanceStore]:
-    paths = (paths or app_paths()).ensure()
-    return paths, InstanceStore(open_database(paths.database))
-
-
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn the errors a person can act on into one line on stderr and exit code 1."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (StartError, SpecError, InstanceStoreError, SecretsError, DatabaseError) as exc:
-            return _fail(str(exc))
-
-    run.__doc__ = handler.__doc__
-    return run
-
+__all__ = [
+    "API_KEY_ENV",
+    "HORDE_FLAGS",
+    "HORDE_KEY_ENV",
+    "SPEC_FLAGS",
+    "cmd_add",
+    "cmd_edit",
+    "cmd_list",
+    "cmd_logs",
+    "cmd_ps",
+    "cmd_rm",
+    "cmd_start",
+    "cmd_stop",
+    "cmd_up",
+    "register",
+]
 
 # -- argument parsing ----------------------------------------------------------------------
 
@@ -142,313 +104,6 @@ def _spec_arguments(parser: argparse.ArgumentParser, *, editing: bool) -> None:
         group.add_argument(flag, dest=dest, action="store_true", default=None)
         if editing:
             group.add_argument("--no-" + flag[2:], dest=dest, action="store_false")
-
-
-def _changes(args: argparse.Namespace, base: HordeSettings) -> dict[str, Any]:
-    """The spec fields the user gave on the command line (others unchanged)."""
-    changes: dict[str, Any] = {
-        f: getattr(args, f) for f in SPEC_FLAGS if getattr(args, f) is not None
-    }
-    if args.cpu:
-        changes["gpus"] = "cpu"
-    elif args.gpus is not None:
-        changes["gpus"] = parse_gpus(args.gpus)
-    if args.autostart is not None:
-        changes["autostart"] = args.autostart
-    if args.env is not None:
-        env: dict[str, str] = {}
-        for item in args.env:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise SpecError(f"--env {item!r} must look like KEY=VALUE")
-            env[key] = value
-        changes["extra_env"] = env
-    horde: dict[str, Any] = {}
-    if args.horde is not None:
-        horde["enabled"] = args.horde
-    for flag, field_name in HORDE_FLAGS.items():
-        if getattr(args, flag) is not None:
-            horde[field_name] = getattr(args, flag)
-    for flag, field_name in (("horde_nsfw", "nsfw"), ("horde_preempt", "preempt")):
-        if getattr(args, flag) is not None:
-            horde[field_name] = getattr(args, flag)
-    if horde:
-        changes["horde"] = HordeSettings(**{**base.__dict__, **horde, "api_key": ""})
-    return changes
-
-
-# -- instance add / edit / rm / list -------------------------------------------------------
-
-
-@_guarded
-def cmd_add(args: argparse.Namespace) -> int:
-    """Save a new instance."""
-    paths, store = _open()
-    spec = InstanceSpec(name=args.name, port=args.port).with_changes(
-        **_changes(args, HordeSettings())
-    )
-    horde_key = args.horde_key if args.horde_key is not None else os.environ.get(HORDE_KEY_ENV)
-    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
-    spec = InstanceRegistry(store, paths).add(spec, horde_key=horde_key, api_key=api_key)
-    print(
-        f"added instance {spec.name!r} on port {spec.port} ({spec.model}); "
-        f"start it with `koboldtui start {spec.name}`"
-    )
-    return 0
-
-
-@_guarded
-def cmd_edit(args: argparse.Namespace) -> int:
-    """Change a saved instance; a running one picks the change up at its next start."""
-    paths, store = _open()
-    registry = InstanceRegistry(store, paths)
-    current = registry.get(args.name)
-    changes = _changes(args, current.horde)
-    horde_key = UNSET if args.horde_key is None else args.horde_key
-    api_key = UNSET if args.api_key is None else args.api_key
-    if not changes and horde_key is UNSET and api_key is UNSET:
-        return _fail("nothing to change: give the flags to change, e.g. --port 5002")
-    registry.edit(args.name, changes, horde_key=horde_key, api_key=api_key)
-    note = ""
-    if store.launch(args.name) is not None:
-        note = f"; it is running: `koboldtui stop {args.name} && koboldtui start {args.name}` applies it"
-    print(f"updated instance {args.name!r}{note}")
-    return 0
-
-
-@_guarded
-def cmd_rm(args: argparse.Namespace) -> int:
-    """Delete a saved instance (refused while it runs, unless --force stops it first)."""
-    paths, store = _open()
-    registry = InstanceRegistry(store, paths)
-    registry.get(args.name)
-    supervisor = Supervisor(paths, store)
-    snap = supervisor.stop(args.name) if args.force else None
-    if snap is None and store.launch(args.name) is not None:
-        supervisor.reattach()
-        if supervisor.is_running(args.name):
-            return _fail(
-                f"{args.name!r} is running: stop it first (`koboldtui stop {args.name}`) "
-                "or pass --force"
-            )
-    registry.remove(args.name)
-    supervisor.runstate.remove(args.name)
-    print(f"removed instance {args.name!r}")
-    return 0
-
-
-@_guarded
-def cmd_list(args: argparse.Namespace) -> int:
-    """Print the saved specs."""
-    paths, store = _open()
-    specs = InstanceRegistry(store, paths).list()
-    if args.json:
-        print(json.dumps([s.to_dict() for s in specs], indent=2))
-        return 0
-    if not specs:
-        print("no instances yet: add one with `koboldtui instance add NAME --port P`")
-        return 0
-    rows = [
-        (
-            "NAME",
-            "PORT",
-            "MODEL",
-            "GPUS",
-            "LAYERS",
-            "CTX",
-            "BATCH",
-            "PAR",
-            "HORDE",
-            "AUTO",
-            "RESTART",
-        )
-    ]
-    for s in specs:
-        gpus = s.gpus if isinstance(s.gpus, str) else ",".join(s.gpus)
-        rows.append(
-            (
-                s.name,
-                str(s.port),
-                Path(s.model).name,
-                gpus,
-                str(s.gpu_layers),
-                str(s.ctx),
-                str(s.batch_size),
-                str(s.parallel),
-                "on" if s.horde.enabled else "off",
-                "yes" if s.autostart else "no",
-                s.restart,
-            )
-        )
-    _print_table(rows)
-    return 0
-
-
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-
-
-# -- start / stop / ps / logs --------------------------------------------------------------
-
-
-def _progress(snap: InstanceSnapshot) -> None:
-    words = {
-        InstanceState.STARTING: f"starting {snap.name} on port {snap.port} (pid {snap.pid})",
-        InstanceState.LOADING: f"{snap.name}: loading the model",
-        InstanceState.READY: f"{snap.name}: ready",
-    }
-    if snap.state in words:
-        print(words[snap.state], file=sys.stderr, flush=True)
-
-
-@_guarded
-def cmd_start(args: argparse.Namespace) -> int:
-    """Start an instance detached, wait until it answers, and return (it keeps running)."""
-    paths, store = _open()
-    supervisor = Supervisor(paths, store)
-    supervisor.spec(args.name)
-    if store.launch(args.name) is not None and args.name in supervisor.reattach():
-        snap = supervisor.snapshot(args.name)
-        print(
-            f"{args.name} is already running on port {snap.port} (pid {snap.pid}, {snap.state.value})"
-        )
-        return 0
-    supervisor.start(args.name)
-    if args.no_wait:
-        snap = supervisor.snapshot(args.name)
-        print(f"started {args.name} (pid {snap.pid}); `koboldtui ps` shows when it is ready")
-        return 0
-    began = time.monotonic()
-    try:
-        snap = supervisor.wait_ready(args.name, timeout_s=args.timeout, progress=_progress)
-    except KeyboardInterrupt:
-        print(
-            f"\n{args.name} keeps starting in the background: `koboldtui ps` shows it, "
-            f"`koboldtui stop {args.name}` stops it",
-            file=sys.stderr,
-        )
-        return 130
-    spec = supervisor.spec(args.name)
-    print(
-        f"{args.name} is ready at {spec.base_url()} (pid {snap.pid}, "
-        f"{time.monotonic() - began:.1f} s); logs: koboldtui logs {args.name}"
-    )
-    return 0
-
-
-@_guarded
-def cmd_stop(args: argparse.Namespace) -> int:
-    """Stop a running instance, wherever it was started from."""
-    paths, store = _open()
-    supervisor = Supervisor(paths, store)
-    supervisor.spec(args.name)
-    supervisor.reattach()
-    if not supervisor.is_running(args.name):
-        print(f"{args.name} is not running")
-        return 0
-    pid = supervisor.snapshot(args.name).pid
-    supervisor.stop(args.name, grace_s=args.timeout)
-    print(f"stopped {args.name} (pid {pid})")
-    return 0
-
-
-def _uptime(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-@_guarded
-def cmd_ps(args: argparse.Namespace) -> int:
-    """Show every instance: state, port, pid, restarts, uptime, last error."""
-    paths, store = _open()
-    supervisor = Supervisor(paths, store)
-    supervisor.reattach()
-    snaps = supervisor.snapshots()
-    if args.json:
-        print(json.dumps([s.to_dict() for s in snaps], indent=2))
-        return 0
-    if not snaps:
-        print("no instances yet: add one with `koboldtui instance add NAME --port P`")
-        return 0
-    rows = [("NAME", "STATE", "PORT", "PID", "MODEL", "GPUS", "RESTARTS", "UPTIME", "LAST ERROR")]
-    for s in snaps:
-        error = (s.last_error or "").splitlines()[0] if s.last_error else ""
-        rows.append(
-            (
-                s.name,
-                s.state.value,
-                str(s.port),
-                str(s.pid or "-"),
-                Path(s.model).name,
-                s.gpus,
-                str(s.restarts),
-                _uptime(s.uptime_s),
-                error[:60],
-            )
-        )
-    _print_table(rows)
-    return 0
-
-
-@_guarded
-def cmd_logs(args: argparse.Namespace) -> int:
-    """Print an instance's log (``-f`` keeps following it)."""
-    paths, store = _open()
-    InstanceRegistry(store, paths).get(args.name)
-    path = logfiles.log_path_for(paths.log_dir, args.name)
-    if not path.exists():
-        return _fail(f"{args.name!r} has no log yet ({path}): it has never been started")
-    if not args.follow:
-        for line in logfiles.tail_lines(path, args.lines):
-            print(line)
-        return 0
-    try:
-        for line in logfiles.follow(path, start_lines=args.lines):
-            print(line, flush=True)
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-# -- up ------------------------------------------------------------------------------------
-
-
-@_guarded
-def cmd_up(args: argparse.Namespace) -> int:
-    """Foreground supervisor: start the autostart instances, restart failures, stop all on SIGTERM/Ctrl-C."""
-    paths, store = _open()
-    registry = InstanceRegistry(store, paths)
-    names = args.names or [s.name for s in registry.list() if s.autostart]
-    for name in names:
-        registry.get(name)
-    stop_event = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop_event.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        run_foreground(
-            Supervisor(paths, store),
-            names,
-            stop_event=stop_event,
-            interval_s=args.interval,
-            say=_say,
-        )
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
-
-
-def _say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 # -- registration --------------------------------------------------------------------------

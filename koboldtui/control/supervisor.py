@@ -9,22 +9,18 @@ waits long, so a loop or a timer drives health, stall detection and restart back
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from koboldtui.control import logs as logfiles
+from koboldtui.control.adoption import SupervisorRecords
 from koboldtui.control.backoff import Backoff
 from koboldtui.control.gpu_plan import GpuPlanner, default_gpu_planner
 from koboldtui.control.launcher import CommandBuilder, prepare_launch
 from koboldtui.control.probe import Health, probe_health_detail
 from koboldtui.control.process import pid_alive, serve_command, spawn, terminate_group
-from koboldtui.control.reattach import check_launch, launch_url
-from koboldtui.control.runstate import RunState, RunStateFiles
-from koboldtui.control.secrets import InstanceSecrets
-from koboldtui.control.spec import InstanceSpec
+from koboldtui.control.reattach import launch_url
 from koboldtui.control.state import (
     RUNNING,
     InstanceSnapshot,
@@ -42,7 +38,7 @@ __all__ = ["InstanceSnapshot", "InstanceState", "StartError", "Supervisor"]
 HORDE_STOP_GRACE_S = 35.0
 
 
-class Supervisor:
+class Supervisor(SupervisorRecords):
     """Owns the instance processes this controller started or adopted."""
 
     def __init__(
@@ -60,105 +56,13 @@ class Supervisor:
         command_builder: CommandBuilder = serve_command,
         environ: dict[str, str] | None = None,
     ) -> None:
-        self.paths = paths.ensure()
-        self.store = store
-        self.secrets = InstanceSecrets(paths.secrets_file)
-        self.runstate = RunStateFiles(paths.data_dir / "run")
+        super().__init__(paths, store, clock=clock, wall=wall)
         self._gpu_planner = gpu_planner or default_gpu_planner(store)
-        self._clock, self._wall, self._backoff = clock, wall, backoff or Backoff()
+        self._backoff = backoff or Backoff()
         self.stall_timeout_s, self.stop_grace_s = stall_timeout_s, stop_grace_s
         self._log_max_bytes = log_max_bytes
         self._command_builder = command_builder
         self._environ = dict(os.environ if environ is None else environ)
-        self._records: dict[str, ManagedInstance] = {}
-        self._lock = (
-            threading.RLock()
-        )  # guards _records and record fields; never held while waiting
-        self._name_locks: dict[str, threading.RLock] = {}  # one start/stop at a time per instance
-
-    def _name_lock(self, name: str) -> threading.RLock:
-        with self._lock:
-            return self._name_locks.setdefault(name, threading.RLock())
-
-    # -- reading -------------------------------------------------------------------------
-
-    def spec(self, name: str) -> InstanceSpec:
-        """The saved spec of ``name`` (``UnknownInstanceError`` names the known ones)."""
-        return InstanceSpec.from_dict(self.store.get(name).spec)
-
-    def snapshot(self, name: str) -> InstanceSnapshot:
-        """How ``name`` is doing now, as this controller knows it."""
-        spec = self.spec(name)
-        with self._lock:
-            record = self._records.get(name)
-            if record is not None and (
-                record.state in RUNNING or record.state is InstanceState.FAILED
-            ):
-                return record.snapshot(self._wall(), self._clock())
-        log_path = logfiles.log_path_for(self.paths.log_dir, name)
-        return InstanceSnapshot.at_rest(spec, self.runstate.read(name), str(log_path))
-
-    def snapshots(self) -> list[InstanceSnapshot]:
-        """Every saved instance, sorted by name."""
-        return [self.snapshot(name) for name in self.store.names()]
-
-    def managed(self) -> list[str]:
-        """Names this controller is running or will restart."""
-        with self._lock:
-            return sorted(
-                n
-                for n, r in self._records.items()
-                if r.state in RUNNING or r.restart_at is not None
-            )
-
-    # -- reattach ------------------------------------------------------------------------
-
-    def reattach(self) -> list[str]:
-        """Adopt every recorded launch that is verifiably still ours; clean the stale rows."""
-        adopted = []
-        for launch in self.store.launches():
-            if self._adopt(launch):
-                adopted.append(launch.name)
-        return adopted
-
-    def _adopt(self, launch: Launch) -> bool:
-        with self._lock:
-            current = self._records.get(launch.name)
-            if current is not None and current.token == launch.token and current.state in RUNNING:
-                return True
-        spec = self.spec(launch.name)
-        check = check_launch(launch, spec.host, api_key=self.secrets.get(spec.name).get("api_key"))
-        if not check.ours:
-            if self.store.clear_launch(launch.name, launch.token):
-                tail = logfiles.tail_of_last_launch(launch.log_path, 10)
-                message = f"stopped unexpectedly while no controller watched it ({check.reason})"
-                previous = self.runstate.read(launch.name)
-                self._save_runstate(
-                    launch.name,
-                    InstanceState.FAILED,
-                    previous.restarts,
-                    with_log_tail(message, tail),
-                    launch.token,
-                )
-            return False
-        state = {Health.READY: InstanceState.READY, Health.LOADING: InstanceState.LOADING}.get(
-            check.health, InstanceState.STARTING
-        )
-        saved = self.runstate.read(launch.name)
-        with self._lock:
-            self._records[launch.name] = ManagedInstance.for_spec(
-                spec,
-                state=state,
-                pid=launch.pid,
-                port=launch.port,
-                token=launch.token,
-                started_at=launch.started_at,
-                log_path=Path(launch.log_path),
-                restarts=saved.restarts if saved.token == launch.token else 0,
-                progress_at=self._clock(),
-                api_key=self.secrets.get(spec.name).get("api_key"),
-            )
-        return True
 
     # -- start ---------------------------------------------------------------------------
 
@@ -193,12 +97,6 @@ class Supervisor:
                 self._records[name] = record
             self._fail(record, str(exc), [])
         return self.snapshot(name)
-
-    def is_running(self, name: str) -> bool:
-        """True while this controller has ``name`` starting, loading, ready or stopping."""
-        with self._lock:
-            record = self._records.get(name)
-            return record is not None and record.state in RUNNING
 
     def _start(self, name: str, *, restarts: int) -> None:
         with self._name_lock(name):  # two clicks on "start" never spawn two processes
@@ -357,15 +255,6 @@ class Supervisor:
             return self.snapshots()
         return [self.snapshot(n) for n in names]
 
-    def _adopt_foreign(self) -> None:
-        """Pick up instances another controller started (e.g. ``koboldtui start`` in another shell)."""
-        for launch in self.store.launches():
-            with self._lock:
-                record = self._records.get(launch.name)
-                known = record is not None and record.token == launch.token
-            if not known and pid_alive(launch.pid):
-                self._adopt(launch)
-
     def _step(self, record: ManagedInstance) -> None:
         if record.state in (InstanceState.STARTING, InstanceState.LOADING, InstanceState.READY):
             code = record.exit_code_now()
@@ -460,19 +349,4 @@ class Supervisor:
             record.last_error = with_log_tail(message, tail)
         self._save_runstate(
             record.name, InstanceState.FAILED, record.restarts, record.last_error, None
-        )
-
-    def _save_runstate(
-        self, name: str, state: InstanceState, restarts: int, error: str | None, token: str | None
-    ) -> None:
-        self.runstate.write(
-            name,
-            RunState(
-                state=state.value,
-                restarts=restarts,
-                last_error=error,
-                token=token,
-                supervisor_pid=os.getpid(),
-                updated_at=self._wall(),
-            ),
         )

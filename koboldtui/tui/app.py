@@ -133,9 +133,15 @@ class KoboldPanel(PanelActions, App[None]):
 
     @property
     def dashboard(self) -> DashboardScreen:
+        """The dashboard (always the bottom screen while the app runs)."""
         screen = self.screen_stack[0]
         assert isinstance(screen, DashboardScreen)
         return screen
+
+    @property
+    def _shutting_down(self) -> bool:
+        """True when there is no dashboard to draw on (starting up or shutting down)."""
+        return not self.screen_stack or not isinstance(self.screen_stack[0], DashboardScreen)
 
     # polling ---------------------------------------------------------------------------
     def _poll_instances(self) -> None:
@@ -162,7 +168,8 @@ class KoboldPanel(PanelActions, App[None]):
                 self.selected_instance = self.instances[0].name if self.instances else None
             ready = sum(1 for i in self.instances if i.state == "ready")
             self.sub_title = f"{len(self.instances)} instances · {ready} ready"
-            self.dashboard.show_instances(self.instances, self.selected_instance, message.polled_at)
+            if not self._shutting_down:  # else the dashboard draws it when it mounts
+                self.dashboard.show_instances(self.instances, self.selected_instance, message.polled_at)
             if not self.instances and self.first_run and not self._first_run_done:
                 self._first_run_done = True
                 self.create_first_instance()
@@ -185,7 +192,8 @@ class KoboldPanel(PanelActions, App[None]):
         self._gpus_polling = False
         self.gpu_polls_done += 1
         self.gpu_report = message.report
-        self.dashboard.show_gpus(message.report)
+        if not self._shutting_down:
+            self.dashboard.show_gpus(message.report)
         self._gpus_timer = self.set_timer(self.gpu_refresh_s, self._poll_gpus)
 
     def poll_now(self) -> None:
@@ -195,7 +203,7 @@ class KoboldPanel(PanelActions, App[None]):
             self._poll_instances()
 
     def select_instance(self, name: str) -> None:
-        if name != self.selected_instance:
+        if name != self.selected_instance and not self._shutting_down:
             self.selected_instance = name
             self.dashboard.show_instances(self.instances, name, self.clock())
 
