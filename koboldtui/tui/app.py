@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import ClassVar
 
 from textual import work
@@ -34,7 +35,7 @@ THEME_SETTING = "theme"
 class KoboldPanel(PanelActions, App[None]):
     """The control panel; everything it knows about the world comes from ``backend``."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "koboldtui"
     COMMANDS = App.COMMANDS | {ModelSwitchProvider}
     BINDINGS: ClassVar[list[BindingType]] = [
