@@ -168,7 +168,8 @@ class KoboldPanel(PanelActions, App[None]):
             if self.selected_instance not in {i.name for i in self.instances}:
                 self.selected_instance = self.instances[0].name if self.instances else None
             ready = sum(1 for i in self.instances if i.state == "ready")
-            self.sub_title = f"{len(self.instances)} instances · {ready} ready"
+            count = len(self.instances)
+            self.sub_title = f"{count} instance{'' if count == 1 else 's'} · {ready} ready"
             if not self._shutting_down:  # else the dashboard draws it when it mounts
                 self.dashboard.show_instances(self.instances, self.selected_instance, message.polled_at)
             if not self.instances and self.first_run and not self._first_run_done:
