@@ -38,6 +38,7 @@ class LocalPriorityCountdown(Static):
         self.resets = 0
         self._source: str | None = None
         self.enabled = False
+        self._last_text: str | None = None
 
     def on_mount(self) -> None:
         if self._tick_s:
@@ -82,7 +83,10 @@ class LocalPriorityCountdown(Static):
         if self._reset_at is not None and now - self._reset_at >= RESET_FLASH_S:
             self._reset_at = None
             self.remove_class("-reset")
-        self.update(self.render_text())
+        text = self.render_text()
+        if text != self._last_text:  # an idle panel repaints nothing (idle CPU)
+            self._last_text = text
+            self.update(text)
 
     def render_text(self) -> str:
         """The words and bar the person sees."""
