@@ -70,6 +70,7 @@ class LlamaEngine:
         self.n_ctx_per_seq = config.ctx
         self.n_ctx = config.ctx * config.parallel
         self.repack = native.choose_repack()
+        log.info("weight repacking %s: %s", "on" if self.repack.use_extra_bufts else "off", self.repack.reason)
         self._model, self._split = native.load_model(
             config.model_path, gpu_layers=config.gpu_layers, main_gpu=config.main_gpu,
             tensor_split=list(config.tensor_split) if config.tensor_split else None, repack=self.repack,
