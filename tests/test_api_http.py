@@ -197,3 +197,16 @@ def test_concurrent_http_requests_overlap(instance):
 
     runs = asyncio.run(main())
     assert max(r[1] for r in runs) < min(r[2] for r in runs)
+
+
+def test_client_that_goes_away_frees_its_slot(instance):
+    base, runtime = instance
+    before = runtime.engine.snapshot().totals.aborted
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(base + "/api/v1/generate", timeout=0.5, json={
+            "prompt": "A very long story:", "max_length": 250, "ban_eos_token": True})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and runtime.engine.snapshot().totals.aborted == before:
+        time.sleep(0.05)
+    snap = runtime.engine.snapshot()
+    assert snap.totals.aborted == before + 1 and snap.slots_busy == 0

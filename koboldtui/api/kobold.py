@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from koboldtui import __version__
+from koboldtui.api.disconnect import result_unless_disconnected
 from koboldtui.api.validation import (
     BadRequest,
     get_bool,
@@ -93,7 +94,7 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
     async def generate(request: Request) -> JSONResponse:
         gen = request_from_body(runtime, await json_body(request))
         handle = runtime.submit(gen)
-        result = await handle.result()
+        result = await result_unless_disconnected(request, handle)
         if result.error:
             raise BadRequest(f"generation failed: {result.error}", status=500)
         return JSONResponse({"results": [{

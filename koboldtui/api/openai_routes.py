@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from koboldtui.api.disconnect import result_unless_disconnected
 from koboldtui.api.kobold import model_id
 from koboldtui.api.validation import (
     BadRequest,
@@ -133,7 +134,7 @@ def openai_routes(runtime: Runtime) -> list[Route]:
             return StreamingResponse(_stream(handle, rid, created, model, chat),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        result = await handle.result()
+        result = await result_unless_disconnected(request, handle)
         if result.error:
             raise BadRequest(f"generation failed: {result.error}", status=500)
         if chat:
