@@ -215,8 +215,13 @@ async def test_slow_gpu_telemetry_does_not_delay_a_key_press() -> None:
             assert app.gpu_polls_done == 0  # the GPU poll is still stuck
             started = time.perf_counter()
             await pilot.press("question_mark")
-            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), timeout=1.0)
-            assert time.perf_counter() - started < 0.5
+            # The GPU poll hangs until released, so the key being handled at all proves the
+            # UI thread is free; the bound is loose because CI machines are noisy.
+            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), timeout=5.0)
+            latency = time.perf_counter() - started
+            print(f"key press handled in {latency * 1000:.0f} ms while NVML hangs")
+            assert latency < 3.0
+            assert app.gpu_polls_done == 0
             gate.set()
             await wait_for(pilot, lambda: app.gpu_polls_done >= 1)
     finally:
