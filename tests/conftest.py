@@ -45,3 +45,19 @@ def kt_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fix
         shared = request.getfixturevalue("shared_models_dir")
         os.symlink(shared, paths.models_dir, target_is_directory=True)
     return home
+
+
+@pytest.fixture(scope="module")
+def horde_server():
+    """A fake AI Horde: a real HTTP server on 127.0.0.1 (tests/fake_horde.py), one per module."""
+    from fake_horde import FakeHorde
+
+    with FakeHorde() as fake:
+        yield fake
+
+
+@pytest.fixture
+def horde(horde_server):
+    """The module's fake Horde, with its script and records reset for this test."""
+    horde_server.reset()
+    return horde_server

@@ -18,12 +18,9 @@ from koboldtui.config import HordeSettings, ServeConfig
 
 pytest.importorskip("llama_cpp")
 
-from tests.instance_harness import running_instance
+from fake_horde import FakeHorde, job_reply
 
-try:
-    from tests.fake_horde import FakeHorde, job_reply
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from fake_horde import FakeHorde, job_reply
+from tests.instance_harness import running_instance
 
 pytestmark = pytest.mark.slow
 

@@ -15,34 +15,21 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from fake_horde import (
+    ANON_KEY,
+    FakeHorde,
+    FakeTime,
+    Reply,
+    ScriptedEngine,
+    build_worker,
+    error_reply,
+    job_reply,
+)
 
 from koboldtui.engine.types import FinishReason, Origin, QueueFullError
 from koboldtui.horde.client import HordeClient
 from koboldtui.horde.errors import Action, HordeError
 from koboldtui.horde.worker import HordeWorker
-
-try:
-    from tests.fake_horde import (
-        ANON_KEY,
-        FakeHorde,
-        FakeTime,
-        Reply,
-        ScriptedEngine,
-        build_worker,
-        error_reply,
-        job_reply,
-    )
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from fake_horde import (
-        ANON_KEY,
-        FakeHorde,
-        FakeTime,
-        Reply,
-        ScriptedEngine,
-        build_worker,
-        error_reply,
-        job_reply,
-    )
 
 NAME = "koboldtui-test-worker"
 

@@ -8,32 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import uvicorn
+from fake_horde import FakeHorde, FakeTime, ScriptedEngine, build_worker
 from starlette.applications import Starlette
 
 from koboldtui.api.horde_routes import horde_routes
 from koboldtui.horde.worker import HordeWorker
-
-try:
-    from tests.fake_horde import FakeHorde, FakeTime, ScriptedEngine, build_worker
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from fake_horde import FakeHorde, FakeTime, ScriptedEngine, build_worker
-
-
-@pytest.fixture(scope="module")
-def horde_server() -> Iterator[FakeHorde]:
-    with FakeHorde() as fake:
-        yield fake
-
-
-@pytest.fixture
-def horde(horde_server: FakeHorde) -> FakeHorde:
-    horde_server.reset()
-    return horde_server
 
 
 async def serve(app: Starlette) -> AsyncIterator[str]:

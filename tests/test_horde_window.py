@@ -7,29 +7,13 @@ the injected clock makes the 20-second window take no real time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from fake_horde import FakeHorde, FakeTime, ScriptedEngine, build_worker, job_reply
 
 from koboldtui.horde.worker import HordeWorker
-
-try:
-    from tests.fake_horde import FakeHorde, FakeTime, ScriptedEngine, build_worker, job_reply
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from fake_horde import FakeHorde, FakeTime, ScriptedEngine, build_worker, job_reply
-
-
-@pytest.fixture(scope="module")
-def horde_server() -> Iterator[FakeHorde]:
-    with FakeHorde() as fake:
-        yield fake
-
-
-@pytest.fixture
-def horde(horde_server: FakeHorde) -> FakeHorde:
-    horde_server.reset()
-    return horde_server
 
 
 @pytest.fixture
