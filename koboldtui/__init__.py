@@ -9,4 +9,4 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 PROJECT_URL = "https://github.com/koboldtui/koboldtui"
 
-__all__ = ["__version__", "PROJECT_URL"]
+__all__ = ["PROJECT_URL", "__version__"]

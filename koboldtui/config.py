@@ -150,7 +150,7 @@ class ServeConfig:
             env["KOBOLDTUI_HORDE_KEY"] = self.horde.api_key
         return env
 
-    def with_changes(self, **changes: Any) -> "ServeConfig":
+    def with_changes(self, **changes: Any) -> ServeConfig:
         return replace(self, **changes)
 
 

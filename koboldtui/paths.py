@@ -41,7 +41,7 @@ class AppPaths:
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
-    def ensure(self) -> "AppPaths":
+    def ensure(self) -> AppPaths:
         """Create the folders (idempotent) and return self for chaining."""
         for folder in (self.config_dir, self.data_dir, self.log_dir, self.models_dir):
             folder.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ import collections
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from koboldtui import __version__
 from koboldtui.config import ServeConfig

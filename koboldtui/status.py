@@ -47,7 +47,7 @@ class InstanceStatus:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "InstanceStatus":
+    def from_dict(cls, data: dict[str, Any]) -> InstanceStatus:
         queue = tuple(
             QueueEntry(
                 genkey=q["genkey"],

@@ -39,8 +39,7 @@ def test_kobold_generate(client):
     assert result["finish_reason"] == "length" and result["completion_tokens"] == 8 and result["text"]
 
 
-def test_kobold_info_routes(client, instance):
-    _, runtime = instance
+def test_kobold_info_routes(client):
     assert client.get("/api/v1/model").json()["result"] == "koboldcpp/gemma-3-270m-q4_k_m"
     assert client.get("/api/v1/info/version").json()["result"]
     assert client.get("/api/extra/version").json()["result"] == "KoboldCpp"

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException

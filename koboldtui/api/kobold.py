@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -208,4 +209,4 @@ def _stop_reason_code(reason: FinishReason) -> int:
 
 
 def _sse(data: dict[str, Any]) -> bytes:
-    return f"event: message\ndata: {json.dumps(data)}\n\n".encode("utf-8")
+    return f"event: message\ndata: {json.dumps(data)}\n\n".encode()

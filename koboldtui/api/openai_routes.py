@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -181,7 +182,7 @@ async def _stream(handle: GenerationHandle, rid: str, created: int, model: str,
         else:
             choice = {"index": 0, "text": delta_text or "", "finish_reason": finish, "logprobs": None}
         payload = {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]}
-        return f"data: {json.dumps(payload)}\n\n".encode("utf-8")
+        return f"data: {json.dumps(payload)}\n\n".encode()
 
     try:
         if chat:

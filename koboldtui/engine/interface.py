@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 from koboldtui.engine.types import EngineSnapshot, GenerationRequest, GenerationResult
 

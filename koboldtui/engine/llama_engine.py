@@ -18,7 +18,7 @@ import heapq
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
@@ -49,7 +49,7 @@ class EngineConfig:
     model_path: Path
     ctx: int = 4096  # per request (each slot gets this much KV)
     parallel: int = 4
-    batch: BatchPlan = BatchPlan()
+    batch: BatchPlan = field(default_factory=BatchPlan)
     threads: int = 2
     gpu_layers: int = 0
     main_gpu: int = 0
@@ -99,7 +99,8 @@ class LlamaEngine:
         self._recent: collections.deque[Sequence] = collections.deque(maxlen=64)
         self._order = 0
         self._closing = False
-        self._totals = dict(requests=0, completed=0, aborted=0, errors=0, prompt_tokens=0, generated_tokens=0)
+        self._totals = {"requests": 0, "completed": 0, "aborted": 0, "errors": 0,
+                        "prompt_tokens": 0, "generated_tokens": 0}
         self._rate: collections.deque[tuple[float, int]] = collections.deque(maxlen=512)
         self._thread = threading.Thread(target=self._run, name="koboldtui-decode", daemon=True)
         self._thread.start()

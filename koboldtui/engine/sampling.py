@@ -24,7 +24,7 @@ class SamplerChain:
         chain_params.no_perf = True
         self._chain = llama_cpp.llama_sampler_chain_init(chain_params)
         self._bias = None
-        add = lambda s: llama_cpp.llama_sampler_chain_add(self._chain, s)  # noqa: E731
+        add = lambda s: llama_cpp.llama_sampler_chain_add(self._chain, s)
         if ban_eos and eog_tokens:
             self._bias = (llama_cpp.llama_logit_bias * len(eog_tokens))()
             for i, tok in enumerate(eog_tokens):

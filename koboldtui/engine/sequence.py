@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import time
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from koboldtui.engine.stops import StopMatcher
 from koboldtui.engine.types import (
