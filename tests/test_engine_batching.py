@@ -192,3 +192,27 @@ async def test_time_to_first_token_under_load_is_printed(bundled_model):
             h.abort()
     finally:
         eng.close()
+
+
+async def test_local_arrivals_interrupt_the_step_without_changing_anyones_text(bundled_model):
+    """A new short local request cuts the step in flight short (llama.cpp rolls it back) so its
+    first token does not wait a whole step; the interrupted sequences must come out exactly as
+    if nothing had happened."""
+    eng = LlamaEngine(EngineConfig(model_path=bundled_model, ctx=512, parallel=8, threads=2))
+    try:
+        prompts = [f"Chapter {i}. The ship" for i in range(5)]
+        alone = [r.text for r in await asyncio.gather(*(eng.submit(req(p, 48)).result() for p in prompts))]
+        handles = [eng.submit(req(p, 48)) for p in prompts]
+        stream = handles[0].stream()
+        await stream.__anext__()
+        shorts = []
+        for i in range(6):
+            shorts.append(await eng.submit(req(f"Quick {i}", 2)).result())
+        async for _ in stream:
+            pass
+        together = [(await h.result()).text for h in handles]
+        assert eng.interrupted_steps > 0
+        assert together == alone
+        assert all(s.completion_tokens == 2 for s in shorts)
+    finally:
+        eng.close()

@@ -18,6 +18,7 @@ import heapq
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import llama_cpp
 from koboldtui.engine import native
 from koboldtui.engine.batch_plan import BatchPlan
 from koboldtui.engine.sampling import SamplerChain
-from koboldtui.engine.sequence import GenerationStream, Sequence
+from koboldtui.engine.sequence import GenerationStream, Sequence, deliver
 from koboldtui.engine.types import (
     EngineClosedError,
     EngineError,
@@ -92,6 +93,9 @@ class LlamaEngine:
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self._step_capacity, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)
+        # Checked by llama.cpp's CPU backend between graph nodes (~3 % of a step here).
+        self._abort_cb = llama_cpp.ggml_abort_callback(lambda _data: self._interrupt)
+        llama_cpp.llama_set_abort_callback(self._ctx, self._abort_cb, None)
 
         self._cond = threading.Condition()
         self._pending: list[tuple[tuple[int, int], Sequence]] = []  # heap by (priority, order)
@@ -99,8 +103,14 @@ class LlamaEngine:
         self._recent: collections.deque[Sequence] = collections.deque(maxlen=64)
         self._order = 0
         self._closing = False
+        self._decoding = False  # a llama_decode is in flight
+        self.interrupted_steps = 0
+        self._interrupt = False  # set by submit(): abort the step in flight (see _should_interrupt)
         self._totals = {"requests": 0, "completed": 0, "aborted": 0, "errors": 0,
                         "prompt_tokens": 0, "generated_tokens": 0}
+        # Events for asyncio, sent once per decode step: one loop wake-up per step instead of
+        # one per token per sequence (each wake-up competes with the decode threads for CPU).
+        self._outbox: list[tuple[GenerationStream, Callable[..., None], tuple[object, ...]]] = []
         self._rate: collections.deque[tuple[float, int]] = collections.deque(maxlen=512)
         self._thread = threading.Thread(target=self._run, name="koboldtui-decode", daemon=True)
         self._thread.start()
@@ -137,8 +147,23 @@ class LlamaEngine:
             seq = Sequence(stream, prompt, max_tokens, truncated, self._order, sampler)
             heapq.heappush(self._pending, (seq.sort_key, seq))
             self._totals["requests"] += 1
+            if self._should_interrupt(seq):
+                self._interrupt = True
             self._cond.notify()
         return stream
+
+    def _should_interrupt(self, seq: Sequence) -> bool:
+        """A new local request with a short prompt cuts the step in flight short, if it could
+        take a slot right away: llama.cpp rolls the aborted step back and the engine redoes it
+        after the newcomer's prompt-only step, so its first token never waits a whole step."""
+        if seq.request.origin is not Origin.LOCAL or len(seq.to_feed) > self.n_batch:
+            return False
+        if not self._decoding:
+            return False
+        if any(s is None for s in self._slots):
+            return True
+        return self.config.preempt and any(
+            s is not None and s.request.origin is Origin.HORDE for s in self._slots)
 
     def abort(self, genkey: str) -> bool:
         """Abort a queued or running request; True if it was found."""
@@ -247,7 +272,7 @@ class LlamaEngine:
             tail = seq.flush_text()
             if tail:
                 seq.text_parts.append(tail)
-                seq.stream.post(seq.stream.push_text, tail)
+                self._post(seq.stream, seq.stream.push_text, tail)
         seq.state = {FinishReason.ABORT: RequestState.ABORTED, FinishReason.ERROR: RequestState.ERROR}.get(
             reason, RequestState.DONE)
         key = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "errors"}.get(reason, "completed")
@@ -257,7 +282,24 @@ class LlamaEngine:
         if isinstance(seq.sampler, SamplerChain):
             seq.sampler.free()
         self._recent.append(seq)
-        seq.stream.post(seq.stream.push_result, seq.result(error))
+        self._post(seq.stream, seq.stream.push_result, seq.result(error))
+
+    def _post(self, stream: GenerationStream, fn: Callable[..., None], *args: object) -> None:
+        """Queue ``fn(*args)`` for the stream's event loop; sent by ``_flush`` (decode thread only)."""
+        self._outbox.append((stream, fn, args))
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., None], tuple[object, ...]]]] = {}
+        for stream, fn, args in self._outbox:
+            by_loop.setdefault(stream.loop, []).append((fn, args))
+        self._outbox = []
+        for loop, calls in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(deliver, calls)
+            except RuntimeError:  # that loop is closed: nobody is listening any more
+                pass
 
     # ------------------------------------------------------------------ decode loop
     def _run(self) -> None:
@@ -270,6 +312,7 @@ class LlamaEngine:
                 if self._closing:
                     while self._pending:
                         self._finish(heapq.heappop(self._pending)[1], FinishReason.ABORT)
+                    self._flush()
                     return
                 self._admit_locked()
                 active = [s for s in self._slots if s is not None]
@@ -282,6 +325,7 @@ class LlamaEngine:
                         for seq in active:
                             if seq.finish_reason is None:
                                 self._finish(seq, FinishReason.ERROR, f"decode failed: {exc}")
+            self._flush()
 
     def _step(self, active: list[Sequence]) -> None:
         batch = self._batch
@@ -326,7 +370,19 @@ class LlamaEngine:
         if n == 0:
             return
         batch.n_tokens = n
-        rc = llama_cpp.llama_decode(self._ctx, batch)
+        self._decoding = True
+        try:
+            rc = llama_cpp.llama_decode(self._ctx, batch)
+        finally:
+            self._decoding = False
+            self._interrupt = False
+        if rc == 2:  # interrupted for a new local request
+            # llama.cpp rolls back the micro-batch it was in, but keeps the ones it finished
+            # (a mixed step is split per sequence): drop everything past what we counted.
+            for seq in generating + [seq for seq, _ in prompt_takes]:
+                llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, seq.n_past, -1)
+            self.interrupted_steps += 1
+            return
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
         now = time.monotonic()
@@ -353,7 +409,7 @@ class LlamaEngine:
                 text = seq.decode_piece(self.vocab.piece(token, self._piece_buf))
                 if text:
                     seq.text_parts.append(text)
-                    seq.stream.post(seq.stream.push_text, text)
+                    self._post(seq.stream, seq.stream.push_text, text)
                 if seq.stops.stopped:
                     self._finish(seq, FinishReason.STOP)
                 elif len(seq.generated) >= seq.max_tokens or seq.n_past + 1 >= self.n_ctx_per_seq:

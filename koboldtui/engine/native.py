@@ -26,9 +26,17 @@ _VERBOSE = os.environ.get("KOBOLDTUI_LLAMA_VERBOSE") == "1"
 _LEVELS = {2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 
 
+# What llama.cpp says when the engine interrupts a step on purpose (a new local request):
+# expected, so not a warning.
+_INTERRUPT_NOISE = (b"graph_compute:", b"failed to compute graph", b"removing memory module entries",
+                    b"failed to decode, ret = 2")
+
+
 @llama_cpp.llama_log_callback
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     py_level = _LEVELS.get(level, logging.DEBUG)
+    if py_level >= logging.WARNING and any(noise in text for noise in _INTERRUPT_NOISE):
+        py_level = logging.DEBUG
     if _VERBOSE or py_level >= logging.WARNING:
         _llama_log.log(max(py_level, logging.INFO if _VERBOSE else py_level),
                        text.decode("utf-8", "replace").rstrip())

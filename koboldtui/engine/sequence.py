@@ -24,6 +24,12 @@ from koboldtui.engine.types import (
 _END = object()
 
 
+def deliver(calls: list[tuple[Callable[..., None], tuple[object, ...]]]) -> None:
+    """Run on the owner's loop: one wake-up hands over a whole decode step's events."""
+    for fn, args in calls:
+        fn(*args)
+
+
 class GenerationStream:
     """The caller's side of a request; every method runs on the caller's event loop."""
 
@@ -47,12 +53,9 @@ class GenerationStream:
             self._result.set_result(result)
         self._pieces.put_nowait(_END)
 
-    def post(self, fn: Callable[..., None], *args: object) -> None:
-        """Schedule ``fn(*args)`` on the owner's loop; a closed loop means nobody listens."""
-        try:
-            self._loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:
-            pass
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     # -- the GenerationHandle protocol --
     async def stream(self) -> AsyncIterator[str]:
