@@ -16,6 +16,7 @@ import collections
 import ctypes
 import heapq
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,22 @@ class EngineConfig:
     tensor_split: tuple[float, ...] | None = None
     max_queue: int = 64
     preempt: bool = False
+
+
+DECODE_NICE = 5
+
+
+def _lower_decode_priority() -> None:
+    """Run the decode thread (and the llama.cpp worker threads it starts) at a lower CPU
+    priority than the HTTP event loop: with every core busy decoding, a new request is
+    still parsed and answered at once. It costs nothing when the CPU is otherwise idle.
+    Linux applies nice per thread; elsewhere this is a no-op."""
+    if os.environ.get("KOBOLDTUI_DECODE_NICE") == "0" or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
+    except OSError:
+        pass
 
 
 class LlamaEngine:
@@ -188,7 +205,8 @@ class LlamaEngine:
             model_name=self.model_name, model_path=self.model_path, n_ctx=self.n_ctx,
             n_ctx_per_seq=self.n_ctx_per_seq, n_batch=self.n_batch, n_ubatch=self.n_ubatch,
             parallel=self.parallel, slots_busy=busy, queue_depth=depth, queue=entries,
-            totals=EngineTotals(**totals, last_tokens_per_s=round(self._recent_rate(now), 2)),
+            totals=EngineTotals(**totals, last_tokens_per_s=round(self._recent_rate(now), 2),
+                                interrupted_steps=self.interrupted_steps),
         )
 
     def close(self) -> None:
@@ -303,6 +321,7 @@ class LlamaEngine:
 
     # ------------------------------------------------------------------ decode loop
     def _run(self) -> None:
+        _lower_decode_priority()
         while True:
             with self._cond:
                 while not self._closing and not self._pending and not any(self._slots):

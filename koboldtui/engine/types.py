@@ -173,6 +173,7 @@ class EngineTotals:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     last_tokens_per_s: float = 0.0  # aggregate generation speed over the last few seconds
+    interrupted_steps: int = 0  # decode steps cut short so a new local request starts at once
 
 
 @dataclass(frozen=True)
