@@ -44,6 +44,9 @@ class QueueTable(KeyedTable):
         self.fade_after_s = fade_after_s
         self._finished_at: dict[str, float] = {}
         self._last: dict[str, tuple[str, str, str, str, int, int, float, float]] = {}
+        # Rows that have faded out: the instance keeps finished requests in its status for a
+        # minute, and without this they would come back (at the bottom) on the next poll.
+        self._gone: set[str] = set()
 
     def show(self, instances: Iterable[InstanceView], now: float) -> None:
         """Sync with the latest statuses; rows gone from a status count as finished."""
@@ -57,6 +60,9 @@ class QueueTable(KeyedTable):
                     q.genkey, q.origin.value, inst.name, q.state.value,
                     q.prompt_tokens, q.tokens, q.tokens_per_s, q.age_s,
                 )
+        self._gone &= seen.keys()  # forget what the instances no longer list
+        for key in self._gone:
+            del seen[key]
         for key, row in seen.items():
             if row[3] in FINISHED_REQUEST_STATES:
                 self._finished_at.setdefault(key, now)
@@ -71,6 +77,7 @@ class QueueTable(KeyedTable):
             finished = self._finished_at.get(key)
             if finished is not None and now - finished >= self.fade_after_s:
                 self._finished_at.pop(key, None)
+                self._gone.add(key)
                 continue
             rows[key] = self._cells_for(row, faded=finished is not None)
         self._last = {k: v for k, v in seen.items() if k in rows}
