@@ -154,3 +154,31 @@ def test_settings_commit_on_a_default_isolation_connection(tmp_path: Path) -> No
     plain = sqlite3.connect(path)  # someone else's connection style
     set_setting(plain, "k", 5)
     assert get_setting(open_database(path), "k") == 5
+
+
+def test_threads_sharing_one_connection_never_interleave_transactions(tmp_path: Path) -> None:
+    """The panel's threads share one connection: concurrent transactions must serialize."""
+    import threading
+
+    from koboldtui.store.db import open_database, transaction
+
+    conn = open_database(tmp_path / "shared.sqlite3")
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(150):
+                with transaction(conn):
+                    conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (f"k{n}", str(i)))
+                    conn.execute("SELECT COUNT(*) FROM settings").fetchone()
+                conn.execute("SELECT value FROM settings WHERE key = ?", (f"k{n}",)).fetchone()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert conn.execute("SELECT COUNT(*) FROM settings").fetchone()[0] == 4

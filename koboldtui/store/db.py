@@ -8,7 +8,9 @@ are always on, and an old file is upgraded in place by the versioned migrations 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
+from typing import Any
 from pathlib import Path
 
 from koboldtui.paths import AppPaths, app_paths
@@ -63,22 +65,64 @@ class DatabaseError(RuntimeError):
     """The database file cannot be opened or upgraded; the message says what to do."""
 
 
+class SharedConnection(sqlite3.Connection):
+    """A connection several threads may share (the panel's pollers and actions do).
+
+    Every statement and every ``transaction`` takes the connection's re-entrant lock, so a
+    transaction in one thread never interleaves with statements from another ("cannot
+    start a transaction within a transaction", or one thread committing another's
+    half-done work).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lock = threading.RLock()
+
+    def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        with self.lock:
+            return super().execute(*args, **kwargs)
+
+    def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        with self.lock:
+            return super().executemany(*args, **kwargs)
+
+    def executescript(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        with self.lock:
+            return super().executescript(*args, **kwargs)
+
+
+_fallback_lock = threading.RLock()  # for connections not opened by open_database
+
+
 class transaction:
-    """``with transaction(conn):`` runs several statements atomically (the connection autocommits otherwise)."""
+    """``with transaction(conn):`` runs several statements atomically (the connection autocommits otherwise).
+
+    Holds the connection's lock for the whole transaction, so other threads sharing the
+    connection wait instead of slipping statements into it.
+    """
 
     def __init__(self, conn: sqlite3.Connection, *, immediate: bool = True) -> None:
         self._conn = conn
         self._begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        self._lock = getattr(conn, "lock", _fallback_lock)
 
     def __enter__(self) -> sqlite3.Connection:
-        self._conn.execute(self._begin)
+        self._lock.acquire()
+        try:
+            self._conn.execute(self._begin)
+        except BaseException:
+            self._lock.release()
+            raise
         return self._conn
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._conn.execute("COMMIT")
-        else:
-            self._conn.execute("ROLLBACK")
+        try:
+            if exc_type is None:
+                self._conn.execute("COMMIT")
+            else:
+                self._conn.execute("ROLLBACK")
+        finally:
+            self._lock.release()
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -128,7 +172,8 @@ def open_database(path: str | Path) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
-            str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+            str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+            isolation_level=None, factory=SharedConnection,
         )
     except (OSError, sqlite3.Error) as exc:
         raise DatabaseError(
