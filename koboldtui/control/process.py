@@ -18,6 +18,7 @@ from pathlib import Path
 
 import koboldtui
 
+CHILD_SECRET_VARS = frozenset({"KOBOLDTUI_API_KEY", "KOBOLDTUI_HORDE_KEY"})
 PACKAGE_ROOT = str(Path(koboldtui.__file__).resolve().parent.parent)
 
 
@@ -27,8 +28,13 @@ def serve_command(argv: Sequence[str], *, python: str | None = None) -> list[str
 
 
 def child_environment(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
-    """The env of a child: ours, plus overrides, with this koboldtui importable and output unbuffered."""
-    env = dict(base)
+    """The env of a child: ours, plus overrides, with this koboldtui importable and output unbuffered.
+
+    Secrets never come from our own environment: a key exported for one instance must not
+    leak into another (it would demand the wrong API key, or work the Horde on the wrong
+    account). Each instance's own secrets arrive in ``overrides``.
+    """
+    env = {k: v for k, v in base.items() if k not in CHILD_SECRET_VARS}
     env.update(overrides)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if PACKAGE_ROOT not in paths:
