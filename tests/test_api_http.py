@@ -131,6 +131,10 @@ def test_kobold_prompt_far_longer_than_context_is_truncated(client):
     (b'{"prompt": "x", "temperature": "hot"}', "'temperature' must be a number"),
     (b'{"prompt": "x", "stop_sequence": [1]}', "stop_sequence"),
     (b'{}', "'prompt' is required"),
+    (b'{"prompt": "x", "max_length": 1' + b'0' * 5000 + b'}', "could not be read"),
+    (b'[' * 100000, "nested too deeply"),
+    (b'{"prompt": "x", "temperature": 1' + b'0' * 400 + b'}', "'temperature'"),
+    (b'{"prompt": "x", "temperature": NaN}', "finite"),
 ])
 def test_kobold_bad_input_is_a_clear_400(client, body, needle):
     r = client.post("/api/v1/generate", content=body, headers={"content-type": "application/json"})
@@ -144,6 +148,8 @@ def test_kobold_bad_input_is_a_clear_400(client, body, needle):
     ("/v1/completions", {"prompt": ["a", "b"]}, "one prompt"),
     ("/v1/completions", {"prompt": "a", "n": 3}, "'n'"),
     ("/v1/completions", {"prompt": "a", "max_tokens": -1}, "max_tokens"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+     "text parts"),
 ])
 def test_openai_bad_input_is_a_clear_400(client, path, body, needle):
     r = client.post(path, json=body)

@@ -75,7 +75,8 @@ def _chat_prompt(runtime: Runtime, body: dict[str, Any]) -> str:
             raise BadRequest(f"messages[{i}] must be an object with a string 'role'", "messages")
         content = msg.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
-            texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            texts = [t for t in texts if isinstance(t, str)]
             if len(texts) != len(content):
                 raise BadRequest(f"messages[{i}].content: only text parts are supported", "messages")
             content = "".join(texts)

@@ -39,6 +39,10 @@ async def json_body(request: Request) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise BadRequest("the JSON is nested too deeply: send a flat object") from None
+    except ValueError as exc:  # e.g. an integer literal with thousands of digits
+        raise BadRequest(f"the JSON could not be read: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest(f"the body must be a JSON object, got {type(data).__name__}")
     return data
@@ -53,11 +57,17 @@ def get_number(body: dict[str, Any], name: str, default: float, *, lo: float | N
     value = body.get(name, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadRequest(f"'{name}' must be a number, got {_type_name(value)} {value!r:.40}", name)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise BadRequest(f"'{name}' is far too large", name) from None
+    if not math.isfinite(value):
+        raise BadRequest(f"'{name}' must be a finite number", name)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise BadRequest(f"'{name}' must be between {lo} and {hi}, got {value}", name)
-    return float(value)
+    return value
 
 
 def get_int(body: dict[str, Any], name: str, default: int, *, lo: int | None = None,
