@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,23 +54,45 @@ class Runtime:
         self.total_local = 0
         self._engine_factory = engine_factory
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._cancel_load = threading.Event()
+        self._load_task: asyncio.Task[None] | None = None
         # genkey → handle of recent requests, for /api/extra/generate/check and abort.
         self.recent_handles: collections.OrderedDict[str, GenerationHandle] = collections.OrderedDict()
         self.latest_local_handle: GenerationHandle | None = None
 
     # ------------------------------------------------------------------ life cycle
+    def start_loading(self) -> asyncio.Task[None]:
+        """Load in the background (the port is already open: /health says "loading")."""
+        if self._load_task is None:
+            self._load_task = asyncio.get_running_loop().create_task(self._load_quietly())
+        return self._load_task
+
+    async def _load_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # reported by /health, the status and the log
+            await self.load()
+
     async def load(self) -> None:
         """Load the model off the event loop, then start the Horde worker if configured."""
         factory = self._engine_factory
         if factory is None:
-            from koboldtui.engine.factory import build_engine as factory
+            from koboldtui.engine.factory import build_engine
+
+            def factory(config: ServeConfig, path: Path) -> TextEngine:
+                return build_engine(config, path, cancel=self._cancel_load)
         try:
-            self.engine = await asyncio.to_thread(factory, self.config, self.model_path)
-        except Exception as exc:  # reported through /health and the status route
+            engine = await asyncio.to_thread(factory, self.config, self.model_path)
+        except Exception as exc:
+            if self._cancel_load.is_set():
+                log.info("model load cancelled: the instance is stopping")
+                return
             self.state = "failed"
             self.load_error = str(exc)
             log.error("model load failed: %s", exc)
             raise
+        if self._cancel_load.is_set():  # stopped while the last load step ran
+            await asyncio.to_thread(engine.close)
+            return
+        self.engine = engine
         self.state = "ready"
         if self.config.horde.enabled:
             self.horde_worker = self._make_horde_worker()
@@ -86,6 +110,9 @@ class Runtime:
     async def shutdown(self, force_horde: bool = False) -> None:
         """Stop the Horde worker (finishing jobs unless forced), abort the rest, free the model."""
         self.state = "stopping"
+        self._cancel_load.set()
+        if self._load_task is not None and not self._load_task.done():
+            await asyncio.shield(self._load_task)  # a cancelled load ends within a moment
         if self.horde_worker is not None:
             try:
                 await asyncio.wait_for(self.horde_worker.stop(force=force_horde), timeout=30)

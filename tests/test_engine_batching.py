@@ -216,3 +216,23 @@ async def test_local_arrivals_interrupt_the_step_without_changing_anyones_text(b
         assert all(s.completion_tokens == 2 for s in shorts)
     finally:
         eng.close()
+
+
+async def test_aborting_a_queued_request_answers_at_once_and_frees_its_place(single_slot):
+    running = single_slot.submit(req("Busy", 150))
+    await running.stream().__anext__()  # holds the only slot
+    queued = [single_slot.submit(req(f"Waiting {i}", 4)) for i in range(2)]  # the queue (2) is full
+    with pytest.raises(QueueFullError):
+        single_slot.submit(req("One too many", 4))
+    assert single_slot.abort(queued[1].genkey)
+    result = await asyncio.wait_for(queued[1].result(), timeout=5)
+    assert result.finish_reason is FinishReason.ABORT and not running.done()
+    extra = single_slot.submit(req("Now there is room", 4))  # no QueueFullError any more
+    running.abort()
+    assert (await extra.result()).completion_tokens == 4
+    assert (await queued[0].result()).completion_tokens == 4
+
+
+async def test_tiny_context_request_still_generates(engine):
+    result = await engine.submit(req("A long prompt " * 20, 5, max_context=1)).result()
+    assert result.prompt_tokens >= 1 and result.completion_tokens == 1

@@ -7,7 +7,6 @@ supervisors can watch ``/health`` go from 503 "loading" to 200.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import logging
@@ -102,15 +101,12 @@ def build_app(runtime: Runtime, *, load_on_startup: bool = True) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        task = None
         if load_on_startup and runtime.engine is None:
-            task = asyncio.create_task(_load(runtime))
+            runtime.start_loading()
         try:
             yield
         finally:
-            if task is not None and not task.done():
-                task.cancel()
-            await runtime.shutdown()
+            await runtime.shutdown()  # cancels a load still in progress
 
     from koboldtui.api.horde_routes import horde_routes
 
@@ -127,8 +123,3 @@ def build_app(runtime: Runtime, *, load_on_startup: bool = True) -> Starlette:
     app.add_middleware(BearerAuth, api_key=runtime.config.api_key)
     app.state.runtime = runtime
     return app
-
-
-async def _load(runtime: Runtime) -> None:
-    with contextlib.suppress(Exception):  # the failure is reported by /health and the log
-        await runtime.load()

@@ -279,12 +279,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
     supervisor = Supervisor(paths, store)
     supervisor.spec(args.name)
     supervisor.reattach()
-    if not supervisor.is_running(args.name):
+    # always through stop: it leaves a "stopped by user" mark even when nothing runs, so a
+    # `koboldtui up` (or the panel) waiting to restart it after a crash keeps it stopped
+    report = supervisor.stop_report(args.name, grace_s=args.timeout)
+    if report.stopped_pid is not None:
+        print(f"stopped {args.name} (pid {report.stopped_pid})")
+    elif report.cancelled_restart:
+        print(f"{args.name} was waiting to restart after a crash; it will stay stopped")
+    else:
         print(f"{args.name} is not running")
-        return 0
-    pid = supervisor.snapshot(args.name).pid
-    supervisor.stop(args.name, grace_s=args.timeout)
-    print(f"stopped {args.name} (pid {pid})")
     return 0
 
 

@@ -148,7 +148,15 @@ class SupervisorRecords:
                 self._adopt(launch)
 
     def _save_runstate(
-        self, name: str, state: InstanceState, restarts: int, error: str | None, token: str | None
+        self,
+        name: str,
+        state: InstanceState,
+        restarts: int,
+        error: str | None,
+        token: str | None,
+        *,
+        restart_pending: bool = False,
+        stopped_by_user_at: float | None = None,
     ) -> None:
         self.runstate.write(
             name,
@@ -159,5 +167,7 @@ class SupervisorRecords:
                 token=token,
                 supervisor_pid=os.getpid(),
                 updated_at=self._wall(),
+                restart_pending=restart_pending,
+                stopped_by_user_at=stopped_by_user_at,
             ),
         )

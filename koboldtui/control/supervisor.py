@@ -9,9 +9,12 @@ waits long, so a loop or a timer drives health, stall detection and restart back
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from koboldtui.control import logs as logfiles
 from koboldtui.control.adoption import SupervisorRecords
@@ -21,6 +24,7 @@ from koboldtui.control.launcher import CommandBuilder, prepare_launch
 from koboldtui.control.probe import Health, probe_health_detail
 from koboldtui.control.process import pid_alive, serve_command, spawn, terminate_group
 from koboldtui.control.reattach import launch_url
+from koboldtui.control.runstate import LaunchLockTimeout
 from koboldtui.control.state import (
     RUNNING,
     InstanceSnapshot,
@@ -31,11 +35,37 @@ from koboldtui.control.state import (
     with_log_tail,
 )
 from koboldtui.paths import AppPaths
-from koboldtui.store.instances import InstanceStore, Launch, UnknownInstanceError
+from koboldtui.store.instances import (
+    InstanceStore,
+    Launch,
+    LaunchConflictError,
+    UnknownInstanceError,
+)
 
-__all__ = ["InstanceSnapshot", "InstanceState", "StartError", "Supervisor"]
+__all__ = [
+    "InstanceSnapshot",
+    "InstanceState",
+    "LaunchBusyError",
+    "StartError",
+    "StopReport",
+    "Supervisor",
+]
 
 HORDE_STOP_GRACE_S = 35.0
+ORPHAN_KILL_GRACE_S = 3.0  # a child we spawned but could not record is stopped at once
+
+
+class LaunchBusyError(StartError):
+    """Another controller kept the instance's launch lock too long (it is starting or stopping it)."""
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """What ``stop`` did: the pid it stopped (None when nothing ran) and whether a restart was cancelled."""
+
+    snapshot: InstanceSnapshot
+    stopped_pid: int | None
+    cancelled_restart: bool
 
 
 class Supervisor(SupervisorRecords):
@@ -63,6 +93,38 @@ class Supervisor(SupervisorRecords):
         self._log_max_bytes = log_max_bytes
         self._command_builder = command_builder
         self._environ = dict(os.environ if environ is None else environ)
+        self._flock_depth: dict[str, int] = {}  # guarded by the instance's name lock
+        self._failed_at: dict[str, float] = {}  # wall time of each instance's last failure
+
+    @contextmanager
+    def _exclusive(self, name: str) -> Iterator[None]:
+        """The per-instance thread lock, then ``<data_dir>/run/<name>.lock`` (other processes).
+
+        Re-entrant within one thread; the order (thread lock, then file lock) is always the same.
+        """
+        with self._name_lock(name):
+            depth = self._flock_depth.get(name, 0)
+            if depth:
+                self._flock_depth[name] = depth + 1
+                try:
+                    yield
+                finally:
+                    self._flock_depth[name] -= 1
+                return
+            try:
+                lock = self.runstate.launch_lock(name)
+                lock.__enter__()
+            except LaunchLockTimeout as exc:
+                raise LaunchBusyError(
+                    f"{name!r} is being started or stopped by another controller ({exc}); "
+                    "try again in a moment"
+                ) from exc
+            self._flock_depth[name] = 1
+            try:
+                yield
+            finally:
+                self._flock_depth[name] = 0
+                lock.__exit__(None, None, None)
 
     # -- start ---------------------------------------------------------------------------
 
@@ -99,7 +161,8 @@ class Supervisor(SupervisorRecords):
         return self.snapshot(name)
 
     def _start(self, name: str, *, restarts: int) -> None:
-        with self._name_lock(name):  # two clicks on "start" never spawn two processes
+        # two clicks on "start" (threads) or two controllers (processes) never spawn two children
+        with self._exclusive(name):
             self._start_locked(name, restarts=restarts)
 
     def _start_locked(self, name: str, *, restarts: int) -> None:
@@ -108,6 +171,7 @@ class Supervisor(SupervisorRecords):
             record = self._records.get(name)
             if record is not None and record.state in RUNNING:
                 return
+        # re-read under the file lock: another controller may have started it a moment ago
         existing = self.store.launch(name)
         if existing is not None and self._adopt(existing):
             return
@@ -136,9 +200,20 @@ class Supervisor(SupervisorRecords):
             ) from exc
         token, log_path = prepared.token, prepared.log_path
         started_at = self._wall()
-        self.store.record_launch(
-            Launch(name, child.pid, spec.port, token, started_at, str(log_path))
-        )
+        try:
+            self.store.claim_launch(
+                Launch(name, child.pid, spec.port, token, started_at, str(log_path))
+            )
+        except BaseException as exc:
+            # an unrecorded child would run untracked (holding the port and VRAM): stop it now
+            terminate_group(child.pid, popen=child.popen, grace_s=ORPHAN_KILL_GRACE_S)
+            if isinstance(exc, LaunchConflictError) and self._adopt(exc.existing):
+                return  # a controller that ignores the lock started it: watch that one
+            if isinstance(exc, sqlite3.Error) and self.store.find(name) is None:
+                self.store.get(name)  # its spec was removed meanwhile: UnknownInstanceError
+            if isinstance(exc, Exception):
+                raise StartError(f"cannot start {name!r}: recording the launch failed: {exc}") from exc
+            raise
         with self._lock:
             self._records[name] = ManagedInstance.for_spec(
                 spec,
@@ -192,10 +267,19 @@ class Supervisor(SupervisorRecords):
 
     def stop(self, name: str, *, grace_s: float | None = None) -> InstanceSnapshot:
         """Stop ``name`` (SIGTERM, wait, SIGKILL the group); also cancels a pending restart."""
+        return self.stop_report(name, grace_s=grace_s).snapshot
+
+    def stop_report(self, name: str, *, grace_s: float | None = None) -> StopReport:
+        """``stop``, saying what it did: the pid stopped, or a crash-restart it cancelled.
+
+        It always leaves a "stopped by user" mark (with the time) in the run-state file,
+        even when nothing runs, so a controller elsewhere (``up``, the panel) that is
+        waiting to restart ``name`` after a crash drops that restart.
+        """
         with self._name_lock(name):
             return self._stop_locked(name, grace_s)
 
-    def _stop_locked(self, name: str, grace_s: float | None) -> InstanceSnapshot:
+    def _stop_locked(self, name: str, grace_s: float | None) -> StopReport:
         spec = self.spec(name)
         if grace_s is None:  # a Horde worker finishes its job first (the runtime allows it 30 s)
             grace_s = (
@@ -203,27 +287,54 @@ class Supervisor(SupervisorRecords):
                 if spec.horde.enabled
                 else self.stop_grace_s
             )
-        with self._lock:
-            record = self._records.get(name)
-        if record is None or record.state not in RUNNING:
-            launch = self.store.launch(name)
-            if launch is not None and self._adopt(launch):
-                with self._lock:
-                    record = self._records[name]
-        if record is None or record.state not in RUNNING:
-            with self._lock:
-                if record is not None:
-                    record.state, record.restart_at = InstanceState.STOPPED, None
+        stopped_at = self._wall()
+        # the bookkeeping under the file lock: a restart elsewhere either happened before
+        # (its launch row is found and stopped) or happens after (it sees the mark and stays down)
+        with self._exclusive(name):
             saved = self.runstate.read(name)
-            self._save_runstate(name, InstanceState.STOPPED, saved.restarts, None, None)
-            return self.snapshot(name)
-        with self._lock:
-            record.state, record.stop_requested, record.restart_at = (
-                InstanceState.STOPPING,
-                True,
-                None,
+            with self._lock:
+                record = self._records.get(name)
+                pending_here = (
+                    record is not None
+                    and record.state is InstanceState.FAILED
+                    and record.restart_at is not None
+                )
+            pending_elsewhere = (
+                saved.state == InstanceState.FAILED.value
+                and saved.restart_pending
+                and pid_alive(saved.supervisor_pid)
             )
-        self.store.clear_launch(name, record.token)  # first, so a watching `up` does not restart it
+            if record is None or record.state not in RUNNING:
+                launch = self.store.launch(name)
+                if launch is not None and self._adopt(launch):
+                    with self._lock:
+                        record = self._records[name]
+            if record is None or record.state not in RUNNING:
+                with self._lock:
+                    if record is not None:
+                        record.state, record.restart_at = InstanceState.STOPPED, None
+                self._save_runstate(
+                    name,
+                    InstanceState.STOPPED,
+                    saved.restarts,
+                    None,
+                    None,
+                    stopped_by_user_at=stopped_at,
+                )
+                return StopReport(self.snapshot(name), None, pending_here or pending_elsewhere)
+            with self._lock:
+                record.state, record.stop_requested, record.restart_at = (
+                    InstanceState.STOPPING,
+                    True,
+                    None,
+                )
+            # first, so a watching `up` does not restart it
+            self.store.clear_launch(name, record.token)
+            self._save_runstate(
+                name, InstanceState.STOPPED, record.restarts, None, None,
+                stopped_by_user_at=stopped_at,
+            )
+        pid = record.pid
         terminate_group(
             record.pid,
             popen=record.popen,
@@ -231,8 +342,10 @@ class Supervisor(SupervisorRecords):
         )
         with self._lock:
             record.state, record.pid, record.exit_code = InstanceState.STOPPED, None, None
-        self._save_runstate(name, InstanceState.STOPPED, record.restarts, None, None)
-        return self.snapshot(name)
+        self._save_runstate(
+            name, InstanceState.STOPPED, record.restarts, None, None, stopped_by_user_at=stopped_at
+        )
+        return StopReport(self.snapshot(name), pid, False)
 
     def stop_all(self, *, grace_s: float | None = None) -> list[InstanceSnapshot]:
         """Stop every instance this controller runs or adopted, in parallel (quitting the panel, ``up`` exit)."""
@@ -299,22 +412,58 @@ class Supervisor(SupervisorRecords):
                         "(no /health answer, no log output); it was killed"
                     ),
                 )
-        elif (
-            record.state is InstanceState.FAILED
-            and record.restart_at is not None
-            and self._clock() >= record.restart_at
-        ):
-            record.restart_at = None
-            try:
-                self._start(record.name, restarts=record.restarts + 1)
-                with self._lock:
-                    self._records[record.name].streak = record.streak
-            except UnknownInstanceError:
-                with self._lock:
-                    self._records.pop(record.name, None)  # its spec was removed meanwhile
-            except Exception as exc:  # noqa: BLE001 - any launch failure is retried per the policy
-                record.restarts += 1
-                self._fail(record, f"restart failed: {exc}", [])
+        elif record.state is InstanceState.FAILED and record.restart_at is not None:
+            # a stop from another shell (`koboldtui stop`) cancels the restart as soon as it is seen
+            if self._clock() >= record.restart_at or self._stopped_since_failure(record.name):
+                self._restart_due(record)
+
+    def _stopped_since_failure(self, name: str) -> bool:
+        """True when someone stopped ``name`` (any controller) after its last failure here."""
+        with self._lock:
+            failed_at = self._failed_at.get(name)
+        marked = self.runstate.read(name).stopped_by_user_at
+        return failed_at is not None and marked is not None and marked >= failed_at
+
+    def _restart_due(self, record: ManagedInstance) -> None:
+        """Restart a failed instance whose backoff ended, unless it was stopped meanwhile."""
+        name = record.name
+        try:
+            with self._exclusive(name):
+                with self._lock:  # re-check under the locks: a stop may have come in between
+                    if (
+                        self._records.get(name) is not record
+                        or record.state is not InstanceState.FAILED
+                        or record.restart_at is None
+                    ):
+                        return
+                if self._stopped_since_failure(name):
+                    with self._lock:
+                        record.state, record.restart_at = InstanceState.STOPPED, None
+                    saved = self.runstate.read(name)
+                    self._save_runstate(
+                        name,
+                        InstanceState.STOPPED,
+                        record.restarts,
+                        None,
+                        None,
+                        stopped_by_user_at=saved.stopped_by_user_at,
+                    )
+                    return
+                if self._clock() < record.restart_at:
+                    return
+                record.restart_at = None
+                try:
+                    self._start_locked(name, restarts=record.restarts + 1)
+                    with self._lock:
+                        self._records[name].streak = record.streak
+                except UnknownInstanceError:
+                    with self._lock:
+                        self._records.pop(name, None)  # its spec was removed meanwhile
+                except Exception as exc:  # noqa: BLE001 - any launch failure is retried per the policy
+                    record.restarts += 1
+                    self._fail(record, f"restart failed: {exc}", [])
+        except LaunchBusyError:
+            return  # another controller is starting or stopping it: look again at the next poll
 
     def _on_exit(
         self, record: ManagedInstance, code: int | None | bool, *, reason: str | None = None
@@ -347,6 +496,13 @@ class Supervisor(SupervisorRecords):
                 record.restart_at = now + delay
                 message = f"{reason}; restarting in {delay:.0f} s"
             record.last_error = with_log_tail(message, tail)
+            self._failed_at[record.name] = self._wall()
+            pending = record.restart_at is not None
         self._save_runstate(
-            record.name, InstanceState.FAILED, record.restarts, record.last_error, None
+            record.name,
+            InstanceState.FAILED,
+            record.restarts,
+            record.last_error,
+            None,
+            restart_pending=pending,
         )

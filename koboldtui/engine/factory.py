@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from koboldtui.config import ServeConfig
@@ -21,8 +22,11 @@ def parse_tensor_split(value: str | None) -> tuple[float, ...] | None:
     return parts
 
 
-def build_engine(config: ServeConfig, model_path: Path):  # -> LlamaEngine
-    """Load the model and start the decode thread (blocking: run it off the event loop)."""
+def build_engine(config: ServeConfig, model_path: Path, cancel: threading.Event | None = None):
+    """Load the model and start the decode thread (blocking: run it off the event loop).
+
+    Setting ``cancel`` abandons the load (ModelLoadCancelled). Returns a LlamaEngine.
+    """
     from koboldtui.engine.llama_engine import EngineConfig, LlamaEngine
 
     return LlamaEngine(
@@ -37,5 +41,6 @@ def build_engine(config: ServeConfig, model_path: Path):  # -> LlamaEngine
             tensor_split=parse_tensor_split(config.tensor_split),
             max_queue=config.max_queue,
             preempt=config.horde.preempt,
+            cancel_load=cancel,
         )
     )

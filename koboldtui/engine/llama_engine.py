@@ -58,6 +58,7 @@ class EngineConfig:
     tensor_split: tuple[float, ...] | None = None
     max_queue: int = 64
     preempt: bool = False
+    cancel_load: threading.Event | None = None  # set it to abandon a load in progress
 
 
 DECODE_NICE = 5
@@ -92,6 +93,7 @@ class LlamaEngine:
         self._model, self._split = native.load_model(
             config.model_path, gpu_layers=config.gpu_layers, main_gpu=config.main_gpu,
             tensor_split=list(config.tensor_split) if config.tensor_split else None, repack=self.repack,
+            should_continue=(lambda: not config.cancel_load.is_set()) if config.cancel_load else None,
         )
         # llama_decode rejects batches above the context's n_batch: make room for one token per slot.
         self._step_capacity = max(self.n_batch, self.parallel)
@@ -151,13 +153,14 @@ class LlamaEngine:
     def submit(self, request: GenerationRequest) -> GenerationStream:
         """Queue a request (see TextEngine.submit); call from the event loop that reads it."""
         loop = asyncio.get_running_loop()
-        if self._closing:
-            raise EngineClosedError()
         prompt, max_tokens, truncated = self._fit_prompt(request)
         stream = GenerationStream(request, loop, self.abort)
         sampler = SamplerChain(request.sampling, self.vocab.n_tokens, self.vocab.eog_tokens, request.ban_eos)
         with self._cond:
-            if len(self._pending) >= self.config.max_queue:
+            if self._closing:
+                sampler.free()
+                raise EngineClosedError()
+            if sum(1 for _, waiting in self._pending if not waiting.aborted) >= self.config.max_queue:
                 sampler.free()
                 raise QueueFullError(self.config.max_queue)
             self._order += 1
@@ -215,10 +218,14 @@ class LlamaEngine:
             if self._closing:
                 return
             self._closing = True
+            self._interrupt = True  # cut a long step short instead of waiting it out
             for seq in self._iter_live():
                 seq.aborted = True
             self._cond.notify_all()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=60)
+        if self._thread.is_alive():  # freeing now would pull memory from under llama_decode
+            log.error("the decode thread did not stop within 60 s: leaving llama.cpp memory to the OS")
+            return
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
         llama_cpp.llama_model_free(self._model)
@@ -233,7 +240,8 @@ class LlamaEngine:
             if self.vocab.bos < 0:
                 raise EngineError("the prompt is empty and this model has no BOS token: send some text")
             tokens = [self.vocab.bos]
-        limit = min(request.max_context or self.n_ctx_per_seq, self.n_ctx_per_seq)
+        # At least one prompt token and one generated token, whatever the client asked for.
+        limit = max(2, min(request.max_context or self.n_ctx_per_seq, self.n_ctx_per_seq))
         if not request.truncate_prompt:
             if len(tokens) + request.max_tokens > self.n_ctx_per_seq:
                 raise PromptTooLongError(len(tokens), request.max_tokens, self.n_ctx_per_seq)
@@ -328,12 +336,19 @@ class LlamaEngine:
                     self._cond.wait()
                 for seq in [s for s in self._slots if s is not None and s.aborted]:
                     self._finish(seq, FinishReason.ABORT)
+                if any(seq.aborted for _, seq in self._pending):  # answer aborts at once,
+                    for _, seq in self._pending:  # not when they reach the front of the queue
+                        if seq.aborted:
+                            self._finish(seq, FinishReason.ABORT)
+                    self._pending = [entry for entry in self._pending if not entry[1].aborted]
+                    heapq.heapify(self._pending)
                 if self._closing:
                     while self._pending:
                         self._finish(heapq.heappop(self._pending)[1], FinishReason.ABORT)
                     self._flush()
                     return
                 self._admit_locked()
+                self._interrupt = self._closing  # an interrupt asked for before admission is served
                 active = [s for s in self._slots if s is not None]
             if active:
                 try:

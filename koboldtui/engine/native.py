@@ -14,6 +14,7 @@ import ctypes
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,10 @@ class ModelLoadError(RuntimeError):
     """The GGUF could not be loaded; the message says what to try."""
 
 
+class ModelLoadCancelled(ModelLoadError):
+    """The instance was stopped while its model was loading."""
+
+
 def load_model(
     path: Path,
     *,
@@ -116,8 +121,13 @@ def load_model(
     main_gpu: int = 0,
     tensor_split: list[float] | None = None,
     repack: RepackChoice | None = None,
+    should_continue: Callable[[], bool] | None = None,
 ) -> tuple[llama_cpp.llama_model_p, ctypes.Array | None]:
-    """Load a model with the safe repack choice. Returns (model, tensor_split array to keep alive)."""
+    """Load a model with the safe repack choice. Returns (model, tensor_split array to keep alive).
+
+    ``should_continue`` is asked as loading progresses; returning False cancels the load
+    (a multi-minute load of a big model must not hold up Ctrl-C).
+    """
     ensure_backend()
     repack = repack or choose_repack()
     params = llama_cpp.llama_model_default_params()
@@ -130,8 +140,15 @@ def load_model(
         values = (list(tensor_split) + [0.0] * n)[:n]
         split_array = (ctypes.c_float * n)(*values)
         params.tensor_split = split_array
+    progress = None
+    if should_continue is not None:
+        progress = llama_cpp.llama_progress_callback(lambda _fraction, _data: bool(should_continue()))
+        params.progress_callback = progress
     model = llama_cpp.llama_model_load_from_file(str(path).encode("utf-8"), params)
+    del progress  # llama.cpp no longer calls it
     if not model:
+        if should_continue is not None and not should_continue():
+            raise ModelLoadCancelled(f"loading {path} was cancelled")
         raise ModelLoadError(
             f"llama.cpp could not load {path}: the file may be damaged, a GGUF for a newer "
             "llama.cpp, or too large for the memory available (try fewer --gpu-layers)"

@@ -42,7 +42,7 @@ class HordeClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_agent = client_agent or default_agent()
-        self.__api_key = api_key
+        self.__api_key = api_key.strip()  # a copy-pasted key often brings a space or newline
         self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
@@ -71,6 +71,10 @@ class HordeClient:
     async def _call(
         self, what: str, method: str, path: str, *, json: Any = None, auth: bool = True
     ) -> Any:
+        # No exception text leaves here: it can carry the key (a UnicodeEncodeError's repr
+        # holds the whole header value), so every failure becomes a HordeError in our words.
+        if auth and (problem := _key_problem(self.__api_key)):
+            raise HordeError(what, action=Action.STOP, advice=problem)
         headers = {"apikey": self.__api_key} if auth else {}
         try:
             response = await self._client().request(
@@ -79,15 +83,37 @@ class HordeClient:
         except httpx.TimeoutException as exc:
             raise HordeError(what, message=f"timed out: {type(exc).__name__}") from None
         except httpx.HTTPError as exc:
-            raise HordeError(what, message=f"{type(exc).__name__}: {exc}") from None
+            message = self._scrub(f"{type(exc).__name__}: {exc}")
+            raise HordeError(what, message=message) from None
+        except UnicodeError:
+            raise HordeError(
+                what,
+                action=Action.STOP,
+                advice=_NON_ASCII_KEY if auth else f"the {what} request could not be encoded "
+                "(a setting with characters that are not plain ASCII?): check the --horde-* "
+                "settings",
+            ) from None
+        except Exception as exc:  # building or sending failed in a way httpx does not name
+            raise HordeError(
+                what, message=f"the request could not be made ({type(exc).__name__})"
+            ) from None
         if response.is_success:
             try:
                 return response.json()
             except ValueError:
                 raise HordeError(
-                    what, status=502, message=f"the answer was not JSON: {response.text[:200]!r}"
+                    what,
+                    status=502,
+                    message=f"the answer was not JSON: {self._scrub(response.text[:200])!r}",
                 ) from None
-        raise _error_from_response(what, response)
+        raise _error_from_response(what, response, self._scrub)
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with the key blotted out, should anything ever echo it."""
+        key = self.__api_key
+        if len(key) >= 4:
+            text = text.replace(key, "***").replace(repr(key)[1:-1], "***")
+        return text
 
     async def pop(self, body: dict[str, Any]) -> dict[str, Any]:
         """Ask for a job (the first pop also registers the worker)."""
@@ -173,7 +199,28 @@ class SubmitOutcome:
     error: str | None = None
 
 
-def _error_from_response(what: str, response: httpx.Response) -> HordeError:
+_NON_ASCII_KEY = (
+    "the Horde API key contains characters that are not plain ASCII (a stray space or quote "
+    "from copy-paste?): re-enter it (--horde-key or KOBOLDTUI_HORDE_KEY)"
+)
+_CONTROL_CHAR_KEY = (
+    "the Horde API key contains control characters (a stray tab or line break from "
+    "copy-paste?): re-enter it (--horde-key or KOBOLDTUI_HORDE_KEY)"
+)
+
+
+def _key_problem(key: str) -> str | None:
+    """Why ``key`` cannot go in an HTTP header (None = it can); never quotes the key."""
+    if not key.isascii():
+        return _NON_ASCII_KEY
+    if not key.isprintable():
+        return _CONTROL_CHAR_KEY
+    return None
+
+
+def _error_from_response(
+    what: str, response: httpx.Response, scrub: Callable[[str], str]
+) -> HordeError:
     rc: str | None = None
     message = ""
     try:
@@ -196,5 +243,5 @@ def _error_from_response(what: str, response: httpx.Response) -> HordeError:
         except ValueError:
             retry_after = None
     return HordeError(
-        what, status=response.status_code, rc=rc, message=message, retry_after=retry_after
+        what, status=response.status_code, rc=rc, message=scrub(message), retry_after=retry_after
     )

@@ -7,6 +7,7 @@ The server answers errors as JSON ``{"message": str, "rc": str}``; ``classify`` 
 from __future__ import annotations
 
 import enum
+import traceback
 
 
 class Action(str, enum.Enum):
@@ -106,20 +107,26 @@ class HordeError(Exception):
         rc: str | None = None,
         message: str = "",
         retry_after: float | None = None,
+        action: Action | None = None,
+        advice: str | None = None,
     ) -> None:
         self.what = what  # e.g. "pop", "submit"
         self.status = status
         self.rc = rc
         self.server_message = message
         self.retry_after = retry_after
+        self._action = action  # set for problems found here, before the Horde answered
+        self.advice = advice  # our own words for such a problem (no server message to show)
         super().__init__(self.explain())
 
     @property
     def action(self) -> Action:
-        return classify(self.status, self.rc)
+        return self._action or classify(self.status, self.rc)
 
     def explain(self) -> str:
         """One line a person can act on: what failed, why, what to do."""
+        if self.advice:
+            return self.advice
         if self.rc and self.rc in _RC_ADVICE:
             text = _RC_ADVICE[self.rc]
             if self.server_message:
@@ -149,3 +156,13 @@ class HordeError(Exception):
             f"the Horde refused {self.what} (HTTP {self.status}{rc}): "
             f"{self.server_message or 'no message'}; check the worker settings (--horde-*)"
         )
+
+
+def bug_report(exc: BaseException) -> str:
+    """An unexpected exception for the log: its type and where it happened, never its text.
+
+    The text or repr of an exception may carry the API key (a UnicodeEncodeError holds
+    the whole header value), so only the type name and the frames are shown.
+    """
+    frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+    return f"{type(exc).__name__}\n{frames}" if frames else type(exc).__name__

@@ -12,7 +12,14 @@ from koboldtui.engine.interface import GenerationHandle, TextEngine
 from koboldtui.engine.types import GenerationRequest
 from koboldtui.horde.backoff import Backoff, wait_or_event
 from koboldtui.horde.client import HordeClient
-from koboldtui.horde.payload import HordeJob, JobOutcome, WorkerLimits, run_job_generation
+from koboldtui.horde.errors import bug_report
+from koboldtui.horde.payload import (
+    HordeJob,
+    JobOutcome,
+    WorkerLimits,
+    run_job_generation,
+    submit_margin_s,
+)
 from koboldtui.horde.stats import HordeStats
 
 log = logging.getLogger(__name__)
@@ -124,7 +131,13 @@ class HordeJobs:
                 outcome = JobOutcome("", "faulted", 0)
             else:
                 outcome = await run_job_generation(
-                    self._engine, job, index, self._limits(), keep_handle
+                    self._engine,
+                    job,
+                    index,
+                    self._limits(),
+                    keep_handle,
+                    deadline=in_hand.deadline - submit_margin_s(job.ttl_s),
+                    clock=self._clock,
                 )
             if outcome.error:
                 self._stats.record_error(outcome.error, self._clock())
@@ -136,12 +149,29 @@ class HordeJobs:
             )
         except asyncio.CancelledError:
             raise
-        except Exception:  # never let one job take the worker down
-            log.exception("Horde job %s failed", horde_id)
-            self._stats.jobs_dropped += 1
+        except Exception as exc:  # never let one job take the worker down
+            await self._fault_after_bug(in_hand, exc)
         finally:
             self.in_hand.pop(horde_id, None)
             self._on_done()
+
+    async def _fault_after_bug(self, in_hand: _JobInHand, exc: Exception) -> None:
+        """A bug of ours hit a job: hand it back faulted (one try, with retries) or drop it."""
+        log.error("Horde job %s failed: %s", in_hand.horde_id, bug_report(exc))
+        if in_hand.handle is not None:
+            in_hand.handle.abort()  # nobody will read it; harmless once it has ended
+        self._stats.record_error(
+            f"a Horde job failed unexpectedly ({type(exc).__name__}): submitted as faulted; "
+            "please report this bug",
+            self._clock(),
+        )
+        try:
+            await self._submit(in_hand.horde_id, "", "faulted", 0, in_hand.deadline)
+        except asyncio.CancelledError:
+            raise
+        except Exception as again:
+            log.error("Horde job %s could not be faulted: %s", in_hand.horde_id, bug_report(again))
+            self._stats.jobs_dropped += 1
 
     async def _submit(
         self, horde_id: str, text: str, state: str, seed: int, deadline: float

@@ -8,7 +8,10 @@ missing or unknown keys are normal in Horde payloads (HORDE.md).
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,10 @@ from koboldtui.engine.types import (
 
 DEFAULT_TTL_S = 150.0  # a job the server does not hear back about goes stale after this
 MIN_ADVERTISED_LENGTH = 16  # never advertise less than this, however slow the instance
+UNMEASURED_MAX_LENGTH = 128  # what we advertise until a Horde job has measured our speed
+MIN_JOB_CONTEXT = 16  # like the KoboldAI route: a job's context is never below this
+SUBMIT_MARGIN_S = 10.0  # a generation must end this long before the ttl, to submit in time
+DEADLINE_POLL_S = 1.0  # how often a running job looks at the (injected) clock
 
 
 class UnservablePayload(ValueError):
@@ -52,12 +59,16 @@ def honest_limits(
 
     ``max_length`` is at most half a slot (the prompt needs room) and, once Horde jobs
     have been measured, at most what ``tokens_per_s`` produces in ``time_share`` of the
-    job's ``ttl`` (the rest is queueing, prompt processing and the network).
+    job's ``ttl`` (the rest is queueing, prompt processing and the network). Until then
+    it is at most ``UNMEASURED_MAX_LENGTH``: a slow instance must not take jobs it cannot
+    finish before it has measured that it is slow.
     """
     max_context = max(1, int(n_ctx_per_seq))
     length = min(int(requested_max_length), max_context // 2)
     if tokens_per_s and tokens_per_s > 0:
         length = min(length, int(tokens_per_s * ttl_s * time_share))
+    else:
+        length = min(length, UNMEASURED_MAX_LENGTH)
     length = max(min(MIN_ADVERTISED_LENGTH, max_context // 2), length)
     return WorkerLimits(max_context_length=max_context, max_length=max(1, length))
 
@@ -127,9 +138,12 @@ def _number(value: Any, default: Any, kind: type) -> Any:
     if isinstance(value, bool) or value is None:
         return default
     try:
-        return kind(value)
-    except (TypeError, ValueError):
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(1e999)
         return default
+    if isinstance(number, float) and not math.isfinite(number):
+        return default
+    return number
 
 
 def _clamp(value: Any, low: float, high: float) -> Any:
@@ -168,7 +182,9 @@ def job_request(
         raise UnservablePayload("the job asks for a soft prompt; this worker has none")
     asked_length = _number(payload.get("max_length"), 80, int)
     asked_context = _number(payload.get("max_context_length"), limits.max_context_length, int)
-    max_context = max(1, min(asked_context, limits.max_context_length))
+    # At least MIN_JOB_CONTEXT (like the KoboldAI route), never more than one slot holds.
+    max_context = max(1, min(max(MIN_JOB_CONTEXT, asked_context), limits.max_context_length))
+    # At least one token, and room left for at least one prompt token.
     max_tokens = max(1, min(asked_length, limits.max_length, max_context - 1))
     seed = _number(payload.get("seed"), -1, int)
     if seed >= 0:
@@ -219,23 +235,69 @@ class JobOutcome:
     result: GenerationResult | None = None
 
 
+def submit_margin_s(ttl_s: float) -> float:
+    """How long before a job's ttl its generation must end, so the submit still gets there."""
+    return min(SUBMIT_MARGIN_S, ttl_s / 4)
+
+
+async def _result_by(
+    handle: GenerationHandle, deadline: float, clock: Callable[[], float]
+) -> GenerationResult | None:
+    """``handle.result()``, or None once ``clock()`` reaches ``deadline`` first.
+
+    Looks at ``clock`` every ``DEADLINE_POLL_S`` (real) seconds at most, so an injected
+    clock (tests) decides when the deadline passes; with ``time.monotonic`` this is
+    ``asyncio.wait_for`` with the time left.
+    """
+    result = asyncio.ensure_future(handle.result())
+    try:
+        while not result.done():
+            left = deadline - clock()
+            if left <= 0:
+                return None
+            await asyncio.wait({result}, timeout=min(left, DEADLINE_POLL_S))
+    finally:
+        if not result.done():
+            result.cancel()
+    return result.result()
+
+
 async def run_job_generation(
     engine: TextEngine,
     job: HordeJob,
     index: int,
     limits: WorkerLimits,
     on_handle: Callable[[GenerationRequest, GenerationHandle], None],
+    *,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> JobOutcome:
     """Run generation ``index`` of ``job`` in the engine at Horde priority; no EngineError escapes.
 
     ``on_handle`` gets the handle as soon as the engine queued it (so a forced stop can
-    abort it). An aborted generation (forced stop, preemption) comes back ``faulted``.
+    abort it). An aborted generation (forced stop, preemption) comes back ``faulted``, and
+    so does one still running at ``deadline`` (on ``clock``): it is aborted so the job
+    can be submitted faulted before its ttl instead of going stale.
     """
     try:
         request = job_request(job.payload, limits, index=index)
         handle = engine.submit(request)
         on_handle(request, handle)
-        result = await handle.result()
+        if deadline is None:
+            result = await handle.result()
+        else:
+            found = await _result_by(handle, deadline, clock)
+            if found is None:
+                handle.abort()
+                return JobOutcome(
+                    "",
+                    "faulted",
+                    0,
+                    f"a Horde job could not finish within its time ({job.ttl_s:g} s ttl): "
+                    "aborted and submitted as faulted; lower --horde-max-length or "
+                    "--horde-threads if this happens often",
+                )
+            result = found
     except UnservablePayload as exc:
         return JobOutcome(
             "", "faulted", 0, f"a Horde job could not be served ({exc}): submitted as faulted"

@@ -26,7 +26,7 @@ from koboldtui.config import HordeSettings
 from koboldtui.engine.interface import TextEngine
 from koboldtui.horde.backoff import Backoff, EmptyPopPacer, wait_or_event
 from koboldtui.horde.client import HordeClient, default_agent
-from koboldtui.horde.errors import Action, HordeError
+from koboldtui.horde.errors import Action, HordeError, bug_report
 from koboldtui.horde.jobs import HordeJobs, Sleep, horde_threads
 from koboldtui.horde.payload import (
     HordeJob,
@@ -77,8 +77,8 @@ class HordeWorker:
         self.bridge_agent = settings.bridge_agent or default_agent()
         self._clock = clock
         self._sleep = sleep
-        self._client = client or HordeClient(
-            settings.api_key, settings.url, client_agent=default_agent()
+        self._client = client or HordeClient(  # a pasted key often brings a space or newline
+            settings.api_key.strip(), settings.url, client_agent=default_agent()
         )
         self._maintenance_poll_s = maintenance_poll_s
         self._paused_poll_s = paused_poll_s
@@ -261,9 +261,10 @@ class HordeWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: say so rather than die silently
-            log.exception("Horde worker loop failed")
+            # Only the type: an exception's text or repr could carry the API key.
+            log.error("Horde worker loop failed: %s", bug_report(exc))
             self._fail(
-                f"the Horde worker failed unexpectedly ({exc!r}): "
+                f"the Horde worker failed unexpectedly ({type(exc).__name__}): "
                 "restart it; please report this bug"
             )
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from koboldtui.paths import AppPaths, app_paths
 

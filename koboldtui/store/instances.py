@@ -37,6 +37,14 @@ class PortConflictError(InstanceStoreError):
     """Another saved instance already uses that port."""
 
 
+class LaunchConflictError(InstanceStoreError):
+    """A launch of that instance is already recorded (another controller started it)."""
+
+    def __init__(self, message: str, existing: Launch) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
 @dataclass(frozen=True)
 class StoredInstance:
     """One row of ``instances``: the spec JSON as a dict, plus when it was made and changed."""
@@ -163,13 +171,46 @@ class InstanceStore:
     # -- launches --------------------------------------------------------------------------
 
     def record_launch(self, launch: Launch) -> None:
-        """Remember a started child so a later controller can find and verify it."""
+        """Remember a started child, replacing any recorded launch of it (see ``claim_launch``)."""
         with self._lock:
             self._conn.execute(
                 "INSERT INTO launches (name, pid, port, token, started_at, log_path) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET pid = excluded.pid, "
                 "port = excluded.port, token = excluded.token, started_at = excluded.started_at, "
                 "log_path = excluded.log_path",
+                (
+                    launch.name,
+                    launch.pid,
+                    launch.port,
+                    launch.token,
+                    launch.started_at,
+                    launch.log_path,
+                ),
+            )
+
+    def claim_launch(self, launch: Launch) -> None:
+        """Record a started child only if no launch of that instance is recorded yet.
+
+        Unlike ``record_launch`` it never overwrites: a row that is already there (another
+        controller's child) raises ``LaunchConflictError`` carrying it, so the caller can
+        stop its own child instead of leaving one of the two untracked. A removed spec
+        fails on the foreign key (``sqlite3.IntegrityError``).
+        """
+        with self._lock, transaction(self._conn):
+            row = self._conn.execute(
+                "SELECT name, pid, port, token, started_at, log_path FROM launches WHERE name = ?",
+                (launch.name,),
+            ).fetchone()
+            if row is not None:
+                existing = self._launch_row(row)
+                raise LaunchConflictError(
+                    f"{launch.name!r} was started meanwhile by another controller "
+                    f"(pid {existing.pid})",
+                    existing,
+                )
+            self._conn.execute(
+                "INSERT INTO launches (name, pid, port, token, started_at, log_path) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     launch.name,
                     launch.pid,
