@@ -14,6 +14,7 @@ when jobs start and end, not the text; generation itself is tested on the real e
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -25,12 +26,11 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from typing_extensions import Self
 
 from koboldtui.engine.types import (
-    EngineError,
     EngineSnapshot,
     EngineTotals,
     FinishReason,
@@ -278,7 +278,8 @@ class FakeHorde:
             with self._lock:
                 for job_id in item["ids"]:
                     self.jobs[job_id] = item["payload"]
-            return JSONResponse(item)
+            # json.dumps, not JSONResponse: a payload may carry inf (1e999) as a real one can
+            return Response(json.dumps(item), media_type="application/json")
 
         async def submit(request: Request) -> JSONResponse:
             body = await request.json()
@@ -395,6 +396,7 @@ class ScriptedHandle:
         self._done = asyncio.Event()
         self._finish = FinishReason.LENGTH
         self._error: str | None = None
+        self.aborted = False
         if not engine.hold:
             self._done.set()
 
@@ -429,6 +431,7 @@ class ScriptedHandle:
         return ""
 
     def abort(self) -> None:
+        self.aborted = True
         self.release(FinishReason.ABORT)
 
 
@@ -449,7 +452,7 @@ class ScriptedEngine:
         self.text = text
         self.hold = hold
         self.seed = seed
-        self.fail_with: EngineError | None = None
+        self.fail_with: Exception | None = None  # raised by submit (an EngineError, or a bug)
         self.requests: list[GenerationRequest] = []
         self.running: set[ScriptedHandle] = set()
 

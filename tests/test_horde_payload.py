@@ -21,11 +21,50 @@ from koboldtui.horde.worker import horde_threads
 
 
 def test_limits_never_exceed_the_slot_and_leave_room_for_the_prompt() -> None:
-    assert honest_limits(1024, 512) == WorkerLimits(max_context_length=1024, max_length=512)
-    assert honest_limits(512, 512) == WorkerLimits(max_context_length=512, max_length=256)
+    assert honest_limits(1024, 512, 10.0) == WorkerLimits(max_context_length=1024, max_length=512)
+    assert honest_limits(512, 512, 10.0) == WorkerLimits(max_context_length=512, max_length=256)
     # once jobs are measured slow, max_length shrinks to what finishes in half the ttl
     assert honest_limits(8192, 512, tokens_per_s=2.0).max_length == 150
     assert honest_limits(8192, 512, tokens_per_s=0.01).max_length == 16  # a floor, never 0
+
+
+def test_limits_are_conservative_until_a_speed_is_measured() -> None:
+    # min(512, ctx // 2) would promise 512 tokens a slow instance may not make in the ttl
+    assert honest_limits(8192, 512) == WorkerLimits(max_context_length=8192, max_length=128)
+    assert honest_limits(8192, 64).max_length == 64  # a smaller configured length stands
+    assert honest_limits(200, 512).max_length == 100  # and so does half a small slot
+    assert honest_limits(8192, 512, tokens_per_s=20.0).max_length == 512  # measured fast
+
+
+def test_job_context_is_at_least_16_and_the_length_fits() -> None:
+    limits = WorkerLimits(max_context_length=1024, max_length=200)
+    for asked in (0, 1, 3, -50):
+        req = job_request({"prompt": "x", "max_context_length": asked}, limits)
+        assert req.max_context == 16 and 1 <= req.max_tokens <= 15
+    req = job_request({"prompt": "x", "max_length": -3, "max_context_length": 64}, limits)
+    assert req.max_context == 64 and req.max_tokens == 1
+    req = job_request({"prompt": "x", "max_length": 500, "max_context_length": 64}, limits)
+    assert req.max_tokens == 63  # one prompt token still fits
+    tiny = job_request({"prompt": "x", "max_context_length": 100}, WorkerLimits(8, 4))
+    assert tiny.max_context == 8 and tiny.max_tokens == 4  # never above the slot
+
+
+def test_huge_or_non_finite_numbers_are_treated_as_missing() -> None:
+    limits = WorkerLimits(max_context_length=1024, max_length=200)
+    payload = {
+        "prompt": "x",
+        "max_length": float("inf"),  # what JSON's 1e999 parses to: int() would overflow
+        "max_context_length": float("-inf"),
+        "seed": float("inf"),
+        "top_k": float("nan"),
+        "temperature": float("inf"),
+    }
+    req = job_request(payload, limits)
+    assert req.max_tokens == 80 and req.max_context == 1024  # the defaults
+    assert req.sampling.seed == -1 and req.sampling.top_k == 100
+    assert req.sampling.temperature == 0.7
+    job = HordeJob.from_pop({"id": "a", "ttl": float("inf"), "payload": {"prompt": "p"}})
+    assert job is not None and job.ttl_s == 150.0
 
 
 def test_model_name_follows_the_koboldcpp_convention() -> None:

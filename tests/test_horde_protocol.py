@@ -73,7 +73,7 @@ async def test_pop_body_and_headers_advertise_honest_limits(horde: FakeHorde, ma
     assert body["name"] == NAME
     assert body["models"] == ["koboldcpp/scripted-model.Q4_K_M"]
     assert body["max_context_length"] == 512  # the slot's context, never more
-    assert body["max_length"] == 256  # clamped: half the slot stays for the prompt
+    assert body["max_length"] == 128  # clamped: no speed measured yet (later: half the slot)
     assert body["threads"] == 3  # parallel 4 - 1: one slot stays free for local users
     assert body["amount"] == 1 and body["softprompts"] == [] and body["nsfw"] is False
     assert body["bridge_agent"].startswith("koboldtui:") and body["bridge_agent"].count(":") >= 2
@@ -109,7 +109,7 @@ async def test_job_runs_at_horde_priority_and_submit_body(horde: FakeHorde, make
     request = engine.requests[0]
     assert request.origin is Origin.HORDE and request.truncate_prompt is True
     assert request.prompt == "Once upon a time" and request.sampling.top_k == 12
-    assert request.max_context == 400 and request.max_tokens == 256
+    assert request.max_context == 400 and request.max_tokens == 128  # what we advertised
     submit = horde.submits()[0]
     assert submit.headers["apikey"] == "good-key"
     (job_id,) = horde.submitted

@@ -204,3 +204,52 @@ async def test_palette_lists_catalogue_models_for_switching() -> None:
         assert any("Switch main to Llama-3.1-8B" in str(t) for t in titles)
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+
+
+async def test_a_failed_gpu_save_is_reported_and_the_panel_keeps_running() -> None:
+    backend = FakeBackend()
+
+    def vanished(uuid: str, enabled: bool) -> str:
+        raise LookupError(f"GPU {uuid} is no longer known: reopen the GPU screen")
+
+    backend.set_gpu_enabled = vanished  # type: ignore[method-assign]
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, GpuPriorityScreen))
+        await pilot.press("space")
+        await wait_for(pilot, lambda: any("could not save" in n.message for n in app._notifications))
+        assert app.is_running and isinstance(app.screen, GpuPriorityScreen)
+
+
+async def test_a_second_prompt_replaces_the_first_stream() -> None:
+    import threading
+
+    backend = FakeBackend()
+    release = threading.Event()
+
+    def slow_then_fast(instance: str, prompt: str, max_tokens: int):
+        backend.calls.append(("stream_prompt", instance, prompt))
+        if prompt == "first":
+            yield "old-1 "
+            release.wait(5)
+            yield from ("old-2 ", "old-3 ")
+        else:
+            yield from ("new", " text")
+            release.set()
+
+    backend.stream_prompt = slow_then_fast  # type: ignore[method-assign]
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen))
+        screen = app.screen
+        await pilot.press(*"first", "enter")
+        await wait_for(pilot, lambda: "old-1" in screen.query_one(TextArea).text)
+        screen.query_one(Input).value = ""
+        await pilot.press(*"second", "enter")
+        await wait_for(pilot, lambda: "done" in static_text(screen, "#prompt-status"))
+        await pilot.pause(0.2)
+        assert screen.query_one(TextArea).text == "new text"

@@ -6,6 +6,8 @@ shown live: the person sees exactly what a child process will get.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import ClassVar
 
 from textual import work
@@ -36,6 +38,7 @@ class GpuPriorityScreen(ModalScreen[None]):
         self.cuda_visible_devices = report.cuda_visible_devices
         self.reason = report.unavailable_reason
         self.saves = 0
+        self._save_lock = threading.Lock()
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -84,7 +87,7 @@ class GpuPriorityScreen(ModalScreen[None]):
             return
         self.gpus[row], self.gpus[target] = self.gpus[target], self.gpus[row]
         self._redraw(target)
-        self._save_order([g.uuid for g in self.gpus])
+        self._save_order()
 
     def action_toggle(self) -> None:
         if not self.gpus:
@@ -95,14 +98,27 @@ class GpuPriorityScreen(ModalScreen[None]):
         self._redraw(row)
         self._save_enabled(g.uuid, not g.enabled)
 
-    @work(thread=True, group="gpu-save")
-    def _save_order(self, uuids: list[str]) -> None:
-        cvd = self.backend.set_gpu_order(uuids)
-        self.app.call_from_thread(self._saved, cvd)
+    @work(thread=True, group="gpu-save", exit_on_error=False)
+    def _save_order(self) -> None:
+        # Saves run one at a time and each reads the order when it runs, so after quick
+        # moves the last save written is always the newest order.
+        with self._save_lock:
+            uuids = [g.uuid for g in self.gpus]
+            self._save(lambda: self.backend.set_gpu_order(uuids))
 
-    @work(thread=True, group="gpu-save")
+    @work(thread=True, group="gpu-save", exit_on_error=False)
     def _save_enabled(self, uuid: str, enabled: bool) -> None:
-        cvd = self.backend.set_gpu_enabled(uuid, enabled)
+        with self._save_lock:
+            self._save(lambda: self.backend.set_gpu_enabled(uuid, enabled))
+
+    def _save(self, call: Callable[[], str]) -> None:
+        """Run one save; a failure is told to the person, never raised into the app."""
+        try:
+            cvd = call()
+        except Exception as exc:  # noqa: BLE001 - e.g. a GPU that vanished since the screen opened
+            self.app.call_from_thread(
+                self.notify, f"could not save the GPU order: {gauges.plain(exc)}", severity="error")
+            return
         self.app.call_from_thread(self._saved, cvd)
 
     def _saved(self, cvd: str) -> None:

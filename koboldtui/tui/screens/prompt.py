@@ -48,22 +48,27 @@ class PromptScreen(ModalScreen[None]):
         self.output, self.tokens = "", 0
         self.query_one("#prompt-output", TextArea).text = ""
         self.query_one("#prompt-status", Static).update("[$warning]streaming…[/]")
-        self._stop.clear()
-        self._stream(prompt)
+        self._stop.set()  # a stream still running for the previous prompt stops writing here
+        self._stop = threading.Event()
+        self._stream(prompt, self._stop)
 
-    @work(thread=True, exclusive=True, group="prompt-stream")
-    def _stream(self, prompt: str) -> None:
+    @work(thread=True, group="prompt-stream")
+    def _stream(self, prompt: str, stop: threading.Event) -> None:
         try:
             for token in self.backend.stream_prompt(self.instance, prompt, self.max_tokens):
-                if self._stop.is_set():
-                    return
-                self.app.call_from_thread(self._append, token)
+                if stop.is_set():
+                    return  # closing the generator closes the HTTP stream: the instance aborts
+                self.app.call_from_thread(self._append, token, stop)
         except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
-            self.app.call_from_thread(self._finish, f"[$error]{gauges.plain(exc)}[/]")
+            if not stop.is_set():
+                self.app.call_from_thread(self._finish, f"[$error]{gauges.plain(exc)}[/]")
             return
-        self.app.call_from_thread(self._finish, None)
+        if not stop.is_set():
+            self.app.call_from_thread(self._finish, None)
 
-    def _append(self, token: str) -> None:
+    def _append(self, token: str, stop: threading.Event) -> None:
+        if stop.is_set():  # a token of an earlier prompt, already queued: drop it
+            return
         self.output += token
         self.tokens += 1
         area = self.query_one("#prompt-output", TextArea)
