@@ -75,8 +75,8 @@ def _chat_prompt(runtime: Runtime, body: dict[str, Any]) -> str:
             raise BadRequest(f"messages[{i}] must be an object with a string 'role'", "messages")
         content = msg.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
-            texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-            texts = [t for t in texts if isinstance(t, str)]
+            parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            texts = [t for t in parts if isinstance(t, str)]
             if len(texts) != len(content):
                 raise BadRequest(f"messages[{i}].content: only text parts are supported", "messages")
             content = "".join(texts)
@@ -121,11 +121,12 @@ def openai_routes(runtime: Runtime) -> list[Route]:
         if chat:
             prompt = _chat_prompt(runtime, body)
         else:
-            prompt = body.get("prompt")
-            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-                prompt = prompt[0]
-            if not isinstance(prompt, str):
+            given = body.get("prompt")
+            if isinstance(given, list) and len(given) == 1 and isinstance(given[0], str):
+                given = given[0]
+            if not isinstance(given, str):
                 raise BadRequest("'prompt' must be a string (one prompt per request)", "prompt")
+            prompt = given
         gen = build(body, prompt, chat)
         stream = get_bool(body, "stream", False)
         handle = runtime.submit(gen)

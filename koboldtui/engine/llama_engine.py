@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import llama_cpp
 
@@ -64,6 +65,13 @@ class EngineConfig:
 DECODE_NICE = 5
 
 
+def _not_set(event: threading.Event | None) -> Callable[[], bool] | None:
+    """``lambda: not event.is_set()``, or None when there is no event to watch."""
+    if event is None:
+        return None
+    return lambda: not event.is_set()
+
+
 def _lower_decode_priority() -> None:
     """Run the decode thread (and the llama.cpp worker threads it starts) at a lower CPU
     priority than the HTTP event loop: with every core busy decoding, a new request is
@@ -80,6 +88,8 @@ def _lower_decode_priority() -> None:
 class LlamaEngine:
     """The TextEngine for GGUF models; see the module docstring for how a step works."""
 
+    _interrupt: bool  # read by llama.cpp's abort callback between graph nodes
+
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.model_path = str(config.model_path)
@@ -93,7 +103,7 @@ class LlamaEngine:
         self._model, self._split = native.load_model(
             config.model_path, gpu_layers=config.gpu_layers, main_gpu=config.main_gpu,
             tensor_split=list(config.tensor_split) if config.tensor_split else None, repack=self.repack,
-            should_continue=(lambda: not config.cancel_load.is_set()) if config.cancel_load else None,
+            should_continue=_not_set(config.cancel_load),
         )
         # llama_decode rejects batches above the context's n_batch: make room for one token per slot.
         self._step_capacity = max(self.n_batch, self.parallel)
@@ -366,7 +376,8 @@ class LlamaEngine:
         n = 0
         outputs: list[tuple[Sequence, int]] = []
 
-        def add(token: int, pos: int, seq_id: int, want_logits: bool) -> None:
+        def add(token: int | None, pos: int, seq_id: int | None, want_logits: bool) -> None:
+            # Sequences in a step always have a slot, and generating ones a sampled token.
             nonlocal n
             batch.token[n] = token
             batch.pos[n] = pos
@@ -431,7 +442,7 @@ class LlamaEngine:
             for seq, index in outputs:
                 if seq.aborted or seq.finish_reason is not None:
                     continue
-                token = seq.sampler.sample(self._ctx, index)
+                token = cast(SamplerChain, seq.sampler).sample(self._ctx, index)
                 seq.state = RequestState.GENERATING
                 if self.vocab.is_eog(token) and not seq.request.ban_eos:
                     self._finish(seq, FinishReason.STOP)

@@ -28,7 +28,7 @@ class SamplerChain:
         if ban_eos and eog_tokens:
             self._bias = (llama_cpp.llama_logit_bias * len(eog_tokens))()
             for i, tok in enumerate(eog_tokens):
-                self._bias[i].token = tok
+                self._bias[i].token = tok  # type: ignore[assignment]
                 self._bias[i].bias = float("-inf")
             add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(eog_tokens), self._bias))
         penalties_on = params.rep_pen != 1.0 or params.presence_penalty or params.frequency_penalty
