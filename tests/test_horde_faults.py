@@ -116,7 +116,9 @@ async def test_a_bug_in_the_loop_reports_only_the_exception_type(
     await worker.start()
     await horde.wait_for(lambda: worker.status()["state"] == "error")
     status = worker.status()
-    assert "UnicodeEncodeError" in status["last_error"] and "report this bug" in status["last_error"]
+    assert (
+        "UnicodeEncodeError" in status["last_error"] and "report this bug" in status["last_error"]
+    )
     assert not _leaks(json.dumps(status, ensure_ascii=False)) and not _leaks(caplog.text)
     assert "_run" in caplog.text  # where it happened still reaches the log
 

@@ -85,8 +85,9 @@ def horde_routes(get_worker: Callable[[], HordeWorker | None]) -> list[Route]:
             await worker.set_maintenance(on, message)
         except HordeWorkerStateError as exc:
             return _error(409, str(exc))
-        except HordeError as exc:
-            return _error(502, f"the Horde refused the maintenance change: {exc.explain()}")
+        except HordeError as exc:  # advice = found here before asking (e.g. an unsendable key)
+            prefix = "" if exc.advice else "the Horde refused the maintenance change: "
+            return _error(502, prefix + exc.explain())
         return JSONResponse({"ok": True, "horde": worker.status()})
 
     return [

@@ -85,15 +85,10 @@ class HordeClient:
         except httpx.HTTPError as exc:
             message = self._scrub(f"{type(exc).__name__}: {exc}")
             raise HordeError(what, message=message) from None
-        except UnicodeError:
-            raise HordeError(
-                what,
-                action=Action.STOP,
-                advice=_NON_ASCII_KEY if auth else f"the {what} request could not be encoded "
-                "(a setting with characters that are not plain ASCII?): check the --horde-* "
-                "settings",
-            ) from None
-        except Exception as exc:  # building or sending failed in a way httpx does not name
+        except UnicodeError:  # the header holding the key could not be encoded
+            advice = _NON_ASCII_KEY if auth else _UNENCODABLE.format(what=what)
+            raise HordeError(what, action=Action.STOP, advice=advice) from None
+        except Exception as exc:  # noqa: BLE001 - building or sending failed otherwise
             raise HordeError(
                 what, message=f"the request could not be made ({type(exc).__name__})"
             ) from None
@@ -202,6 +197,10 @@ class SubmitOutcome:
 _NON_ASCII_KEY = (
     "the Horde API key contains characters that are not plain ASCII (a stray space or quote "
     "from copy-paste?): re-enter it (--horde-key or KOBOLDTUI_HORDE_KEY)"
+)
+_UNENCODABLE = (
+    "the {what} request could not be encoded (a setting with characters that are not plain "
+    "ASCII?): check the --horde-* settings"
 )
 _CONTROL_CHAR_KEY = (
     "the Horde API key contains control characters (a stray tab or line break from "

@@ -149,7 +149,7 @@ class HordeJobs:
             )
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # never let one job take the worker down
+        except Exception as exc:  # noqa: BLE001 - never let one job take the worker down
             await self._fault_after_bug(in_hand, exc)
         finally:
             self.in_hand.pop(horde_id, None)
@@ -169,7 +169,7 @@ class HordeJobs:
             await self._submit(in_hand.horde_id, "", "faulted", 0, in_hand.deadline)
         except asyncio.CancelledError:
             raise
-        except Exception as again:
+        except Exception as again:  # noqa: BLE001 - logged by bug_report
             log.error("Horde job %s could not be faulted: %s", in_hand.horde_id, bug_report(again))
             self._stats.jobs_dropped += 1
 

@@ -260,7 +260,7 @@ class HordeWorker:
                     await self._pop_once()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug of ours: say so rather than die silently
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: say so, do not die silently
             # Only the type: an exception's text or repr could carry the API key.
             log.error("Horde worker loop failed: %s", bug_report(exc))
             self._fail(
