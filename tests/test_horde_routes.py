@@ -16,6 +16,7 @@ import uvicorn
 from fake_horde import FakeHorde, FakeTime, ScriptedEngine, build_worker
 from starlette.applications import Starlette
 
+from koboldtui.api.app import json_error_handlers
 from koboldtui.api.horde_routes import horde_routes
 from koboldtui.horde.worker import HordeWorker
 
@@ -46,7 +47,7 @@ async def worker(horde: FakeHorde) -> AsyncIterator[HordeWorker]:
 
 @pytest.fixture
 async def api(worker: HordeWorker) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=horde_routes(lambda: worker))
+    app = Starlette(routes=horde_routes(lambda: worker), exception_handlers=json_error_handlers())
     async for base in serve(app):
         async with httpx.AsyncClient(base_url=base) as client:
             yield client

@@ -72,6 +72,12 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 500, f"internal error: {exc}", kind="server_error")
 
 
+def json_error_handlers() -> dict[Any, Any]:
+    """Starlette exception handlers that turn every error into the JSON shapes above."""
+    return {BadRequest: _bad_request, EngineError: _engine_error, HTTPException: _http_error,
+            Exception: _unexpected}
+
+
 class BearerAuth:
     """With --api-key, every route but /health needs ``Authorization: Bearer KEY``."""
 
@@ -115,10 +121,7 @@ def build_app(runtime: Runtime, *, load_on_startup: bool = True) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={
-            BadRequest: _bad_request, EngineError: _engine_error, HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        exception_handlers=json_error_handlers(),
     )
     app.add_middleware(BearerAuth, api_key=runtime.config.api_key)
     app.state.runtime = runtime

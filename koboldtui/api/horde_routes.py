@@ -7,7 +7,6 @@ instance's ``HordeWorker`` or None when the instance runs none. Every error is J
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from koboldtui.api.validation import json_body
 from koboldtui.horde.errors import HordeError
 from koboldtui.horde.worker import HordeWorker, HordeWorkerStateError
 
@@ -28,17 +28,11 @@ def _error(status: int, text: str) -> JSONResponse:
     return JSONResponse({"error": text}, status_code=status)
 
 
-async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
-    raw = await request.body()
-    if not raw.strip():
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The body as an object ({} when empty); bad JSON raises BadRequest (a JSON 400)."""
+    if not (await request.body()).strip():
         return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return _error(400, 'the body is not JSON: send e.g. {"force": false}')
-    if not isinstance(data, dict):
-        return _error(400, 'the body must be a JSON object, e.g. {"force": false}')
-    return data
+    return await json_body(request)
 
 
 def horde_routes(get_worker: Callable[[], HordeWorker | None]) -> list[Route]:
@@ -59,8 +53,6 @@ def horde_routes(get_worker: Callable[[], HordeWorker | None]) -> list[Route]:
         if worker is None:
             return _error(409, NO_WORKER)
         body = await _json_body(request)
-        if isinstance(body, JSONResponse):
-            return body
         force = body.get("force", False)
         if not isinstance(force, bool):
             return _error(400, "'force' must be true or false")
@@ -72,8 +64,6 @@ def horde_routes(get_worker: Callable[[], HordeWorker | None]) -> list[Route]:
         if worker is None:
             return _error(409, NO_WORKER)
         body = await _json_body(request)
-        if isinstance(body, JSONResponse):
-            return body
         on, message = body.get("on"), body.get("message", "")
         if not isinstance(on, bool):
             return _error(
