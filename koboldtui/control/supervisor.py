@@ -212,7 +212,9 @@ class Supervisor(SupervisorRecords):
             if isinstance(exc, sqlite3.Error) and self.store.find(name) is None:
                 self.store.get(name)  # its spec was removed meanwhile: UnknownInstanceError
             if isinstance(exc, Exception):
-                raise StartError(f"cannot start {name!r}: recording the launch failed: {exc}") from exc
+                raise StartError(
+                    f"cannot start {name!r}: recording the launch failed: {exc}"
+                ) from exc
             raise
         with self._lock:
             self._records[name] = ManagedInstance.for_spec(
@@ -331,7 +333,11 @@ class Supervisor(SupervisorRecords):
             # first, so a watching `up` does not restart it
             self.store.clear_launch(name, record.token)
             self._save_runstate(
-                name, InstanceState.STOPPED, record.restarts, None, None,
+                name,
+                InstanceState.STOPPED,
+                record.restarts,
+                None,
+                None,
                 stopped_by_user_at=stopped_at,
             )
         pid = record.pid
@@ -412,10 +418,13 @@ class Supervisor(SupervisorRecords):
                         "(no /health answer, no log output); it was killed"
                     ),
                 )
-        elif record.state is InstanceState.FAILED and record.restart_at is not None:
+        elif (
+            record.state is InstanceState.FAILED
+            and (restart_at := record.restart_at) is not None  # read once: a stop may clear it
             # a stop from another shell (`koboldtui stop`) cancels the restart as soon as it is seen
-            if self._clock() >= record.restart_at or self._stopped_since_failure(record.name):
-                self._restart_due(record)
+            and (self._clock() >= restart_at or self._stopped_since_failure(record.name))
+        ):
+            self._restart_due(record)  # re-checks under the locks
 
     def _stopped_since_failure(self, name: str) -> bool:
         """True when someone stopped ``name`` (any controller) after its last failure here."""
