@@ -128,9 +128,14 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
         self._check_port()
         self._estimate_fit()
 
-    @work(thread=True, exclusive=True, group="form-catalog")
+    @work(thread=True, exclusive=True, group="form-catalog", exit_on_error=False)
     def _load_catalog(self) -> None:
-        models = self.backend.catalog()
+        try:
+            models = self.backend.catalog()
+        except Exception as exc:  # noqa: BLE001 - the form still works with the bundled model
+            self.app.call_from_thread(self.notify, f"could not list models: {gauges.plain(exc)}",
+                                      severity="warning")
+            models = []
         self.app.call_from_thread(self._fill_models, models)
 
     def _fill_models(self, models: list[CatalogModel]) -> None:
@@ -162,9 +167,12 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
             return
         self._check_port_free(port)
 
-    @work(thread=True, exclusive=True, group="form-port")
+    @work(thread=True, exclusive=True, group="form-port", exit_on_error=False)
     def _check_port_free(self, port: int) -> None:
-        problem = self.backend.port_problem(port, self.original_name)
+        try:
+            problem = self.backend.port_problem(port, self.original_name)
+        except Exception as exc:  # noqa: BLE001 - shown under the field, never raised
+            problem = f"could not check the port: {exc}"
         self.app.call_from_thread(self._show_port, problem)
 
     def _show_port(self, problem: str | None) -> None:
@@ -187,14 +195,18 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
         model = self.query_one("#model", Select).value
         self._run_fit(str(model) if model is not Select.BLANK else None, layers, ctx, parallel, self._selected_gpus())
 
-    @work(thread=True, exclusive=True, group="form-fit")
+    @work(thread=True, exclusive=True, group="form-fit", exit_on_error=False)
     def _run_fit(self, model: str | None, layers: int, ctx: int, parallel: int, gpus: tuple[str, ...]) -> None:
         if not gpus or layers == 0:
             text = "[$text-muted]CPU only: no VRAM needed (gpu_layers 0 or no GPU ticked)[/]"
         else:
-            est = self.backend.fit_estimate(model, layers, ctx, parallel, gpus)
-            var = "$success" if est.fits else "$error"
-            text = f"[{var}]{gauges.plain(est.text)}[/]"
+            try:
+                est = self.backend.fit_estimate(model, layers, ctx, parallel, gpus)
+            except Exception as exc:  # noqa: BLE001 - e.g. an unreadable GGUF: say so, keep the form
+                text = f"[$warning]no VRAM estimate: {gauges.plain(exc)}[/]"
+            else:
+                var = "$success" if est.fits else "$error"
+                text = f"[{var}]{gauges.plain(est.text)}[/]"
         self.app.call_from_thread(self._show_fit, text)
 
     def _show_fit(self, text: str) -> None:
