@@ -10,7 +10,7 @@ from koboldtui import __version__
 
 # Each module in koboldtui.commands registers its own subcommands; a missing one is skipped
 # so a partial checkout still runs what it has.
-COMMAND_MODULES = ("serve", "gpus", "instances", "panel")
+COMMAND_MODULES = ("serve", "gpus", "instances", "horde", "panel")
 
 
 def build_parser() -> argparse.ArgumentParser:
