@@ -16,73 +16,31 @@ import collections
 import ctypes
 import heapq
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import cast
 
 import llama_cpp
 
 from koboldtui.engine import native
-from koboldtui.engine.batch_plan import BatchPlan
+from koboldtui.engine.engine_config import EngineConfig, lower_decode_priority, not_set
+from koboldtui.engine.prompt_fit import fit_prompt
 from koboldtui.engine.sampling import SamplerChain
 from koboldtui.engine.sequence import GenerationStream, Sequence, deliver
 from koboldtui.engine.types import (
     EngineClosedError,
-    EngineError,
     EngineSnapshot,
     EngineTotals,
     FinishReason,
     GenerationRequest,
     Origin,
-    PromptTooLongError,
     QueueFullError,
     RequestState,
 )
 
 log = logging.getLogger(__name__)
 RECENT_KEEP_S = 60.0  # finished requests stay in the status queue this long (the panel fades them)
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    model_path: Path
-    ctx: int = 4096  # per request (each slot gets this much KV)
-    parallel: int = 4
-    batch: BatchPlan = field(default_factory=BatchPlan)
-    threads: int = 2
-    gpu_layers: int = 0
-    main_gpu: int = 0
-    tensor_split: tuple[float, ...] | None = None
-    max_queue: int = 64
-    preempt: bool = False
-    cancel_load: threading.Event | None = None  # set it to abandon a load in progress
-
-
-DECODE_NICE = 5
-
-
-def _not_set(event: threading.Event | None) -> Callable[[], bool] | None:
-    """``lambda: not event.is_set()``, or None when there is no event to watch."""
-    if event is None:
-        return None
-    return lambda: not event.is_set()
-
-
-def _lower_decode_priority() -> None:
-    """Run the decode thread (and the llama.cpp worker threads it starts) at a lower CPU
-    priority than the HTTP event loop: with every core busy decoding, a new request is
-    still parsed and answered at once. It costs nothing when the CPU is otherwise idle.
-    Linux applies nice per thread; elsewhere this is a no-op."""
-    if os.environ.get("KOBOLDTUI_DECODE_NICE") == "0" or not hasattr(os, "setpriority"):
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
-    except OSError:
-        pass
 
 
 class LlamaEngine:
@@ -103,7 +61,7 @@ class LlamaEngine:
         self._model, self._split = native.load_model(
             config.model_path, gpu_layers=config.gpu_layers, main_gpu=config.main_gpu,
             tensor_split=list(config.tensor_split) if config.tensor_split else None, repack=self.repack,
-            should_continue=_not_set(config.cancel_load),
+            should_continue=not_set(config.cancel_load),
         )
         # llama_decode rejects batches above the context's n_batch: make room for one token per slot.
         self._step_capacity = max(self.n_batch, self.parallel)
@@ -163,7 +121,7 @@ class LlamaEngine:
     def submit(self, request: GenerationRequest) -> GenerationStream:
         """Queue a request (see TextEngine.submit); call from the event loop that reads it."""
         loop = asyncio.get_running_loop()
-        prompt, max_tokens, truncated = self._fit_prompt(request)
+        prompt, max_tokens, truncated = fit_prompt(self.vocab, request, self.n_ctx_per_seq)
         stream = GenerationStream(request, loop, self.abort)
         sampler = SamplerChain(request.sampling, self.vocab.n_tokens, self.vocab.eog_tokens, request.ban_eos)
         with self._cond:
@@ -241,30 +199,6 @@ class LlamaEngine:
         llama_cpp.llama_model_free(self._model)
 
     # ------------------------------------------------------------------ admission
-    def _fit_prompt(self, request: GenerationRequest) -> tuple[list[int], int, int]:
-        """Tokenize and make the request fit its context (left-truncate or refuse)."""
-        if request.max_tokens < 1:
-            raise EngineError("max_tokens must be at least 1")
-        tokens = self.vocab.tokenize(request.prompt)
-        if not tokens:
-            if self.vocab.bos < 0:
-                raise EngineError("the prompt is empty and this model has no BOS token: send some text")
-            tokens = [self.vocab.bos]
-        # At least one prompt token and one generated token, whatever the client asked for.
-        limit = max(2, min(request.max_context or self.n_ctx_per_seq, self.n_ctx_per_seq))
-        if not request.truncate_prompt:
-            if len(tokens) + request.max_tokens > self.n_ctx_per_seq:
-                raise PromptTooLongError(len(tokens), request.max_tokens, self.n_ctx_per_seq)
-            return tokens, request.max_tokens, 0
-        max_tokens = max(1, min(request.max_tokens, limit - 1))  # KoboldCpp clamps max_length
-        budget = limit - max_tokens
-        if len(tokens) <= budget:
-            return tokens, max_tokens, 0
-        keep_bos = self.vocab.add_bos and tokens[0] == self.vocab.bos
-        kept = tokens[len(tokens) - (budget - 1):] if keep_bos else tokens[len(tokens) - budget:]
-        fitted = ([tokens[0]] if keep_bos else []) + kept
-        return fitted, max_tokens, len(tokens) - len(fitted)
-
     def _iter_live(self):
         yield from (seq for _, seq in self._pending)
         yield from (seq for seq in self._slots if seq is not None)
@@ -339,7 +273,7 @@ class LlamaEngine:
 
     # ------------------------------------------------------------------ decode loop
     def _run(self) -> None:
-        _lower_decode_priority()
+        lower_decode_priority()
         while True:
             with self._cond:
                 while not self._closing and not self._pending and not any(self._slots):
