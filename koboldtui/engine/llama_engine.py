@@ -24,6 +24,7 @@ from typing import cast
 import llama_cpp
 
 from koboldtui.engine import native
+from koboldtui.engine.chat_template import render_chat
 from koboldtui.engine.engine_config import EngineConfig, lower_decode_priority, not_set
 from koboldtui.engine.prompt_fit import fit_prompt
 from koboldtui.engine.sampling import SamplerChain
@@ -110,13 +111,9 @@ class LlamaEngine:
         return self.vocab.detokenize(tokens)
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        """Render chat messages with the GGUF's template (llama.cpp's renderer), else a plain one."""
-        if self.chat_template:
-            rendered = native.apply_builtin_chat_template(self.chat_template, messages)
-            if rendered is not None:
-                return rendered
-        lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages]
-        return "\n".join(lines) + "\nassistant:"
+        """Render chat messages with the GGUF's template (see engine/chat_template.py)."""
+        return render_chat(self.chat_template, messages, builtin=native.apply_builtin_chat_template,
+                           eos_token=self.vocab.token_text(self.vocab.eos))
 
     def submit(self, request: GenerationRequest) -> GenerationStream:
         """Queue a request (see TextEngine.submit); call from the event loop that reads it."""

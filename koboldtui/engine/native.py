@@ -196,6 +196,7 @@ class Vocab:
         self.n_tokens = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self.bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self.eos = llama_cpp.llama_vocab_eos(self._vocab)
         self.eog_tokens = [t for t in range(self.n_tokens) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
         self._piece_buf = ctypes.create_string_buffer(256)
 
@@ -219,6 +220,14 @@ class Vocab:
             buf = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        """A token as text, special tokens included ("<eos>"); "" for none."""
+        if token < 0:
+            return ""
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", "replace")
 
     def detokenize(self, tokens: list[int]) -> str:
         buf = ctypes.create_string_buffer(256)
