@@ -236,3 +236,11 @@ async def test_aborting_a_queued_request_answers_at_once_and_frees_its_place(sin
 async def test_tiny_context_request_still_generates(engine):
     result = await engine.submit(req("A long prompt " * 20, 5, max_context=1)).result()
     assert result.prompt_tokens >= 1 and result.completion_tokens == 1
+
+
+def test_ctx_beyond_the_trained_context_is_clamped(bundled_model):
+    eng = LlamaEngine(EngineConfig(model_path=bundled_model, ctx=65536, parallel=1, batch=BatchPlan(64)))
+    try:
+        assert eng.n_ctx_per_seq == 32768  # Gemma 3 270M's trained context
+    finally:
+        eng.close()

@@ -64,6 +64,11 @@ class LlamaEngine:
             tensor_split=list(config.tensor_split) if config.tensor_split else None, repack=self.repack,
             should_continue=not_set(config.cancel_load),
         )
+        trained = int(llama_cpp.llama_model_n_ctx_train(self._model))
+        if 0 < trained < self.n_ctx_per_seq:  # beyond it the model degrades into gibberish
+            log.warning("--ctx %d is more than %s was trained for (%d): using %d per request",
+                        self.n_ctx_per_seq, config.model_path.name, trained, trained)
+            self.n_ctx_per_seq, self.n_ctx = trained, trained * self.parallel
         # llama_decode rejects batches above the context's n_batch: make room for one token per slot.
         self._step_capacity = max(self.n_batch, self.parallel)
         try:
