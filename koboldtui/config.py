@@ -43,6 +43,19 @@ def physical_cores() -> int:
     return max(1, min(cores, usable))
 
 
+def parse_tensor_split(value: str | None) -> tuple[float, ...] | None:
+    """'3,1' → (3.0, 1.0); raises ValueError with a hint on bad input."""
+    if not value:
+        return None
+    try:
+        parts = tuple(float(p) for p in value.replace("/", ",").split(",") if p.strip())
+    except ValueError:
+        raise ValueError(f"--tensor-split {value!r} must be numbers separated by commas, e.g. 3,1") from None
+    if not parts or any(p < 0 for p in parts):
+        raise ValueError(f"--tensor-split {value!r} must be non-negative numbers, e.g. 3,1")
+    return parts
+
+
 @dataclass
 class HordeSettings:
     """What the AI Horde worker of one instance needs; off unless ``enabled``."""
@@ -96,6 +109,10 @@ class ServeConfig:
             problems.append(f"--parallel {self.parallel} must be between 1 and 256")
         if self.threads is not None and self.threads < 1:
             problems.append("--threads must be at least 1")
+        try:
+            parse_tensor_split(self.tensor_split)
+        except ValueError as exc:
+            problems.append(str(exc))
         if self.max_queue < 1:
             problems.append("--max-queue must be at least 1")
         if self.host not in LOOPBACK_HOSTS and not self.api_key:

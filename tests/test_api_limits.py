@@ -49,6 +49,8 @@ def test_non_loopback_host_without_key_is_refused():
     ({"port": 70000}, "out of range"),
     ({"parallel": 0}, "--parallel"),
     ({"ctx": 16}, "--ctx"),
+    ({"tensor_split": "3,x"}, "--tensor-split"),
+    ({"threads": 0}, "--threads"),
     ({"batch_size": 0}, "--batch-size"),
 ])
 def test_config_validation_messages(changes, needle):
