@@ -7,15 +7,12 @@ only from thread workers.
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from koboldtui.config import ServeConfig
 from koboldtui.paths import AppPaths, app_paths
@@ -30,6 +27,7 @@ from koboldtui.tui.backend import (
     InstanceView,
     ProgressCallback,
 )
+from koboldtui.tui.instance_api import InstanceApi
 
 MIB = 1024 * 1024
 BUNDLED = "bundled"
@@ -46,7 +44,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (StartError, SpecError, InstanceStoreError, SecretsError, ValueError, OSError)
 
 
-class LiveBackend:
+class LiveBackend(InstanceApi):
     """PanelBackend over koboldtui.control / gpu / store / models and each instance's HTTP API."""
 
     def __init__(self, paths: AppPaths | None = None, gpu_interval_s: float = 1.0,
@@ -81,26 +79,6 @@ class LiveBackend:
             raise
         except _errors() as exc:
             raise BackendError(f"{what}: {exc}") from exc
-
-    def _base_url(self, name: str) -> tuple[str, dict[str, str]]:
-        spec = self.registry.get(name)
-        key = self.registry.secrets.get(name).get("api_key")
-        return spec.base_url(), ({"Authorization": f"Bearer {key}"} if key else {})
-
-    def _post(self, name: str, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        url, headers = self._base_url(name)
-        try:
-            response = httpx.post(url + path, json=body, headers=headers, timeout=timeout or self.http_timeout_s)
-        except httpx.HTTPError as exc:
-            raise BackendError(f"{name} did not answer on {url} ({exc}): is it running? start it with s") from exc
-        try:
-            data = response.json()
-        except ValueError:
-            data = {}
-        if response.status_code >= 400:
-            detail = data.get("error") or data.get("detail") or response.text[:200]
-            raise BackendError(f"{name} refused {path}: {detail}")
-        return data if isinstance(data, dict) else {}
 
     def _inventory(self):
         inventory = self.sampler.latest() or self.sampler.sample_now()
@@ -349,39 +327,6 @@ class LiveBackend:
         self._guard(f"saving the batch size of {name}", lambda: self.registry.edit(name, {"batch_size": batch_size}))
         if running:
             self.restart_instance(name)
-
-    def abort(self, instance: str, genkey: str) -> bool:
-        return bool(self._post(instance, "/api/extra/abort", {"genkey": genkey}).get("success"))
-
-    def horde_start(self, instance: str) -> None:
-        self._post(instance, "/api/koboldtui/horde/start", {})
-
-    def horde_stop(self, instance: str) -> None:
-        self._post(instance, "/api/koboldtui/horde/stop", {})
-
-    def horde_maintenance(self, instance: str, enabled: bool) -> None:
-        self._post(instance, "/api/koboldtui/horde/maintenance",
-                   {"on": enabled, "message": "paused from the koboldtui panel" if enabled else ""}, timeout=15)
-
-    def stream_prompt(self, instance: str, prompt: str, max_tokens: int) -> Iterator[str]:
-        url, headers = self._base_url(instance)
-        body = {"prompt": prompt, "max_length": max_tokens}
-        try:
-            with httpx.stream("POST", url + "/api/extra/generate/stream", json=body, headers=headers,
-                              timeout=httpx.Timeout(10.0, read=120.0)) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise BackendError(f"{instance} refused the prompt: {response.text[:200]}")
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        try:
-                            token = json.loads(line[5:].strip()).get("token", "")
-                        except ValueError:
-                            continue
-                        if token:
-                            yield token
-        except httpx.HTTPError as exc:
-            raise BackendError(f"{instance} did not answer on {url} ({exc}): is it ready?") from exc
 
     def log_tail(self, instance: str, lines: int = 200) -> list[str]:
         from koboldtui.control.logs import log_path_for, tail_lines
