@@ -126,6 +126,10 @@ class ManagedInstance:
     gpus: str
     streak: int = 0  # consecutive failures, for backoff
     streak_ready_at: float | None = None  # monotonic time it became ready
+    # the hang watchdog (ready instances): monotonic times of its last /health look and answer;
+    # None means "since progress_at" (it just became ready, or was adopted)
+    health_checked_at: float | None = None
+    answered_at: float | None = None
     restart_at: float | None = None  # monotonic time of a scheduled restart
     stop_requested: bool = False
     exit_code: int | None = None

@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 HORDE_STOP_GRACE_S = 35.0
+# /health answers that count as "alive" for the hang watchdog (503 loading/stopping included)
+_ANSWERED = frozenset({Health.READY, Health.LOADING, Health.FAILED})
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class Supervisor(SupervisorRestarts):
         backoff: Backoff | None = None,
         stall_timeout_s: float = 180.0,
         stop_grace_s: float = 15.0,
+        health_interval_s: float = 10.0,
+        hang_timeout_s: float = 90.0,
+        health_timeout_s: float = 2.0,
         log_max_bytes: int = logfiles.DEFAULT_MAX_BYTES,
         command_builder: CommandBuilder = serve_command,
         environ: dict[str, str] | None = None,
@@ -83,6 +88,10 @@ class Supervisor(SupervisorRestarts):
             environ=environ,
         )
         self.stall_timeout_s, self.stop_grace_s = stall_timeout_s, stop_grace_s
+        # the hang watchdog: a ready instance is probed every health_interval_s (each look
+        # waits at most health_timeout_s) and killed when silent for hang_timeout_s
+        self.health_interval_s, self.hang_timeout_s = health_interval_s, hang_timeout_s
+        self.health_timeout_s = health_timeout_s
 
     # -- start ---------------------------------------------------------------------------
 
@@ -262,6 +271,7 @@ class Supervisor(SupervisorRestarts):
                 self._on_exit(record, code)
                 return
             if record.state is InstanceState.READY:
+                self._watch_ready(record)
                 return
             health, load_error = probe_health_detail(
                 launch_url(record.host, record.port), api_key=record.api_key, timeout_s=0.5
@@ -287,7 +297,7 @@ class Supervisor(SupervisorRestarts):
                 record.state = new
                 stalled = now - record.progress_at > self.stall_timeout_s
             if new is InstanceState.READY:
-                record.streak_ready_at = now
+                record.streak_ready_at = record.health_checked_at = record.answered_at = now
                 self._save_runstate(record.name, new, record.restarts, None, record.token)
             elif stalled:
                 terminate_group(record.pid, popen=record.popen, grace_s=5.0)
@@ -306,3 +316,49 @@ class Supervisor(SupervisorRestarts):
             and (self._clock() >= restart_at or self._stopped_since_failure(record.name))
         ):
             self._restart_due(record)  # re-checks under the locks
+
+    def _watch_ready(self, record: ManagedInstance) -> None:
+        """The hang watchdog: kill a ready instance whose /health has been silent too long.
+
+        Cheap between looks (a clock reading); a look is one short GET. Answering at all
+        (200 ok, 503 loading or stopping) counts; no answer or an odd one does not.
+        """
+        now = self._clock()
+        with self._lock:  # claim this look, so threads polling together probe once
+            last_look = record.health_checked_at
+            if last_look is None:
+                last_look = record.progress_at
+            if (
+                record.state is not InstanceState.READY
+                or record.stop_requested
+                or now - last_look < self.health_interval_s
+            ):
+                return
+            record.health_checked_at = now
+        health, _ = probe_health_detail(
+            launch_url(record.host, record.port),
+            api_key=record.api_key,
+            timeout_s=self.health_timeout_s,
+        )
+        with self._lock:
+            if health in _ANSWERED:
+                record.answered_at = now
+                return
+            answered_at = record.answered_at
+            if answered_at is None:
+                answered_at = record.progress_at
+            if (
+                now - answered_at < self.hang_timeout_s
+                or record.state is not InstanceState.READY
+                or record.stop_requested
+            ):
+                return
+            pid, popen = record.pid, record.popen
+        if pid is None:
+            return
+        terminate_group(pid, popen=popen, grace_s=5.0)
+        self._on_exit(
+            record,
+            None,
+            reason=f"stopped answering /health for {self.hang_timeout_s:.0f} s; it was killed",
+        )
