@@ -12,6 +12,7 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
@@ -99,16 +100,22 @@ class DashboardScreen(Screen):
         """Redraw every instance-driven panel from one poll."""
         if not self._ready:
             return
-        self.query_one(InstancesTable).show(instances)
-        self.query_one(BatchTable).show(instances)
-        self.query_one(QueueTable).show(instances, polled_at)
-        chosen = next((i for i in instances if i.name == selected), instances[0] if instances else None)
-        self.query_one(HordePanel).show_instance(chosen, polled_at)
+        try:
+            self.query_one(InstancesTable).show(instances)
+            self.query_one(BatchTable).show(instances)
+            self.query_one(QueueTable).show(instances, polled_at)
+            chosen = next((i for i in instances if i.name == selected), instances[0] if instances else None)
+            self.query_one(HordePanel).show_instance(chosen, polled_at)
+        except NoMatches:  # a poll landing while the app tears the screen down: nothing to draw
+            return
 
     def show_gpus(self, report: GpuReport) -> None:
         if not self._ready:
             return
-        self.query_one(GpuPanel).show_report(report)
+        try:
+            self.query_one(GpuPanel).show_report(report)
+        except NoMatches:  # torn down while the poll ran
+            return
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """The instances (or batch) cursor picks the instance every key acts on."""
