@@ -61,3 +61,21 @@ def horde(horde_server):
     """The module's fake Horde, with its script and records reset for this test."""
     horde_server.reset()
     return horde_server
+
+
+@pytest.fixture
+async def make_worker(horde):
+    """Build Horde workers against the fake Horde (scripted engine by default); all are
+    force-stopped after the test. ``url=`` points one elsewhere (e.g. nowhere)."""
+    from fake_horde import ScriptedEngine, build_worker
+
+    made = []
+
+    def make(engine=None, *, url=None, **kw):
+        worker = build_worker(url or horde.url, engine or ScriptedEngine(), **kw)
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        await worker.stop(force=True)

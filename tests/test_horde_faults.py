@@ -9,45 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
-from fake_horde import FakeHorde, FakeTime, ScriptedEngine, build_worker, job_reply
+from fake_horde import FakeHorde, FakeTime, ScriptedEngine, job_reply
 
 from koboldtui.horde import payload as horde_payload
 from koboldtui.horde.client import HordeClient
 from koboldtui.horde.errors import Action, HordeError
-from koboldtui.horde.worker import HordeWorker
 
 SECRET = "s3cr3t-horde-key"
-
-
-@pytest.fixture(scope="module")
-def horde_server() -> Iterator[FakeHorde]:
-    with FakeHorde(keys={"good-key": "tester#42"}) as fake:
-        yield fake
-
-
-@pytest.fixture
-def horde(horde_server: FakeHorde) -> FakeHorde:
-    horde_server.reset()
-    return horde_server
-
-
-@pytest.fixture
-async def make_worker(horde: FakeHorde) -> AsyncIterator[Callable[..., HordeWorker]]:
-    made: list[HordeWorker] = []
-
-    def make(engine: ScriptedEngine | None = None, **kw: Any) -> HordeWorker:
-        worker = build_worker(horde.url, engine or ScriptedEngine(), **kw)
-        made.append(worker)
-        return worker
-
-    yield make
-    for worker in made:
-        await worker.stop(force=True)
 
 
 def _leaks(text: str) -> bool:

@@ -11,8 +11,7 @@ import asyncio
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from fake_horde import (
@@ -21,7 +20,6 @@ from fake_horde import (
     FakeTime,
     Reply,
     ScriptedEngine,
-    build_worker,
     error_reply,
     job_reply,
 )
@@ -29,7 +27,6 @@ from fake_horde import (
 from koboldtui.engine.types import FinishReason, Origin, QueueFullError
 from koboldtui.horde.client import HordeClient
 from koboldtui.horde.errors import Action, HordeError
-from koboldtui.horde.worker import HordeWorker
 
 NAME = "koboldtui-test-worker"
 
@@ -38,28 +35,6 @@ NAME = "koboldtui-test-worker"
 def horde_server() -> Iterator[FakeHorde]:
     with FakeHorde(keys={"good-key": "tester#42", "other-key": "someone#7"}) as fake:
         yield fake
-
-
-@pytest.fixture
-def horde(horde_server: FakeHorde) -> FakeHorde:
-    horde_server.reset()
-    return horde_server
-
-
-@pytest.fixture
-async def make_worker(horde: FakeHorde) -> AsyncIterator[Callable[..., HordeWorker]]:
-    made: list[HordeWorker] = []
-
-    def make(
-        engine: ScriptedEngine | None = None, *, url: str | None = None, **kw: Any
-    ) -> HordeWorker:
-        worker = build_worker(url or horde.url, engine or ScriptedEngine(), **kw)
-        made.append(worker)
-        return worker
-
-    yield make
-    for worker in made:
-        await worker.stop(force=True)
 
 
 async def test_pop_body_and_headers_advertise_honest_limits(horde: FakeHorde, make_worker) -> None:

@@ -7,27 +7,9 @@ the injected clock makes the 20-second window take no real time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pytest
-from fake_horde import FakeHorde, FakeTime, ScriptedEngine, build_worker, job_reply
-
-from koboldtui.horde.worker import HordeWorker
-
-
-@pytest.fixture
-async def make_worker(horde: FakeHorde) -> AsyncIterator[Callable[..., HordeWorker]]:
-    made: list[HordeWorker] = []
-
-    def make(engine: ScriptedEngine | None = None, **kw: Any) -> HordeWorker:
-        worker = build_worker(horde.url, engine or ScriptedEngine(), **kw)
-        made.append(worker)
-        return worker
-
-    yield make
-    for worker in made:
-        await worker.stop(force=True)
+from fake_horde import FakeHorde, FakeTime, ScriptedEngine, job_reply
 
 
 def record_pop_times(horde: FakeHorde, t: FakeTime) -> list[float]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from koboldtui.control import logs as logfiles
 from koboldtui.control.adoption import SupervisorRecords
@@ -43,13 +43,13 @@ class SupervisorLaunches(SupervisorRecords):
         store: InstanceStore,
         *,
         gpu_planner: GpuPlanner | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
         log_max_bytes: int = logfiles.DEFAULT_MAX_BYTES,
         command_builder: CommandBuilder = serve_command,
         environ: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(paths, store, clock=clock, wall=wall)
+        """The launch settings are ours; ``clock``/``wall`` go to the records."""
+        super().__init__(paths, store, **kwargs)
         self._gpu_planner = gpu_planner or default_gpu_planner(store)
         self._log_max_bytes = log_max_bytes
         self._command_builder = command_builder

@@ -2,51 +2,26 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from typing import Any
 
 from koboldtui.control import logs as logfiles
 from koboldtui.control.backoff import Backoff
-from koboldtui.control.gpu_plan import GpuPlanner
-from koboldtui.control.launcher import CommandBuilder
 from koboldtui.control.launching import LaunchBusyError, SupervisorLaunches
-from koboldtui.control.process import serve_command
 from koboldtui.control.state import (
     InstanceState,
     ManagedInstance,
     describe_exit,
     with_log_tail,
 )
-from koboldtui.paths import AppPaths
-from koboldtui.store.instances import InstanceStore, UnknownInstanceError
+from koboldtui.store.instances import UnknownInstanceError
 
 
 class SupervisorRestarts(SupervisorLaunches):
     """Decides what an exit means: stopped on purpose, failed, or failed and due a restart after backoff."""
 
-    def __init__(
-        self,
-        paths: AppPaths,
-        store: InstanceStore,
-        *,
-        gpu_planner: GpuPlanner | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-        backoff: Backoff | None = None,
-        log_max_bytes: int = logfiles.DEFAULT_MAX_BYTES,
-        command_builder: CommandBuilder = serve_command,
-        environ: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            paths,
-            store,
-            gpu_planner=gpu_planner,
-            clock=clock,
-            wall=wall,
-            log_max_bytes=log_max_bytes,
-            command_builder=command_builder,
-            environ=environ,
-        )
+    def __init__(self, *args: Any, backoff: Backoff | None = None, **kwargs: Any) -> None:
+        """``backoff`` is ours; everything else is the launch path's (see Supervisor)."""
+        super().__init__(*args, **kwargs)
         self._backoff = backoff or Backoff()
         self._failed_at: dict[str, float] = {}  # wall time of each instance's last failure
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from koboldtui.config import HordeSettings, ServeConfig
+from koboldtui.models.bundled import BUNDLED_MODEL_ALIAS as BUNDLED
 
 GpuSelection = str | list[str]  # "auto" | "cpu" | list of GPU UUIDs / indices
 
 RESTART_POLICIES = ("no", "on-failure")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-BUNDLED = "bundled"
 
 
 class SpecError(ValueError):

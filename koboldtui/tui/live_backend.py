@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from koboldtui.config import ServeConfig
+from koboldtui.models.bundled import BUNDLED_MODEL_ALIAS as BUNDLED
 from koboldtui.paths import AppPaths, app_paths
 from koboldtui.status import InstanceStatus
 from koboldtui.tui.backend import (
@@ -30,7 +31,6 @@ from koboldtui.tui.backend import (
 from koboldtui.tui.instance_api import InstanceApi
 
 MIB = 1024 * 1024
-BUNDLED = "bundled"
 SWITCH_STEPS = {"starting": 0.45, "loading": 0.6, "ready": 1.0}
 
 

@@ -18,11 +18,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static, Switch
 
 from koboldtui.config import HordeSettings
+from koboldtui.models.bundled import BUNDLED_MODEL_ALIAS as BUNDLED
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceDraft, PanelBackend
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
-BUNDLED = "bundled"
 
 
 def _int(text: str) -> int | None:
