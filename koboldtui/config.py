@@ -7,6 +7,7 @@ flags, so the supervisor and the CLI parser can never drift apart.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -41,6 +42,15 @@ def physical_cores() -> int:
         pass
     cores = len(pairs) if pairs else usable
     return max(1, min(cores, usable))
+
+
+def new_launch_token() -> str:
+    """A fresh launch token that can never be read as an option on a command line.
+
+    ``secrets.token_urlsafe`` starts with ``-`` about 1 time in 60, and argparse then reads
+    ``--launch-token -AbC`` as a missing value (exit 2, counted as a crash). Hex digits only.
+    """
+    return secrets.token_hex(16)
 
 
 def parse_tensor_split(value: str | None) -> tuple[float, ...] | None:
@@ -115,6 +125,8 @@ class ServeConfig:
             problems.append(str(exc))
         if self.max_queue < 1:
             problems.append("--max-queue must be at least 1")
+        if self.launch_token is not None and not self.launch_token.isalnum():
+            problems.append("--launch-token must be letters and digits only (use config.new_launch_token())")
         if self.host not in LOOPBACK_HOSTS and not self.api_key:
             problems.append(
                 f"--host {self.host} would expose the API beyond this machine without a key: "

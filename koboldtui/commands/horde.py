@@ -95,8 +95,25 @@ def describe(h: dict[str, Any]) -> list[str]:
     if h.get("maintenance_message"):
         lines.append(f"maintenance {h['maintenance_message']}")
     if h.get("last_error"):
-        lines.append(f"last error {h['last_error']}")
+        age = h.get("last_error_age_s")
+        lines.append(f"last error {h['last_error']}" + (f" ({age:.0f} s ago)" if age is not None else ""))
+    drop = h.get("last_drop")
+    if isinstance(drop, dict):
+        lines.append(f"last drop  job {drop.get('id')}: {drop.get('reason')}")
+    if h.get("state") == "stopping":
+        eta = h.get("stop_eta_s")
+        lines.append("stop ETA   " + (f"about {eta:.0f} s" if eta else "unknown (jobs still running)"))
     return lines
+
+
+def stop_summary(data: dict[str, Any]) -> str:
+    """What a stop does to the jobs in hand, in the words that match it (finish or fault)."""
+    count = data["jobs_in_progress"]
+    if data.get("forced"):
+        return f"faulting {count} job(s) in hand (handed back to the Horde unfinished); no new ones will be taken"
+    eta = data.get("eta_s")
+    when = f", about {eta:.0f} s" if eta else ", time unknown"
+    return f"finishing {count} job(s) in hand{when}; no new ones will be taken"
 
 
 def run_horde(args: argparse.Namespace) -> int:
@@ -115,9 +132,7 @@ def run_horde(args: argparse.Namespace) -> int:
         elif args.horde_action == "stop":
             data = _call("POST", base + "/api/koboldtui/horde/stop", key, {"force": args.force})
             if data.get("jobs_in_progress"):
-                eta = data.get("eta_s")
-                print(f"finishing {data['jobs_in_progress']} job(s) in hand"
-                      + (f", about {eta:.0f} s" if eta else "") + "; no new ones will be taken")
+                print(stop_summary(data))
         else:
             data = _call("POST", base + "/api/koboldtui/horde/maintenance", key,
                          {"on": args.switch == "on", "message": args.message})

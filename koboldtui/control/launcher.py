@@ -6,14 +6,13 @@ no launch row and no log behind.
 
 from __future__ import annotations
 
-import secrets
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from koboldtui.config import ServeConfig
+from koboldtui.config import ServeConfig, new_launch_token
 from koboldtui.control import logs as logfiles
 from koboldtui.control.gpu_plan import GpuPlanner, describe_plan
 from koboldtui.control.ports import PortUnavailableError, check_port_available
@@ -59,7 +58,7 @@ def prepare_launch(
     except PortUnavailableError as exc:
         raise StartError(f"cannot start {name!r}: {exc}") from exc
     plan = planner(spec, model_path)  # raises StartError (GPU gone, disabled, does not fit)
-    token = secrets.token_urlsafe(18)
+    token = new_launch_token()  # never starts with '-' (argparse would take it for an option)
     config = plan.apply(
         spec.to_serve_config(
             launch_token=token, api_key=secret.get("api_key"), horde_key=secret.get("horde_key")

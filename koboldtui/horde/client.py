@@ -127,14 +127,21 @@ class HordeClient:
         wait: Callable[[float], Awaitable[Any]],
         give_up: Callable[[], bool],
         backoff: Backoff,
+        on_retry: Callable[[str, float], None] | None = None,
     ) -> SubmitOutcome:
         """Submit, retrying 429/5xx/network errors with backoff until ``deadline`` (the job's ttl).
+
+        A retry waits ``min(backoff, time left)`` and tries once more, so a result is given
+        up only once its ttl has really run out (or on a forced stop). ``on_retry(words,
+        delay)`` hears of every failed try before the wait.
 
         Never raises HordeError: the outcome says whether the Horde took it (``done``,
         also for DuplicateGen), dropped it (expired, aborted, out of time) or refused us
         for good (``fatal``: e.g. the key stopped working).
         """
+        tries = 0
         while True:
+            tries += 1
             try:
                 data = await self.submit(body)
             except HordeError as err:
@@ -145,15 +152,20 @@ class HordeClient:
                     return SubmitOutcome("dropped", error=err.explain())
                 if action is Action.STOP:
                     return SubmitOutcome("fatal", error=err.explain())
+                left = deadline - clock()
+                if give_up() or left <= 0:
+                    why = "the worker was stopped with force" if give_up() else "it expired (its ttl ran out)"
+                    return SubmitOutcome(
+                        "dropped",
+                        error=f"could not submit Horde job {body.get('id')} in {tries} tries before "
+                        f"{why} ({err.explain()}): dropped",
+                    )
                 delay = backoff.next_delay()
                 if err.retry_after:
                     delay = max(delay, err.retry_after)
-                if give_up() or clock() + delay > deadline:
-                    return SubmitOutcome(
-                        "dropped",
-                        error=f"could not submit Horde job {body.get('id')} before it expired "
-                        f"({err.explain()}): dropped",
-                    )
+                delay = min(delay, left)
+                if on_retry is not None:
+                    on_retry(err.explain(), delay)
                 await wait(delay)
                 continue
             reward = data.get("reward") if isinstance(data, dict) else None

@@ -41,6 +41,8 @@ class _JobInHand:
     deadline: float
     max_tokens: int = 0
     handle: GenerationHandle | None = None
+    submitting: bool = False  # generation over, the result is on its way to the Horde
+    retry_at: float | None = None  # a failed submit waits until then (clock)
 
 
 class HordeJobs:
@@ -107,18 +109,38 @@ class HordeJobs:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def eta_s(self) -> float | None:
-        """Seconds until the jobs in hand finish, from the measured speed (None = unknown yet)."""
+        """Seconds until the jobs in hand finish, from the measured speed.
+
+        None = unknown: no speed measured yet, a submit is waiting to be retried, or a job
+        runs past its estimate (a floor of 0 would say "done" while it still runs).
+        """
         if not self.in_hand:
             return 0.0
         speed = self._stats.tokens_per_s
         if speed <= 0:
             return None
         now = self._clock()
-        left = [
-            max(0.0, job.max_tokens - (now - job.started_at) * speed) / speed
-            for job in self.in_hand.values()
-        ]
-        return round(max(left), 1)
+        left = []
+        for job in self.in_hand.values():
+            if job.retry_at is not None:
+                return None
+            if job.submitting:
+                continue
+            estimate = job.max_tokens / speed - (now - job.started_at)
+            if estimate <= 0:
+                return None
+            left.append(estimate)
+        return round(max(left, default=0.0), 1)
+
+    def submit_retry_s(self) -> float:
+        """Seconds until the next retry of a failed submit (0 when none is waiting)."""
+        now = self._clock()
+        waits = [job.retry_at - now for job in self.in_hand.values() if job.retry_at is not None]
+        return max(0.0, min(waits)) if waits else 0.0
+
+    def all_retrying(self) -> bool:
+        """True when every job in hand is waiting to retry its submit (the Horde is failing)."""
+        return bool(self.in_hand) and all(j.retry_at is not None for j in self.in_hand.values())
 
     async def _run_job(self, job: HordeJob, index: int, horde_id: str) -> None:
         in_hand = self.in_hand[horde_id]
@@ -140,13 +162,13 @@ class HordeJobs:
                     clock=self._clock,
                 )
             if outcome.error:
-                self._stats.record_error(outcome.error, self._clock())
+                self._stats.record_error(outcome.error, self._clock(), "job")
+            elif outcome.state == "ok":
+                self._stats.clear_error("job")
             if outcome.state == "ok" and outcome.result is not None:
                 result = outcome.result
                 self._stats.record_speed(result.completion_tokens, result.tokens_per_s)
-            await self._submit(
-                horde_id, outcome.text, outcome.state, outcome.seed, in_hand.deadline
-            )
+            await self._submit(in_hand, outcome.text, outcome.state, outcome.seed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - never let one job take the worker down
@@ -164,32 +186,54 @@ class HordeJobs:
             f"a Horde job failed unexpectedly ({type(exc).__name__}): submitted as faulted; "
             "please report this bug",
             self._clock(),
+            "job",
         )
         try:
-            await self._submit(in_hand.horde_id, "", "faulted", 0, in_hand.deadline)
+            await self._submit(in_hand, "", "faulted", 0)
         except asyncio.CancelledError:
             raise
         except Exception as again:  # noqa: BLE001 - logged by bug_report
             log.error("Horde job %s could not be faulted: %s", in_hand.horde_id, bug_report(again))
-            self._stats.jobs_dropped += 1
+            self._stats.record_drop(
+                in_hand.horde_id,
+                f"Horde job {in_hand.horde_id} could not be faulted ({type(again).__name__}): dropped",
+                self._clock(),
+            )
 
-    async def _submit(
-        self, horde_id: str, text: str, state: str, seed: int, deadline: float
-    ) -> None:
+    async def _submit(self, in_hand: _JobInHand, text: str, state: str, seed: int) -> None:
+        horde_id = in_hand.horde_id
         body = {"id": horde_id, "generation": text, "state": state, "seed": int(seed)}
+        in_hand.submitting = True
+
+        def retrying(words: str, delay: float) -> None:
+            left = in_hand.deadline - self._clock()
+            log.warning(
+                "could not submit Horde job %s (%s): retrying in %.1f s (%.0f s before it expires)",
+                horde_id, words, delay, left,
+            )
+            in_hand.retry_at = self._clock() + delay
+            self._stats.record_error(
+                f"submitting Horde job {horde_id} failed ({words}): retrying for {left:.0f} s more",
+                self._clock(),
+                "submit",
+            )
+
         outcome = await self._client.submit_until(
             body,
-            deadline,
+            in_hand.deadline,
             clock=self._clock,
             backoff=Backoff(rng=self._rng),
             give_up=lambda: self._force,
             wait=lambda seconds: wait_or_event(seconds, self._forced, self._sleep),
+            on_retry=retrying,
         )
+        in_hand.retry_at = None
         if outcome.kind == "done":
             self._stats.record_submitted(state, outcome.reward)
+            self._stats.clear_error("submit")
             return
-        self._stats.jobs_dropped += 1
+        reason = outcome.error or f"Horde job {horde_id} was dropped"
+        log.error("Horde job %s dropped: %s", horde_id, reason)
+        self._stats.record_drop(horde_id, reason, self._clock())
         if outcome.kind == "fatal":
-            self._fail(outcome.error or "the Horde refused the submit")
-        else:
-            self._stats.record_error(outcome.error or "a Horde job was dropped", self._clock())
+            self._fail(reason)

@@ -2,11 +2,22 @@
 
 Counts (done/faulted/dropped), kudos (per-submit ``reward`` this session; totals and
 username from ``find_user``, refreshed at most every ``user_refresh_s``), the speed of
-Horde jobs, the server's last ``skipped`` reasons and the last error in words.
+Horde jobs, the server's last ``skipped`` reasons, the last error in words with its time
+and the last dropped job.
+
+``last_error`` describes a condition, not history: each error is recorded with the
+``source`` it came from (pop, submit, job, user, maintenance) and cleared when that
+source next succeeds, so the status never shows a pop error after the Horde came back.
+A drop is an event: it stays in ``last_drop`` (and ``jobs_dropped``) after the error clears.
+
+``skipped`` is only what the Horde's pop answer carries. AI-Horde 5.1.x filters most
+passed-by requests in its database query and then reports ``{}``: an empty ``skipped``
+means "the Horde did not say", not "nothing was passed by".
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +49,10 @@ class HordeStats:
     username: str | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
-    last_error_at: float | None = None
+    last_error_at: float | None = None  # on the worker's (injected) clock
+    last_error_wall: float | None = None  # unix time, for people
+    last_error_source: str | None = None
+    last_drop: dict[str, Any] | None = None
     pops: int = 0
     empty_pops: int = 0
     tokens_generated: int = 0
@@ -80,9 +94,24 @@ class HordeStats:
             if reasons:
                 self.skipped = reasons
 
-    def record_error(self, text: str, now: float) -> None:
+    def record_error(self, text: str, now: float, source: str = "other") -> None:
+        """Keep ``text`` as the last error until ``source`` succeeds again (``clear_error``)."""
         self.last_error = text
         self.last_error_at = now
+        self.last_error_wall = time.time()
+        self.last_error_source = source
+
+    def clear_error(self, *sources: str) -> None:
+        """The condition behind the last error is over: forget it if it came from ``sources``."""
+        if self.last_error is not None and self.last_error_source in sources:
+            self.last_error = self.last_error_at = self.last_error_wall = None
+            self.last_error_source = None
+
+    def record_drop(self, horde_id: str, reason: str, now: float) -> None:
+        """A job given up: count it and keep which and why (kept after the error clears)."""
+        self.jobs_dropped += 1
+        self.last_drop = {"id": horde_id, "reason": reason, "at": round(time.time(), 1)}
+        self.record_error(reason, now, "submit")
 
     def user_due(self, now: float) -> bool:
         """Whether find_user may be called again (at most every ``user_refresh_s``)."""
@@ -96,8 +125,11 @@ class HordeStats:
         if isinstance(kudos, (int, float)) and not isinstance(kudos, bool):
             self.kudos_total = float(kudos)
 
-    def counters(self) -> dict[str, Any]:
-        """The stats part of the worker's status."""
+    def counters(self, now: float | None = None) -> dict[str, Any]:
+        """The stats part of the worker's status (``now``: the worker's clock, for the age)."""
+        age = None
+        if self.last_error_at is not None and now is not None:
+            age = round(max(0.0, now - self.last_error_at), 1)
         return {
             "jobs_done": self.jobs_done,
             "jobs_faulted": self.jobs_faulted,
@@ -109,6 +141,9 @@ class HordeStats:
             "tokens_generated": self.tokens_generated,
             "skipped": dict(self.skipped),
             "last_error": self.last_error,
+            "last_error_at": round(self.last_error_wall, 1) if self.last_error_wall else None,
+            "last_error_age_s": age,
+            "last_drop": dict(self.last_drop) if self.last_drop else None,
             "pops": self.pops,
             "empty_pops": self.empty_pops,
         }

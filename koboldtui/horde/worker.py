@@ -124,6 +124,7 @@ class HordeWorker:
         self._jobs.reset()
         self._stop_task = None
         self._fatal = None
+        self.stats.clear_error("fatal")
         self._stop_requested = False
         self._backoff.reset()
         self._pacer.reset()
@@ -189,6 +190,9 @@ class HordeWorker:
         self._in_maintenance = on
         self.maintenance_message = (message or "maintenance set from koboldtui") if on else None
         if not on:
+            self.stats.clear_error("maintenance")
+            if self._phase == "maintenance":
+                self._phase = "idle"  # the next pop says what comes next
             self._pacer.reset()
             self._poke()
 
@@ -203,6 +207,8 @@ class HordeWorker:
             return "error"
         if self._phase in ("off", "stopped"):
             return self._phase
+        if self._jobs.all_retrying():
+            return "backoff"  # results in hand, the Horde is not taking them: retrying
         if self._jobs:
             return "generating"
         if self._in_maintenance:
@@ -228,14 +234,16 @@ class HordeWorker:
             "state": self.state,
             "window_s": self._gate.window_s,
             "remaining_s": round(self._gate.remaining(), 1),
-            **self.stats.counters(),
+            **self.stats.counters(now),
             "last_error": self._fatal or self.stats.last_error,
             "worker_id": self.worker_id,
             "worker_name": self.settings.worker_name,
             "jobs_in_progress": len(self._jobs),
             "uptime_s": round(max(0.0, uptime), 1),
             "maintenance_message": self.maintenance_message if self._in_maintenance else None,
-            "backoff_s": round(max(0.0, (self._backoff_until or now) - now), 1),
+            "backoff_s": round(
+                max(0.0, (self._backoff_until or now) - now, self._jobs.submit_retry_s()), 1
+            ),
             "stop_eta_s": self._jobs.eta_s() if self._stop_requested and self._jobs else None,
             "threads": self.threads,
             "models": list(self.models),
@@ -286,6 +294,7 @@ class HordeWorker:
             return
         self.stats.pops += 1
         self._backoff.reset()
+        self.stats.clear_error("pop", "maintenance")  # the Horde answers again
         self._in_maintenance = False
         self.stats.record_skipped(data.get("skipped") if isinstance(data, dict) else None)
         job = HordeJob.from_pop(data) if isinstance(data, dict) else None
@@ -308,7 +317,7 @@ class HordeWorker:
         if action in (Action.STOP, Action.DROP, Action.DONE):  # DROP/DONE mean nothing for a pop
             self._fail(text)
         elif action is Action.MAINTENANCE:
-            self.stats.record_error(text, self._clock())
+            self.stats.record_error(text, self._clock(), "maintenance")
             self._in_maintenance = True
             self.maintenance_message = err.server_message or text
             await self._read_maintenance_message()
@@ -319,7 +328,7 @@ class HordeWorker:
             delay = self._backoff.next_delay(floor_s=floor)
             if err.retry_after:
                 delay = max(delay, min(err.retry_after, self._backoff.cap_s))
-            self.stats.record_error(text, self._clock())
+            self.stats.record_error(text, self._clock(), "pop")
             log.warning("%s (waiting %.1f s)", text, delay)
             self._phase = "backoff"
             self._backoff_until = self._clock() + delay
@@ -341,7 +350,7 @@ class HordeWorker:
     def _fail(self, text: str) -> None:
         """A fatal error: stop popping, keep the words for the status; local serving goes on."""
         self._fatal = text
-        self.stats.record_error(text, self._clock())
+        self.stats.record_error(text, self._clock(), "fatal")
         self._stopped_at = self._clock()
         self._phase = "error"
         log.error("Horde worker stopped: %s", text)
@@ -367,9 +376,10 @@ class HordeWorker:
             if err.action is Action.STOP:
                 self._fail(err.explain())
             else:
-                self.stats.record_error(err.explain(), now)
+                self.stats.record_error(err.explain(), now, "user")
             return
         self.stats.record_user(data if isinstance(data, dict) else {}, now)
+        self.stats.clear_error("user")
 
     async def _lookup_worker_id(self) -> str | None:
         try:
