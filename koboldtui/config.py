@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from koboldtui.stop_budget import LOCAL_DRAIN_S
+
 DEFAULT_PORT = 5001
 DEFAULT_HORDE_URL = "https://aihorde.net/api"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -101,6 +103,7 @@ class ServeConfig:
     api_key: str | None = field(default=None, repr=False)
     max_queue: int = 64
     launch_token: str | None = None  # set by the supervisor so a later panel can reattach
+    drain_s: float = LOCAL_DRAIN_S  # on stop, local requests may finish this long, then abort
     horde: HordeSettings = field(default_factory=HordeSettings)
 
     def effective_threads(self) -> int:
@@ -125,6 +128,8 @@ class ServeConfig:
             problems.append(str(exc))
         if self.max_queue < 1:
             problems.append("--max-queue must be at least 1")
+        if not (0 <= self.drain_s <= 60):
+            problems.append(f"--drain-s {self.drain_s:g} must be between 0 and 60 seconds")
         if self.launch_token is not None and not self.launch_token.isalnum():
             problems.append("--launch-token must be letters and digits only (use config.new_launch_token())")
         if self.host not in LOOPBACK_HOSTS and not self.api_key:
@@ -155,6 +160,8 @@ class ServeConfig:
             argv += ["--tensor-split", self.tensor_split]
         if self.launch_token:
             argv += ["--launch-token", self.launch_token]
+        if self.drain_s != LOCAL_DRAIN_S:
+            argv += ["--drain-s", f"{self.drain_s:g}"]
         h = self.horde
         if h.enabled:
             argv += ["--horde", "--horde-name", h.worker_name, "--horde-url", h.url]

@@ -3,6 +3,11 @@
 ``koboldtui serve`` and the tests build it in-process; the panel runs it as a child
 process. Every local (non-Horde) request goes through ``submit`` so it stamps the gate
 when it arrives and when it ends, whatever API route it came by.
+
+Stopping drains (phases and times in ``stop_budget``): ``begin_stop`` at the first signal
+refuses new requests and stops Horde pops; requests in flight finish or are aborted
+(finish reason ``abort``) after the drain window; ``shutdown`` lets the Horde jobs in hand
+finish and be submitted, faults what is left, and frees the model.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from koboldtui import __version__
+from koboldtui import __version__, stop_budget
 from koboldtui.config import ServeConfig
 from koboldtui.engine.interface import GenerationHandle, TextEngine
 from koboldtui.engine.types import EngineError, GenerationRequest, GenerationResult, Origin
@@ -29,6 +34,9 @@ log = logging.getLogger(__name__)
 
 
 RECENT_HANDLES = 256
+# one decode step running longer than this means llama.cpp is stuck (a big prompt chunk
+# on a slow CPU takes tens of seconds; a hang never ends): /health then says "wedged"
+WEDGED_AFTER_S = 120.0
 
 
 class NotReadyError(EngineError):
@@ -40,7 +48,8 @@ class Runtime:
 
     def __init__(self, config: ServeConfig, model_path: Path, *,
                  engine_factory: Callable[[ServeConfig, Path], TextEngine] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wedged_after_s: float = WEDGED_AFTER_S) -> None:
         self.config = config
         self.model_path = model_path
         self.gate = LocalPriorityGate(config.horde.window_s, clock=clock)
@@ -59,6 +68,11 @@ class Runtime:
         # genkey → handle of recent requests, for /api/extra/generate/check and abort.
         self.recent_handles: collections.OrderedDict[str, GenerationHandle] = collections.OrderedDict()
         self.latest_local_handle: GenerationHandle | None = None
+        self._clock = clock
+        self.wedged_after_s = wedged_after_s
+        self._local_in_flight: set[GenerationHandle] = set()
+        self.stop_began_at: float | None = None  # clock time of the first stop signal
+        self._drain_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life cycle
     def start_loading(self) -> asyncio.Task[None]:
@@ -107,23 +121,101 @@ class Runtime:
             parallel=engine.parallel, model_path=str(self.model_path),
         )
 
-    async def shutdown(self, force_horde: bool = False) -> None:
-        """Stop the Horde worker (finishing jobs unless forced), abort the rest, free the model."""
+    @property
+    def stopping(self) -> bool:
+        """True from the first stop signal on: new requests are refused, the rest drain."""
+        return self.stop_began_at is not None
+
+    def begin_stop(self, drain_s: float | None = None) -> None:
+        """The first stop signal: refuse new requests, stop Horde pops, drain the rest.
+
+        Local requests in flight may finish for ``drain_s``; then they are aborted, so
+        every client gets a finish reason. Called again, it hurries (``hurry``).
+        """
+        if self.stopping:
+            self.hurry()
+            return
+        self.stop_began_at = self._clock()
         self.state = "stopping"
+        self._cancel_load.set()
+        loop = asyncio.get_running_loop()
+        if self.horde_worker is not None:  # no new pops from now; jobs in hand go on
+            self._keep(loop.create_task(self.horde_worker.stop(force=False, wait=False)))
+        window = self.config.drain_s if drain_s is None else drain_s
+        log.info("stopping: %d local request(s) in flight get %.0f s to finish",
+                 len(self._local_in_flight), window)
+        self._drain_task = loop.create_task(self._drain_local(window))
+        self._keep(self._drain_task)
+
+    def hurry(self) -> None:
+        """A second stop signal: abort local requests now and fault Horde jobs now (still submitted)."""
+        log.info("stopping now: aborting %d local request(s), faulting Horde jobs in hand",
+                 len(self._local_in_flight))
+        self._abort_local()
+        if self.horde_worker is not None:
+            self._keep(asyncio.get_running_loop().create_task(
+                self.horde_worker.stop(force=True, wait=False)))
+
+    async def _drain_local(self, window_s: float) -> None:
+        deadline = self._clock() + window_s
+        while self._local_in_flight and self._clock() < deadline:
+            await asyncio.sleep(0.05)
+        if self._local_in_flight:
+            log.info("drain window over: aborting %d local request(s)", len(self._local_in_flight))
+            self._abort_local()
+
+    def _abort_local(self) -> None:
+        for handle in list(self._local_in_flight):
+            handle.abort()  # ends with finish reason "abort" at the next decode step
+
+    async def wait_drained(self) -> None:
+        """Wait until the local drain is over (every local request has ended)."""
+        if self._drain_task is not None:
+            await asyncio.shield(self._drain_task)
+        while self._local_in_flight:
+            await asyncio.sleep(0.05)
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self, force_horde: bool = False) -> None:
+        """Drain (if no signal began it), let Horde jobs finish or fault them, free the model."""
+        if not self.stopping:
+            self.begin_stop()
+        if force_horde:
+            self.hurry()
         self._cancel_load.set()
         if self._load_task is not None and not self._load_task.done():
             await asyncio.shield(self._load_task)  # a cancelled load ends within a moment
         if self.horde_worker is not None:
-            try:
-                await asyncio.wait_for(self.horde_worker.stop(force=force_horde), timeout=30)
-            except asyncio.TimeoutError:  # jobs still in hand go back as faulted, not stale
-                log.warning("Horde jobs did not finish within 30 s: submitting them as faulted")
-                await self.horde_worker.stop(force=True)
-            except Exception:
-                log.exception("Horde worker did not stop cleanly")
+            await self._stop_horde()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.wait_drained(), timeout=stop_budget.ABORT_S)
         if self.engine is not None:
             engine, self.engine = self.engine, None
             await asyncio.to_thread(engine.close)
+
+    async def _stop_horde(self) -> None:
+        """Jobs in hand finish until HORDE_FINISH_S after the signal, then go back faulted."""
+        worker = self.horde_worker
+        assert self.stop_began_at is not None
+        left = stop_budget.HORDE_FINISH_S - (self._clock() - self.stop_began_at)
+        try:
+            await asyncio.wait_for(worker.stop(force=False), timeout=max(0.1, left))
+            return
+        except asyncio.TimeoutError:  # jobs still in hand go back as faulted, not stale
+            log.warning("Horde jobs did not finish within %.0f s of the stop: submitting them as "
+                        "faulted", stop_budget.HORDE_FINISH_S)
+        except Exception:
+            log.exception("Horde worker did not stop cleanly")
+        try:
+            await asyncio.wait_for(worker.stop(force=True), timeout=stop_budget.HORDE_FAULT_S)
+        except asyncio.TimeoutError:
+            log.error("Horde jobs could not be faulted within %.0f s: the Horde will time them out",
+                      stop_budget.HORDE_FAULT_S)
+        except Exception:
+            log.exception("Horde worker did not stop cleanly")
 
     # ------------------------------------------------------------------ requests
     def require_engine(self) -> TextEngine:
@@ -137,6 +229,9 @@ class Runtime:
 
     def submit(self, request: GenerationRequest) -> GenerationHandle:
         """Queue a request; local ones shut the Horde's window until ``window_s`` after they end."""
+        if self.stopping:
+            raise NotReadyError("the instance is shutting down: send the request to it again "
+                                "once it has restarted")
         engine = self.require_engine()
         local = request.origin is Origin.LOCAL
         if local:
@@ -150,6 +245,7 @@ class Runtime:
         if local:
             self.total_local += 1
             self.latest_local_handle = handle
+            self._local_in_flight.add(handle)
         self.recent_handles[handle.genkey] = handle
         while len(self.recent_handles) > RECENT_HANDLES:
             self.recent_handles.popitem(last=False)
@@ -162,10 +258,33 @@ class Runtime:
         try:
             self.last_result = await handle.result()
         finally:
+            self._local_in_flight.discard(handle)
             if local:
                 self.gate.local_finished()
 
     # ------------------------------------------------------------------ status
+    def health(self) -> tuple[dict[str, Any], int]:
+        """``/health`` as (body, HTTP status): 200 only while ready AND the decode thread beats.
+
+        A decode thread that died, or one step that has run past ``wedged_after_s``, is
+        "wedged" (503): the supervisor's watchdog then restarts the instance.
+        """
+        if self.state != "ready":
+            body: dict[str, Any] = {"status": self.state}
+            if self.load_error:
+                body["error"] = self.load_error
+            return body, 503
+        heartbeat = getattr(self.engine, "decode_heartbeat", None)
+        alive, step_s = heartbeat() if heartbeat is not None else (True, 0.0)
+        if not alive:
+            return {"status": "wedged", "error": "the decode thread has died: restart the instance "
+                    "(see its log)"}, 503
+        if step_s > self.wedged_after_s:
+            return {"status": "wedged", "decode_step_s": round(step_s, 1),
+                    "error": f"one decode step has run for {step_s:.0f} s (llama.cpp is stuck): "
+                    "restart the instance"}, 503
+        return {"status": "ok", "decode_step_s": round(step_s, 1)}, 200
+
     def horde_status(self) -> dict[str, Any]:
         if self.horde_worker is not None:
             return self.horde_worker.status()

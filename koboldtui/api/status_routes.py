@@ -16,12 +16,8 @@ from koboldtui.runtime import Runtime
 
 def status_routes(runtime: Runtime) -> list[Route]:
     async def health(_: Request) -> JSONResponse:
-        if runtime.state == "ready":
-            return JSONResponse({"status": "ok"})
-        body = {"status": runtime.state}
-        if runtime.load_error:
-            body["error"] = runtime.load_error
-        return JSONResponse(body, status_code=503)
+        body, code = runtime.health()  # 503 "wedged" when the decode thread stops beating
+        return JSONResponse(body, status_code=code)
 
     async def status(_: Request) -> JSONResponse:
         return JSONResponse(runtime.status().to_dict())

@@ -19,6 +19,7 @@ from typing import Any
 
 from koboldtui.config import DEFAULT_HORDE_URL, DEFAULT_PORT, HordeSettings, ServeConfig
 from koboldtui.paths import app_paths
+from koboldtui.stop_budget import ABORT_S, LOCAL_DRAIN_S
 
 log = logging.getLogger("koboldtui.serve")
 
@@ -59,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or KOBOLDTUI_API_KEY)")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
     p.add_argument("--launch-token", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--drain-s", type=float, default=LOCAL_DRAIN_S,
+                   help="on stop, seconds local requests may finish before they are aborted")
     h = p.add_argument_group("AI Horde worker")
     h.add_argument("--horde", action="store_true", help="lend idle capacity to the AI Horde")
     h.add_argument("--horde-key", default=None, help="AI Horde API key (or KOBOLDTUI_HORDE_KEY)")
@@ -89,7 +92,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
         batch_size=args.batch_size, parallel=args.parallel, gpu_layers=args.gpu_layers,
         threads=args.threads, tensor_split=args.tensor_split, main_gpu=args.main_gpu,
         api_key=args.api_key or env.get("KOBOLDTUI_API_KEY") or None, max_queue=args.max_queue,
-        launch_token=args.launch_token, horde=horde,
+        launch_token=args.launch_token, drain_s=args.drain_s, horde=horde,
     )
 
 
@@ -129,12 +132,14 @@ async def serve_forever(config: ServeConfig, model_path: Path) -> int:
     app = build_app(runtime)
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, log_level="warning", access_log=False,
-        timeout_graceful_shutdown=5, lifespan="on",
+        # past our own drain (requests end with finish reason "abort"), so uvicorn never
+        # cancels a request (a 500, a stream cut without a finish reason)
+        timeout_graceful_shutdown=config.drain_s + ABORT_S + 2, lifespan="on",
     ))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
-            loop.add_signal_handler(sig, _request_exit, server)
+            loop.add_signal_handler(sig, _request_exit, server, runtime)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
             pass
     # uvicorn would capture the signals itself and re-raise them after shutdown (exit by
@@ -145,7 +150,11 @@ async def serve_forever(config: ServeConfig, model_path: Path) -> int:
     return 1 if runtime.state == "failed" else 0
 
 
-def _request_exit(server: Any) -> None:
-    if server.should_exit:
-        server.force_exit = True
+def _request_exit(server: Any, runtime: Any) -> None:
+    """First signal: drain; another: hurry (abort now, fault Horde jobs) but still submit them.
+
+    Never uvicorn's ``force_exit``: it skips the lifespan shutdown, and with it the
+    submit of every Horde job in hand.
+    """
+    runtime.begin_stop()  # a second call hurries
     server.should_exit = True

@@ -68,6 +68,8 @@ def probe_health_detail(
         if status == "failed":
             error = body.get("error") if isinstance(body, dict) else None
             return Health.FAILED, str(error) if error else None
+        if status == "wedged":  # the decode thread is stuck: not an answer the watchdog trusts
+            return Health.ERROR, None
         return Health.LOADING, None
     return Health.ERROR, None
 

@@ -3,6 +3,11 @@
 Own session (``start_new_session=True``) so a dropped SSH session or a dead controller
 does not take the instance down, and so SIGTERM/SIGKILL reach every process it made.
 Liveness of a pid we did not spawn is read from ``/proc`` (a zombie counts as gone).
+
+A pid we did not spawn (an adopted instance) may have been reused by a stranger after
+our instance died: before every signal to such a pid, its launch token is looked for
+again in the arguments of the leader or of a member of its group (``still_ours``).
+A child we spawned cannot be reused before we reap it, so its ``Popen`` is proof enough.
 """
 
 from __future__ import annotations
@@ -114,6 +119,33 @@ def cmdline_has(pid: int, needle: str) -> bool:
     return needle.encode() in raw.split(b"\0")
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Live pids whose process group is ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+def still_ours(pid: int, token: str) -> bool:
+    """True when ``pid`` (or a live member of its group) still runs with our launch ``token``.
+
+    False means the instance is gone and the pid may now belong to a stranger: never signal it.
+    """
+    if not token:
+        return False
+    if pid_alive(pid) and cmdline_has(pid, token):
+        return True
+    return any(cmdline_has(member, token) for member in _group_members(pid))
+
+
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)  # own session: pgid == pid
@@ -174,20 +206,33 @@ def terminate_group(
     *,
     popen: subprocess.Popen[bytes] | None = None,
     grace_s: float = 10.0,
+    token: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
-    """SIGTERM the group, wait ``grace_s``, then SIGKILL it; returns "term", "kill" or "gone"."""
+    """SIGTERM the group, wait ``grace_s``, then SIGKILL it; returns "term", "kill" or "gone".
+
+    Without ``popen`` (a process we adopted), ``token`` is checked again before each
+    signal (``still_ours``); a pid that no longer carries it is left alone ("gone").
+    """
+
+    def ours() -> bool:
+        return popen is not None or token is None or still_ours(pid, token)
+
     if popen is not None and popen.poll() is not None and not group_alive(pid):
         return "gone"
     if popen is None and not pid_alive(pid) and not group_alive(pid):
         return "gone"
+    if not ours():
+        return "gone"
     _signal_group(pid, signal.SIGTERM)
     if wait_gone(pid, grace_s, popen=popen, clock=clock, sleep=sleep):
         # the leader is gone; make sure nothing it started lingers
-        if group_alive(pid):
+        if group_alive(pid) and ours():
             _signal_group(pid, signal.SIGKILL)
         return "term"
+    if not ours():
+        return "gone"
     _signal_group(pid, signal.SIGKILL)
     wait_gone(pid, 5.0, popen=popen, clock=clock, sleep=sleep)
     return "kill"

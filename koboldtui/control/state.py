@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from koboldtui.control.process import pid_alive
+from koboldtui.control.process import pid_alive, still_ours
 from koboldtui.control.runstate import RunState
 from koboldtui.control.spec import InstanceSpec, gpus_label
 
@@ -176,7 +176,11 @@ class ManagedInstance:
         if self.popen is not None:
             code = self.popen.poll()
             return False if code is None else code
-        return False if pid_alive(self.pid) else None
+        if not pid_alive(self.pid):
+            return None
+        if self.token and not still_ours(self.pid, self.token):
+            return None  # the pid now belongs to someone else: our instance is gone
+        return False
 
     def note_log_size(self) -> bool:
         """True when the log grew since the last look (loading progress without HTTP)."""

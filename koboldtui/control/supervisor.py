@@ -30,6 +30,7 @@ from koboldtui.control.state import (
     StartError,
 )
 from koboldtui.paths import AppPaths
+from koboldtui.stop_budget import supervisor_grace_s
 from koboldtui.store.instances import InstanceStore
 
 __all__ = [
@@ -41,7 +42,8 @@ __all__ = [
     "Supervisor",
 ]
 
-HORDE_STOP_GRACE_S = 35.0
+# SIGKILL only after the instance's whole drain (stop_budget): HTTP requests, then Horde jobs
+HORDE_STOP_GRACE_S = supervisor_grace_s(horde=True)
 # /health answers that count as "alive" for the hang watchdog (503 loading/stopping included)
 _ANSWERED = frozenset({Health.READY, Health.LOADING, Health.FAILED})
 
@@ -68,7 +70,7 @@ class Supervisor(SupervisorRestarts):
         wall: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         stall_timeout_s: float = 180.0,
-        stop_grace_s: float = 15.0,
+        stop_grace_s: float = supervisor_grace_s(horde=False),
         health_interval_s: float = 10.0,
         hang_timeout_s: float = 90.0,
         health_timeout_s: float = 2.0,
@@ -173,7 +175,7 @@ class Supervisor(SupervisorRestarts):
 
     def _stop_locked(self, name: str, grace_s: float | None) -> StopReport:
         spec = self.spec(name)
-        if grace_s is None:  # a Horde worker finishes its job first (the runtime allows it 30 s)
+        if grace_s is None:  # a Horde worker finishes its jobs first (stop_budget)
             grace_s = (
                 max(self.stop_grace_s, HORDE_STOP_GRACE_S)
                 if spec.horde.enabled
@@ -235,6 +237,7 @@ class Supervisor(SupervisorRestarts):
             record.pid,
             popen=record.popen,
             grace_s=grace_s,
+            token=record.token or None,  # adopted: signal only while the token still matches
         )
         with self._lock:
             record.state, record.pid, record.exit_code = InstanceState.STOPPED, None, None
@@ -278,7 +281,9 @@ class Supervisor(SupervisorRestarts):
             )
             now = self._clock()
             if health is Health.FAILED:
-                terminate_group(record.pid, popen=record.popen, grace_s=5.0)
+                terminate_group(
+                    record.pid, popen=record.popen, grace_s=5.0, token=record.token or None
+                )
                 self._on_exit(
                     record, None, reason=f"the model failed to load: {load_error or 'see the log'}"
                 )
@@ -300,7 +305,9 @@ class Supervisor(SupervisorRestarts):
                 record.streak_ready_at = record.health_checked_at = record.answered_at = now
                 self._save_runstate(record.name, new, record.restarts, None, record.token)
             elif stalled:
-                terminate_group(record.pid, popen=record.popen, grace_s=5.0)
+                terminate_group(
+                    record.pid, popen=record.popen, grace_s=5.0, token=record.token or None
+                )
                 self._on_exit(
                     record,
                     None,
@@ -356,7 +363,7 @@ class Supervisor(SupervisorRestarts):
             pid, popen = record.pid, record.popen
         if pid is None:
             return
-        terminate_group(pid, popen=popen, grace_s=5.0)
+        terminate_group(pid, popen=popen, grace_s=5.0, token=record.token or None)
         self._on_exit(
             record,
             None,

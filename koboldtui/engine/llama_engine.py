@@ -105,6 +105,7 @@ class LlamaEngine:
         # one per token per sequence (each wake-up competes with the decode threads for CPU).
         self._outbox: list[tuple[GenerationStream, Callable[..., None], tuple[object, ...]]] = []
         self._rate: collections.deque[tuple[float, int]] = collections.deque(maxlen=512)
+        self.step_started_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="koboldtui-decode", daemon=True)
         self._thread.start()
 
@@ -297,6 +298,7 @@ class LlamaEngine:
                 self._interrupt = self._closing  # an interrupt asked for before admission is served
                 active = [s for s in self._slots if s is not None]
             if active:
+                self.step_started_at = time.monotonic()  # decode_heartbeat(): a wedged step shows
                 try:
                     self._step(active)
                 except Exception as exc:  # never let one bad step kill the server
@@ -305,7 +307,13 @@ class LlamaEngine:
                         for seq in active:
                             if seq.finish_reason is None:
                                 self._finish(seq, FinishReason.ERROR, f"decode failed: {exc}")
+                self.step_started_at = None
             self._flush()
+
+    def decode_heartbeat(self) -> tuple[bool, float]:
+        """(decode thread alive, seconds the step in progress has run, 0 when idle), for /health."""
+        started = self.step_started_at
+        return self._thread.is_alive(), (time.monotonic() - started) if started else 0.0
 
     def _step(self, active: list[Sequence]) -> None:
         batch = self._batch
