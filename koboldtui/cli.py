@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sqlite3
 import sys
 
 from koboldtui import __version__
+from koboldtui.store.faults import StorageError, explain
 
 # Each module in koboldtui.commands registers its own subcommands; a missing one is skipped
 # so a partial checkout still runs what it has.
@@ -43,7 +45,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return panel.run_panel(args)
-    return int(handler(args) or 0)
+    try:
+        return int(handler(args) or 0)
+    except (OSError, sqlite3.Error, StorageError) as exc:  # a disk fault: one line, no traceback
+        words = str(exc) if isinstance(exc, StorageError) else explain(exc, getattr(exc, "filename", None))
+        if words is None:
+            raise
+        print(f"koboldtui: {words}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

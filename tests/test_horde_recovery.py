@@ -22,14 +22,22 @@ async def test_a_failing_submit_is_retried_until_the_ttl_runs_out_and_the_drop_i
     horde.pop_script.append(job)
     horde.submit_script += [error_reply(503, None)] * 50
     seen: list[dict] = []
+    workers: list = []
+    fake_sleep = t.sleep
+
+    async def sleep_and_look(seconds: float) -> None:
+        if seconds >= 4 and not seen:
+            seen.append(workers[0].status())  # waiting between two failed tries
+        await fake_sleep(seconds)
+
+    t.sleep = sleep_and_look
     worker = make_worker(time=t, rng=lambda: 0.0)  # backoff 1, 2, 4, 8, 16, 32 s
+    workers.append(worker)
     tries: list[float] = []
     submit = worker._client.submit
 
     async def timed_submit(body):
         tries.append(t.now)
-        if len(tries) == 3:
-            seen.append(worker.status())  # between two failed tries
         return await submit(body)
 
     worker._client.submit = timed_submit
@@ -45,7 +53,7 @@ async def test_a_failing_submit_is_retried_until_the_ttl_runs_out_and_the_drop_i
     status = worker.status()
     assert status["last_drop"]["id"] == job["ids"][0]
     assert "expired" in status["last_drop"]["reason"] and "7 tries" in status["last_drop"]["reason"]
-    retries = [r for r in caplog.records if "could not submit Horde job" in r.getMessage()]
+    retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     drops = [r for r in caplog.records if "dropped" in r.getMessage() and r.levelno == logging.ERROR]
     assert len(retries) == 6 and len(drops) == 1
 

@@ -36,11 +36,47 @@ def _config_file_defaults() -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"koboldtui: cannot read {path}: {exc}; fix or remove the file")
-    out = {k.replace("-", "_"): v for k, v in dict(data.get("serve", {})).items()}
-    out.update({"horde_" + k.replace("-", "_"): v for k, v in dict(data.get("horde", {})).items()})
+        return {"config_problems": [f"cannot read {path}: {exc}; fix the file (other commands still work)"]}
+    tables = {name: data.get(name, {}) for name in ("serve", "horde")}
+    bad = [f"[{name}] must be a table" for name, table in tables.items() if not isinstance(table, dict)]
+    if bad:
+        return {"config_problems": [f"{path}: {b}" for b in bad]}
+    out = {k.replace("-", "_"): v for k, v in dict(tables["serve"]).items()}
+    out.update({"horde_" + k.replace("-", "_"): v for k, v in dict(tables["horde"]).items()})
     out.pop("horde_key", None)  # secrets never come from the plain config file
     return out
+
+
+def _checked_defaults(parser: argparse.ArgumentParser, values: dict[str, Any]) -> dict[str, Any]:
+    """Config-file defaults that are real ``serve`` options of the right type; the rest become
+    problems ``serve`` reports (a bad key must not break every other command, nor replace
+    argparse internals such as ``handler``)."""
+    path = app_paths().config_file
+    problems = list(values.pop("config_problems", []))
+    options = {a.dest: a for a in parser._actions if a.dest not in ("help", "handler")}
+    good: dict[str, Any] = {}
+    for key, value in values.items():
+        table, name = ("horde", key[6:]) if key.startswith("horde_") else ("serve", key)
+        action = options.get(key)
+        if action is None or key in ("launch_token", "config_problems"):
+            problems.append(f"{path}: [{table}] {name} is not a setting; remove it (see "
+                            "`koboldtui serve --help` for the options)")
+            continue
+        default = action.default
+        kind = bool if isinstance(default, bool) else (float if isinstance(default, float) else
+                                                       int if isinstance(default, int) else str)
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, value = True, float(value)
+        if default is None and action.type in (int, float):
+            kind = action.type
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            problems.append(f"{path}: [{table}] {name} = {value!r} should be a {kind.__name__}")
+            continue
+        good[key] = value
+    good["config_problems"] = problems
+    return good
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--horde-bridge-agent", default="", help="bridge agent (default koboldtui:<version>:<url>)")
     h.add_argument("--horde-nsfw", action="store_true")
     h.add_argument("--horde-preempt", action="store_true", help="local requests may preempt Horde jobs")
-    p.set_defaults(handler=run_serve, **_config_file_defaults())
+    p.set_defaults(**_checked_defaults(p, _config_file_defaults()))
+    p.set_defaults(handler=run_serve)
 
 
 def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ServeConfig:
@@ -98,6 +135,10 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
 
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for problem in getattr(args, "config_problems", []):
+        print(f"koboldtui serve: {problem}", file=sys.stderr)
+    if getattr(args, "config_problems", []):
+        return 2
     config = config_from_args(args)
     problems = config.validate()
     if problems:

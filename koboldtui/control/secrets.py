@@ -1,17 +1,25 @@
 """Per-instance secrets (Horde key, API key) in the 0600 secrets file, never in the spec JSON.
 
 The file is TOML shared with other parts of koboldtui, so we rewrite only the
-``[instances.NAME]`` tables and keep the rest. Writes go through a temp file created
-with mode 0600 and ``os.replace``, so the keys are never readable by others, even briefly.
+``[instances.NAME]`` tables and keep the rest. TOML is written by ``tomli-w``. Every
+read-modify-write holds an exclusive ``flock`` on ``secrets.toml.lock``, so two shells (or
+the panel and a shell) setting keys at once never lose each other's change; the new text
+goes to a unique temp file created with mode 0600, then ``os.replace``, so the keys are
+never readable by others, even briefly, and a crash never leaves half a file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-import re
+import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 try:
     import tomllib
@@ -20,47 +28,11 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 SECTION = "instances"
 SECRET_FIELDS = ("horde_key", "api_key")
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_lock = threading.Lock()
+_lock = threading.Lock()  # flock excludes other processes; this, other threads of ours
 
 
 class SecretsError(RuntimeError):
     """The secrets file cannot be read or written; the message says what to do."""
-
-
-def _key(text: str) -> str:
-    return text if _BARE_KEY.match(text) else _string(text)
-
-
-def _string(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = "".join(c if ord(c) >= 0x20 and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped)
-    return f'"{escaped}"'
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    return _string(str(value))
-
-
-def _dump(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:
-    lines: list[str] = []
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    if prefix and (scalars or not tables):
-        lines.append("[" + ".".join(_key(p) for p in prefix) + "]")
-    for key, value in scalars.items():
-        lines.append(f"{_key(key)} = {_value(value)}")
-    if scalars:
-        lines.append("")
-    for key, value in tables.items():
-        lines += _dump(value, prefix + (key,))
-    return lines
 
 
 class InstanceSecrets:
@@ -77,23 +49,43 @@ class InstanceSecrets:
             return {}
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SecretsError(
-                f"cannot read the secrets file {self.path}: {exc}; fix or remove it "
-                "(it holds Horde/API keys) and set the keys again"
+                f"cannot read the secrets file {self.path}: {exc}; fix it by hand (it holds "
+                "Horde/API keys: keep a copy before editing)"
             ) from exc
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the cross-process lock (and ours) around one read-modify-write."""
+        with _lock:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path.with_name(self.path.name + ".lock"),
+                             os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise SecretsError(
+                    f"cannot lock the secrets file {self.path}: {exc}; the keys were not changed"
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+
     def _write(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        text = "\n".join(_dump(data)).rstrip() + "\n"
+        unique = f"{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}"
+        tmp = self.path.with_name(f"{self.path.name}.{unique}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                tomli_w.dump(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, self.path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise SecretsError(f"cannot write the secrets file {self.path}: {exc}") from exc
+            raise SecretsError(
+                f"cannot write the secrets file {self.path}: {exc}; the keys were not changed"
+            ) from exc
 
     def get(self, name: str) -> dict[str, str]:
         """The secrets of instance ``name`` ({} when none)."""
@@ -105,7 +97,7 @@ class InstanceSecrets:
         unknown = set(values) - set(SECRET_FIELDS)
         if unknown:
             raise ValueError(f"unknown secret field(s): {', '.join(sorted(unknown))}")
-        with _lock:
+        with self._exclusive():
             data = self._read()
             instances = dict(data.get(SECTION, {}))
             table = dict(instances.get(name, {}))
@@ -125,7 +117,7 @@ class InstanceSecrets:
 
     def remove(self, name: str) -> None:
         """Forget every secret of ``name`` (when the instance is deleted)."""
-        with _lock:
+        with self._exclusive():
             data = self._read()
             instances = dict(data.get(SECTION, {}))
             if name not in instances:

