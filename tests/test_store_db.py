@@ -89,11 +89,13 @@ def test_a_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
         open_database(path)
 
 
-def test_a_damaged_file_says_to_move_it_aside(tmp_path: Path) -> None:
+def test_a_damaged_file_is_left_untouched_and_never_replaced(tmp_path: Path) -> None:
     path = tmp_path / "k.sqlite3"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(DatabaseError, match="move it aside"):
+    with pytest.raises(DatabaseError, match="looks damaged") as caught:
         open_database(path)
+    assert "left it untouched" in str(caught.value) and "delete" not in str(caught.value)
+    assert path.read_bytes() == b"this is not sqlite" * 100
 
 
 def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:

@@ -72,7 +72,8 @@ def _checked_defaults(parser: argparse.ArgumentParser, values: dict[str, Any]) -
             kind = action.type
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
-            problems.append(f"{path}: [{table}] {name} = {value!r} should be a {kind.__name__}")
+            words = {bool: "true or false", int: "a whole number", float: "a number"}.get(kind, "a string")
+            problems.append(f"{path}: [{table}] {name} = {value!r} should be {words}")
             continue
         good[key] = value
     good["config_problems"] = problems
