@@ -86,7 +86,8 @@ def request_from_body(runtime: Runtime, body: dict[str, Any]) -> GenerationReque
 
 
 def kobold_finish(reason: FinishReason) -> str:
-    return "length" if reason is FinishReason.LENGTH else "stop"
+    """length / abort (aborted, or ended by a stopping instance) / stop."""
+    return {FinishReason.LENGTH: "length", FinishReason.ABORT: "abort"}.get(reason, "stop")
 
 
 def kobold_routes(runtime: Runtime) -> list[Route]:

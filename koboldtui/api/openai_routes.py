@@ -89,7 +89,8 @@ def _chat_prompt(runtime: Runtime, body: dict[str, Any]) -> str:
 
 
 def _finish(reason: FinishReason) -> str:
-    return "length" if reason is FinishReason.LENGTH else "stop"
+    # "abort": the request was aborted, or ended by a stopping instance (never a cut stream)
+    return {FinishReason.LENGTH: "length", FinishReason.ABORT: "abort"}.get(reason, "stop")
 
 
 def _usage(result: GenerationResult) -> dict[str, int]:
