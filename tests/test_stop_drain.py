@@ -112,3 +112,38 @@ def test_sigterm_during_8_streams_gives_every_client_a_finish_reason(bundled_mod
     assert any(finish == "abort" for _, finish in results), results  # the drain window was used
     assert "timeout graceful shutdown exceeded" not in output and "Traceback" not in output
     assert took < 2 + 10, took  # the drain window plus the time an abort takes to land
+
+
+def test_two_quick_signals_still_submit_the_horde_job_in_hand_and_pop_nothing_more(
+    bundled_model, horde
+) -> None:
+    from fake_horde import job_reply
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    job = job_reply(prompt="Write a very long story about a dragon.", max_length=500, ttl=150)
+    horde.pop_script.append(job)
+    env = {**os.environ, "KOBOLDTUI_HORDE_KEY": "good-key"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "koboldtui.cli", "serve", "--port", str(port), "--ctx", "1024",
+         "--parallel", "2", "--horde", "--horde-name", "drain-test", "--horde-url", horde.url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        _wait_ready(base, proc)
+        deadline = time.monotonic() + 60
+        while not horde.pops() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the job is generating
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # uvicorn's force_exit used to skip the submit here
+        assert proc.wait(timeout=supervisor_grace_s(True)) == 0
+    finally:
+        proc.kill()
+        output = proc.stdout.read() if proc.stdout else ""
+    submitted = horde.submits()
+    assert [s.json["id"] for s in submitted] == [job["ids"][0]], output[-2000:]
+    assert submitted[0].json["state"] in ("ok", "faulted")
+    assert not [p for p in horde.pops() if p.at > signalled + 0.1], "popped after the stop signal"
