@@ -104,6 +104,7 @@ class ServeConfig:
     max_queue: int = 64
     launch_token: str | None = None  # set by the supervisor so a later panel can reattach
     drain_s: float = LOCAL_DRAIN_S  # on stop, local requests may finish this long, then abort
+    queue_timeout_s: float = 300.0  # a local request waits at most this long for a slot (then 503)
     horde: HordeSettings = field(default_factory=HordeSettings)
 
     def effective_threads(self) -> int:
@@ -128,6 +129,8 @@ class ServeConfig:
             problems.append(str(exc))
         if self.max_queue < 1:
             problems.append("--max-queue must be at least 1")
+        if self.queue_timeout_s <= 0:
+            problems.append("--queue-timeout must be more than 0 seconds")
         if not (0 <= self.drain_s <= 60):
             problems.append(f"--drain-s {self.drain_s:g} must be between 0 and 60 seconds")
         if self.launch_token is not None and not self.launch_token.isalnum():
@@ -162,6 +165,8 @@ class ServeConfig:
             argv += ["--launch-token", self.launch_token]
         if self.drain_s != LOCAL_DRAIN_S:
             argv += ["--drain-s", f"{self.drain_s:g}"]
+        if self.queue_timeout_s != 300.0:
+            argv += ["--queue-timeout", f"{self.queue_timeout_s:g}"]
         h = self.horde
         if h.enabled:
             argv += ["--horde", "--horde-name", h.worker_name, "--horde-url", h.url]

@@ -28,6 +28,7 @@ from koboldtui.config import ServeConfig
 from koboldtui.engine.interface import GenerationHandle, TextEngine
 from koboldtui.engine.types import EngineError, GenerationRequest, GenerationResult, Origin
 from koboldtui.horde.priority import LocalPriorityGate
+from koboldtui.queue_wait import limit_queue_wait
 from koboldtui.status import InstanceInfo, InstanceStatus
 
 log = logging.getLogger(__name__)
@@ -242,14 +243,16 @@ class Runtime:
             if local:
                 self.gate.local_finished()
             raise
+        tracked = handle
         if local:
             self.total_local += 1
-            self.latest_local_handle = handle
             self._local_in_flight.add(handle)
+            handle = limit_queue_wait(engine, handle, self.config.queue_timeout_s)
+            self.latest_local_handle = handle
         self.recent_handles[handle.genkey] = handle
         while len(self.recent_handles) > RECENT_HANDLES:
             self.recent_handles.popitem(last=False)
-        task = asyncio.get_running_loop().create_task(self._track(handle, local))
+        task = asyncio.get_running_loop().create_task(self._track(tracked, local))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return handle

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from koboldtui.api.body_limit import BodyLimit
 from koboldtui.api.kobold import kobold_routes
 from koboldtui.api.openai_routes import openai_routes
 from koboldtui.api.status_routes import status_routes
@@ -124,5 +125,6 @@ def build_app(runtime: Runtime, *, load_on_startup: bool = True) -> Starlette:
         exception_handlers=json_error_handlers(),
     )
     app.add_middleware(BearerAuth, api_key=runtime.config.api_key)
+    app.add_middleware(BodyLimit)  # outermost: a too-large body is refused before auth reads it
     app.state.runtime = runtime
     return app

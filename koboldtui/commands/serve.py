@@ -97,6 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or KOBOLDTUI_API_KEY)")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
     p.add_argument("--launch-token", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--queue-timeout", type=float, default=300.0,
+                   help="seconds a request may wait for a free slot before a 503")
     p.add_argument("--drain-s", type=float, default=LOCAL_DRAIN_S,
                    help="on stop, seconds local requests may finish before they are aborted")
     h = p.add_argument_group("AI Horde worker")
@@ -130,7 +132,8 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
         batch_size=args.batch_size, parallel=args.parallel, gpu_layers=args.gpu_layers,
         threads=args.threads, tensor_split=args.tensor_split, main_gpu=args.main_gpu,
         api_key=args.api_key or env.get("KOBOLDTUI_API_KEY") or None, max_queue=args.max_queue,
-        launch_token=args.launch_token, drain_s=args.drain_s, horde=horde,
+        launch_token=args.launch_token, drain_s=args.drain_s,
+        queue_timeout_s=args.queue_timeout, horde=horde,
     )
 
 
@@ -168,6 +171,7 @@ async def serve_forever(config: ServeConfig, model_path: Path) -> int:
     import uvicorn
 
     from koboldtui.api.app import build_app
+    from koboldtui.api.header_timeout import KEEP_ALIVE_S, MAX_HEADER_BYTES, HeaderTimeoutH11Protocol
     from koboldtui.runtime import Runtime
 
     runtime = Runtime(config, model_path)
@@ -177,6 +181,9 @@ async def serve_forever(config: ServeConfig, model_path: Path) -> int:
         # past our own drain (requests end with finish reason "abort"), so uvicorn never
         # cancels a request (a 500, a stream cut without a finish reason)
         timeout_graceful_shutdown=config.drain_s + ABORT_S + 2, lifespan="on",
+        # a half-sent request or an idle client cannot hold a connection for long
+        http=HeaderTimeoutH11Protocol, timeout_keep_alive=KEEP_ALIVE_S,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     ))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
