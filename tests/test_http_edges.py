@@ -85,7 +85,7 @@ def test_a_300_mb_body_is_refused_before_it_is_buffered(instance) -> None:
 
 
 def test_an_upload_cut_short_is_one_quiet_line(instance) -> None:
-    base, proc, lines = instance
+    base, _, lines = instance
     start = len(lines)
     with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as s:
         s.sendall(b"POST /api/v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from koboldtui.paths import app_paths
-from koboldtui.store.db import EMPTY_FILE_GRACE_S, MIGRATIONS, DatabaseError, open_database, statements
+from koboldtui.store.db import (
+    EMPTY_FILE_GRACE_S,
+    MIGRATIONS,
+    DatabaseError,
+    open_database,
+    statements,
+)
 from koboldtui.store.faults import explain
 
 
@@ -40,7 +46,7 @@ def read_only(folder: Path) -> Iterator[None]:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "koboldtui.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "koboldtui.cli", *args], check=False, capture_output=True,
                           text=True, env=os.environ.copy(), timeout=60)
 
 

@@ -171,7 +171,11 @@ async def serve_forever(config: ServeConfig, model_path: Path) -> int:
     import uvicorn
 
     from koboldtui.api.app import build_app
-    from koboldtui.api.header_timeout import KEEP_ALIVE_S, MAX_HEADER_BYTES, HeaderTimeoutH11Protocol
+    from koboldtui.api.header_timeout import (
+        KEEP_ALIVE_S,
+        MAX_HEADER_BYTES,
+        HeaderTimeoutH11Protocol,
+    )
     from koboldtui.runtime import Runtime
 
     runtime = Runtime(config, model_path)
