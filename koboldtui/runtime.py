@@ -114,12 +114,15 @@ class Runtime:
             await self.horde_worker.start()
 
     def _make_horde_worker(self) -> Any:
+        from koboldtui.horde.journal import JobJournal
         from koboldtui.horde.worker import HordeWorker
+        from koboldtui.paths import app_paths
 
         engine = self.require_engine()
+        journal = JobJournal(app_paths().data_dir / "run" / f"{self.config.name}.horde-jobs.json")
         return HordeWorker(
             engine, self.gate, self.config.horde, n_ctx_per_seq=engine.n_ctx_per_seq,
-            parallel=engine.parallel, model_path=str(self.model_path),
+            parallel=engine.parallel, model_path=str(self.model_path), journal=journal,
         )
 
     @property

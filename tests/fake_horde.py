@@ -533,6 +533,7 @@ def build_worker(
     rng: Callable[[], float] = lambda: 0.0,
     gate: Any = None,
     client: Any = None,
+    journal: Any = None,
     **overrides: Any,
 ) -> Any:
     """A HordeWorker wired to the fake Horde with an injected clock; ``worker.gate`` is its gate."""
@@ -562,6 +563,7 @@ def build_worker(
         sleep=time.sleep,
         rng=rng,
         client=client,
+        journal=journal,
     )
     worker.gate = gate
     return worker

@@ -350,9 +350,11 @@ async def test_a_pop_that_times_out_is_retried_with_backoff(horde: FakeHorde, ma
     t = FakeTime()
     horde.pop_script.append(Reply(200, {"id": None, "ids": []}, delay_s=1.0))
     worker = make_worker(time=t, client=HordeClient("good-key", horde.url, timeout_s=0.2))
+    errors: list[str | None] = []  # as seen while backing off (the next good pop clears it)
+    t.on_sleep = lambda now: errors.append(worker.status()["last_error"])
     await worker.start()
     await horde.wait_for(lambda: len(horde.pops()) >= 2)
-    assert "timed out" in worker.status()["last_error"] and t.sleeps[0] == 1.0
+    assert "timed out" in (errors[0] or "") and t.sleeps[0] == 1.0
 
 
 async def test_client_calls_and_headers(horde: FakeHorde) -> None:

@@ -111,3 +111,41 @@ def test_stop_force_says_it_faults_the_jobs_in_hand() -> None:
     assert forced.startswith("faulting 1 job(s)") and "finishing" not in forced
     graceful = stop_summary({"jobs_in_progress": 2, "eta_s": 12.0, "forced": False})
     assert graceful.startswith("finishing 2 job(s)") and "about 12 s" in graceful
+
+
+async def test_jobs_a_killed_process_held_are_handed_back_faulted_by_the_next(
+    horde: FakeHorde, make_worker, tmp_path
+) -> None:
+    import json
+    import time
+
+    from koboldtui.horde.journal import JobJournal
+
+    journal_path = tmp_path / "w.horde-jobs.json"
+    horde.jobs["held-by-the-dead"] = {"prompt": "x"}  # handed out to the process that was killed
+    journal_path.write_text(json.dumps({"held-by-the-dead": time.time() + 100,
+                                        "long-expired": time.time() - 5}))
+    worker = make_worker(time=FakeTime(), journal=JobJournal(journal_path))
+    await worker.start()
+    await horde.wait_for(lambda: "held-by-the-dead" in horde.submitted)
+    assert horde.submitted["held-by-the-dead"]["state"] == "faulted"
+    assert [s.json["id"] for s in horde.submits()] == ["held-by-the-dead"]  # not the expired one
+    await horde.wait_for(lambda: json.loads(journal_path.read_text()) == {})
+
+
+async def test_the_journal_holds_exactly_the_jobs_in_hand(horde: FakeHorde, make_worker, tmp_path) -> None:
+    import json
+
+    from koboldtui.horde.journal import JobJournal
+
+    journal_path = tmp_path / "w.horde-jobs.json"
+    engine = ScriptedEngine(hold=True)
+    job = job_reply()
+    horde.pop_script.append(job)
+    worker = make_worker(engine, time=FakeTime(), journal=JobJournal(journal_path))
+    await worker.start()
+    await horde.wait_for(lambda: worker.status()["jobs_in_progress"] == 1)
+    assert list(json.loads(journal_path.read_text())) == job["ids"]
+    engine.release_all()
+    await horde.wait_for(lambda: worker.status()["jobs_done"] == 1)
+    assert json.loads(journal_path.read_text()) == {}

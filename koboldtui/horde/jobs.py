@@ -13,6 +13,7 @@ from koboldtui.engine.types import GenerationRequest
 from koboldtui.horde.backoff import Backoff, wait_or_event
 from koboldtui.horde.client import HordeClient
 from koboldtui.horde.errors import bug_report
+from koboldtui.horde.journal import JobJournal
 from koboldtui.horde.payload import (
     HordeJob,
     JobOutcome,
@@ -60,8 +61,10 @@ class HordeJobs:
         clock: Callable[[], float],
         sleep: Sleep,
         rng: Callable[[], float],
+        journal: JobJournal | None = None,
     ) -> None:
         self._engine = engine
+        self._journal = journal or JobJournal(None)
         self._client = client
         self._stats = stats
         self._limits = limits
@@ -97,11 +100,36 @@ class HordeJobs:
         """Take every id of a popped job in hand and run each as its own task."""
         for index, horde_id in enumerate(job.ids):
             self.in_hand[horde_id] = _JobInHand(horde_id, self._clock(), self._clock() + job.ttl_s)
-            task = asyncio.create_task(
-                self._run_job(job, index, horde_id), name=f"horde-job-{horde_id}"
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._journal.add(horde_id, job.ttl_s)
+            self._start(self._run_job(job, index, horde_id), horde_id)
+
+    def hand_back_leftovers(self) -> int:
+        """Submit ``faulted`` the jobs a killed predecessor left in hand (journal.py); how many."""
+        leftovers = self._journal.take_leftovers()
+        for horde_id, ttl_left in leftovers.items():
+            now = self._clock()
+            self.in_hand[horde_id] = _JobInHand(horde_id, now, now + ttl_left)
+            self._start(self._hand_back(horde_id), horde_id)
+        if leftovers:
+            log.info("handing back %d Horde job(s) the previous process left in hand", len(leftovers))
+        return len(leftovers)
+
+    def _start(self, work: Any, horde_id: str) -> None:
+        task = asyncio.create_task(work, name=f"horde-job-{horde_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hand_back(self, horde_id: str) -> None:
+        try:
+            await self._submit(self.in_hand[horde_id], "", "faulted", 0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - never let one job take the worker down
+            log.error("Horde job %s could not be handed back: %s", horde_id, bug_report(exc))
+        finally:
+            self.in_hand.pop(horde_id, None)
+            self._journal.remove(horde_id)
+            self._on_done()
 
     async def drain(self) -> None:
         """Wait until every job task has ended (submitted or dropped)."""
@@ -175,6 +203,7 @@ class HordeJobs:
             await self._fault_after_bug(in_hand, exc)
         finally:
             self.in_hand.pop(horde_id, None)
+            self._journal.remove(horde_id)
             self._on_done()
 
     async def _fault_after_bug(self, in_hand: _JobInHand, exc: Exception) -> None:

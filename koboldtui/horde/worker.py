@@ -28,6 +28,7 @@ from koboldtui.horde.backoff import Backoff, EmptyPopPacer, wait_or_event
 from koboldtui.horde.client import HordeClient, default_agent
 from koboldtui.horde.errors import Action, HordeError, bug_report
 from koboldtui.horde.jobs import HordeJobs, Sleep, horde_threads
+from koboldtui.horde.journal import JobJournal
 from koboldtui.horde.payload import (
     HordeJob,
     WorkerLimits,
@@ -67,6 +68,7 @@ class HordeWorker:
         client: HordeClient | None = None,
         maintenance_poll_s: float = MAINTENANCE_POLL_S,
         paused_poll_s: float = PAUSED_POLL_S,
+        journal: JobJournal | None = None,
     ) -> None:
         self._gate = gate
         self.settings = settings
@@ -104,6 +106,7 @@ class HordeWorker:
             clock=clock,
             sleep=sleep,
             rng=rng,
+            journal=journal,
         )
         self._loop_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -136,6 +139,7 @@ class HordeWorker:
             )
             return
         self._phase = "starting"
+        self._jobs.hand_back_leftovers()  # jobs a killed predecessor held: faulted, at once
         log.info(
             "Horde worker %r starting: models=%s threads=%d",
             self.settings.worker_name,
