@@ -226,6 +226,7 @@ def terminate_group(
     if not ours():
         return "gone"
     _signal_group(pid, signal.SIGTERM)
+    _signal_group(pid, signal.SIGCONT)  # a stopped (SIGSTOP) instance can then drain too
     if wait_gone(pid, grace_s, popen=popen, clock=clock, sleep=sleep):
         # the leader is gone; make sure nothing it started lingers
         if group_alive(pid) and ours():
