@@ -69,7 +69,6 @@ class Runtime:
         # genkey → handle of recent requests, for /api/extra/generate/check and abort.
         self.recent_handles: collections.OrderedDict[str, GenerationHandle] = collections.OrderedDict()
         self.latest_local_handle: GenerationHandle | None = None
-        self._clock = clock
         self.wedged_after_s = wedged_after_s
         self._local_in_flight: set[GenerationHandle] = set()
         self.stop_began_at: float | None = None  # clock time of the first stop signal
@@ -139,7 +138,7 @@ class Runtime:
         if self.stopping:
             self.hurry()
             return
-        self.stop_began_at = self._clock()
+        self.stop_began_at = time.monotonic()  # real time: the budget is real seconds
         self.state = "stopping"
         self._cancel_load.set()
         loop = asyncio.get_running_loop()
@@ -161,8 +160,8 @@ class Runtime:
                 self.horde_worker.stop(force=True, wait=False)))
 
     async def _drain_local(self, window_s: float) -> None:
-        deadline = self._clock() + window_s
-        while self._local_in_flight and self._clock() < deadline:
+        deadline = time.monotonic() + window_s
+        while self._local_in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self._local_in_flight:
             log.info("drain window over: aborting %d local request(s)", len(self._local_in_flight))
@@ -204,7 +203,7 @@ class Runtime:
         """Jobs in hand finish until HORDE_FINISH_S after the signal, then go back faulted."""
         worker = self.horde_worker
         assert self.stop_began_at is not None
-        left = stop_budget.HORDE_FINISH_S - (self._clock() - self.stop_began_at)
+        left = stop_budget.HORDE_FINISH_S - (time.monotonic() - self.stop_began_at)
         try:
             await asyncio.wait_for(worker.stop(force=False), timeout=max(0.1, left))
             return
