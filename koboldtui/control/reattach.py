@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from koboldtui.control.command import LAUNCH_TOKEN_ENV, environ_has
 from koboldtui.control.probe import Health, fetch_status, instance_identity, probe_health
 from koboldtui.control.process import cmdline_has, pid_alive
 from koboldtui.store.instances import Launch
@@ -50,6 +51,9 @@ def check_launch(launch: Launch, host: str, *, api_key: str | None = None) -> La
     if launch.token and cmdline_has(launch.pid, launch.token):
         health = probe_health(base, api_key=api_key)
         return LaunchCheck(True, "cmdline", health, "token found in the process arguments")
+    if launch.token and environ_has(launch.pid, LAUNCH_TOKEN_ENV, launch.token):
+        # a command instance: its own readiness probe runs once it is adopted
+        return LaunchCheck(True, "environ", Health.DOWN, "token found in the process environment")
     return LaunchCheck(
         False,
         "other",

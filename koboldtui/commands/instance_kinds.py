@@ -1,0 +1,65 @@
+"""How the instance commands take and show an instance's kind: ``--cmd``/``--url`` flags, and the KIND/SERVES cells."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from koboldtui.control.flavour import FlavourFacts
+from koboldtui.control.remote import facts_for
+from koboldtui.control.spec import KIND_COMMAND, KIND_REMOTE, KIND_SERVE, InstanceSpec, SpecError
+from koboldtui.control.state import InstanceSnapshot
+from koboldtui.control.supervisor import Supervisor
+
+
+def kind_changes(cmd: str | None, url: str | None, health: str | None) -> dict[str, Any]:
+    """Spec changes for ``--cmd`` (a command instance), ``--url`` (a remote one) and ``--health``."""
+    changes: dict[str, Any] = {}
+    if cmd is not None:
+        changes.update(kind=KIND_COMMAND if cmd.strip() else KIND_SERVE, command=cmd, url="")
+    if url is not None:
+        parts = urlsplit(url.strip())
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise SpecError(f"--url {url!r} has a bad port ({exc}): use http://host:port") from exc
+        default = 443 if parts.scheme == "https" else 80
+        changes.update(
+            kind=KIND_REMOTE, url=url.strip().rstrip("/"), command="", port=port or default,
+            autostart=False,
+        )
+    if health is not None:
+        changes["health"] = health
+    return changes
+
+
+def kind_label(spec: InstanceSpec) -> str:
+    """'serve', 'command' or 'remote' for the KIND column."""
+    return spec.kind
+
+
+def model_cell(spec: InstanceSpec) -> str:
+    """The MODEL column: the GGUF's file name, a command's program, or a remote URL."""
+    if spec.kind == KIND_REMOTE:
+        return spec.url
+    if spec.kind == KIND_COMMAND:
+        try:
+            program = shlex.split(spec.command)[0]
+        except (ValueError, IndexError):
+            program = spec.command
+        return "$ " + Path(program).name
+    return Path(spec.model).name
+
+
+def supervisor_facts(supervisor: Supervisor, snap: InstanceSnapshot) -> FlavourFacts | None:
+    """What an answering instance says it is (one look, cached briefly by the supervisor)."""
+    spec = supervisor.spec(snap.name)
+    api_key = supervisor.secrets.get(snap.name).get("api_key")
+    return facts_for(supervisor.flavours, spec, snap, api_key)
+
+
+def facts_cell(facts: FlavourFacts | None) -> str:
+    """The SERVES column: flavour, busy/idle, slots, queue, speed — only what the server said."""
+    return facts.summary() if facts is not None else "-"
