@@ -48,8 +48,8 @@ def _kind_problems(kind: str, command: str, health: str, url: str) -> list[str]:
     """The kind's own fields, checked as the CLI checks them (the save re-checks everything)."""
     if kind == "command":
         if "{port}" not in command:
-            return ["command: put {port} where the server takes its port, "
-                    "e.g. koboldcpp --port {port} --model {model}"]
+            return [("command: put {port} where the server takes its port, "
+                     "e.g. koboldcpp --port {port} --model {model}")]
         if health and not health.startswith("/"):
             return ["health path: start it with '/', e.g. /health"]
     if kind == "remote" and not url.startswith(("http://", "https://")):

@@ -52,8 +52,10 @@ def horde_lines(inst: InstanceView | None) -> tuple[str, str]:
     if inst.foreign is not None:  # not a koboldtui server: what it says about itself instead
         return (
             f"[b]{gauges.plain(inst.name)}[/]: {gauges.plain(inst.foreign.summary())}",
-            f"[$text-muted]a {gauges.plain(inst.foreign.flavour)} server: koboldtui runs no "
-            "Horde worker for it[/]",
+            (
+                f"[$text-muted]a {gauges.plain(inst.foreign.flavour)} server: koboldtui runs no "
+                "Horde worker for it[/]"
+            ),
         )
     horde = inst.horde
     if not horde or horde.get("state") in (None, "off", "disabled"):
