@@ -27,6 +27,9 @@ KOBOLDTUI, KOBOLDCPP, LLAMA_SERVER, A1111, OPENAI, UNKNOWN = (
 )
 
 
+_KOBOLDTUI_NOT_READY = ("loading", "starting", "stopping", "failed")
+
+
 class Unreachable(Exception):
     """The server did not answer at all (refused, timed out); the message says which."""
 
@@ -92,6 +95,13 @@ class _Reader:
         except ValueError:
             return None
 
+    def json_any(self, path: str) -> Any:
+        """The JSON body whatever the status code (a 503 "loading" says something too)."""
+        try:
+            return self.get(path).json()
+        except ValueError:
+            return None
+
     def text(self, path: str) -> str | None:
         response = self.get(path)
         return response.text if response.status_code == 200 else None
@@ -107,9 +117,18 @@ def _why(exc: httpx.HTTPError) -> str:
 
 def detect_flavour(reader: _Reader) -> str:
     """Which server this is, from the first route that answers the way only that flavour does."""
-    status = reader.json(STATUS_PATH)
-    if isinstance(status, dict) and isinstance(status.get("instance"), dict):
-        return KOBOLDTUI
+    response = reader.get(STATUS_PATH)
+    if response.status_code == 200:
+        try:
+            status = response.json()
+        except ValueError:
+            status = None
+        if isinstance(status, dict) and isinstance(status.get("instance"), dict):
+            return KOBOLDTUI
+    elif response.status_code == 503:  # a koboldtui still loading (it also answers KoboldCpp's routes)
+        health = reader.json_any("/health")
+        if isinstance(health, dict) and health.get("status") in _KOBOLDTUI_NOT_READY:
+            return KOBOLDTUI
     version = reader.json("/api/extra/version")
     if isinstance(version, dict) and str(version.get("result", "")).lower() == "koboldcpp":
         return KOBOLDCPP

@@ -91,11 +91,10 @@ def remote_snapshot(spec: InstanceSpec, look: Look) -> InstanceSnapshot:
         state, error = InstanceState.UNREACHABLE, look.reason
     else:
         info = (facts.status or {}).get("instance") or {}
-        state = (
-            _KOBOLDTUI_STATES.get(str(info.get("state")), InstanceState.READY)
-            if facts.flavour == KOBOLDTUI
-            else InstanceState.READY
-        )
+        state = InstanceState.READY
+        if facts.flavour == KOBOLDTUI:  # no status yet: its model is still loading
+            default = InstanceState.READY if facts.status is not None else InstanceState.LOADING
+            state = _KOBOLDTUI_STATES.get(str(info.get("state")), default)
         error = None
     uptime = None
     if facts is not None and facts.status is not None:
