@@ -8,6 +8,7 @@ SIGSTOP → watchdog, reattach from a second controller, stop with grace.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from fake_nvml import FakeGpu, FakeNvml, GiB
 
+from koboldtui.cli import main
 from koboldtui.control.backoff import Backoff
 from koboldtui.control.flavour import read_facts
 from koboldtui.control.gpu_plan import default_gpu_planner
@@ -186,7 +188,7 @@ def test_sigstopped_server_is_killed_by_the_watchdog(paths: AppPaths, store: Ins
 
 
 def test_flavours_are_read_from_what_each_server_answers(
-    paths: AppPaths, store: InstanceStore
+    paths: AppPaths, store: InstanceStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ports = {"kc": free_port(), "img": free_port(), "ls": free_port(), "oa": free_port()}
     add(store, paths, "kc", ports["kc"], fake_cmd("koboldcpp"), gpus="cpu")
@@ -210,5 +212,15 @@ def test_flavours_are_read_from_what_each_server_answers(
         assert (oa.flavour, oa.model, oa.busy, oa.queue, oa.tokens_per_s) == (
             "openai", "plain-model", None, None, None)  # nothing invented
         assert ls.summary() == "llama-server b9999-fake · busy · slots 2/4 · queue 1 · 12.5 tok/s"
+
+        # `koboldtui ps` (another controller: it adopts them by their launch tokens) shows the same
+        assert main(["ps", "--json"]) == 0
+        rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+        assert rows["ls"]["kind"] == "command" and rows["ls"]["state"] == "ready"
+        assert rows["ls"]["facts"]["tokens_per_s"] == 12.5 and rows["oa"]["facts"]["queue"] is None
+        assert main(["ps"]) == 0
+        table = capsys.readouterr().out
+        assert "koboldcpp 1.99.fake · busy · queue 2 · 42.5 tok/s" in table
+        assert "koboldcpp 1.99.fake · busy · queue 2 · 7 images" in table
     finally:
         supervisor.stop_all(grace_s=2)

@@ -87,8 +87,14 @@ def test_remote_koboldtui_is_watched_steered_and_unreachable_when_gone(
         wait_for(lambda: next(v for v in backend.instances() if v.name == "box2").horde.get("state")
                  in ("stopping", "stopped"), 30, "the remote Horde worker to stop")
         backend.horde_start("box2")
+        wait_for(lambda: next(v for v in backend.instances() if v.name == "box2").horde.get("worker_id"),
+                 30, "the remote Horde worker to start and register")
+        backend.horde_maintenance("box2", True)
         wait_for(lambda: next(v for v in backend.instances() if v.name == "box2").horde.get("state")
-                 not in ("stopping", "stopped"), 30, "the remote Horde worker to start")
+                 == "maintenance", 30, "the remote Horde worker to enter maintenance")
+        backend.horde_maintenance("box2", False)
+        wait_for(lambda: next(v for v in backend.instances() if v.name == "box2").horde.get("state")
+                 != "maintenance", 30, "the remote Horde worker to leave maintenance")
 
         serve.terminate()
         serve.wait(60)

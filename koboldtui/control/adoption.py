@@ -110,7 +110,12 @@ class SupervisorRecords:
             if current is not None and current.token == launch.token and current.state in RUNNING:
                 return True
         spec = self.spec(launch.name)
-        check = check_launch(launch, spec.host, api_key=self.secrets.get(spec.name).get("api_key"))
+        check = check_launch(
+            launch,
+            spec.host,
+            api_key=self.secrets.get(spec.name).get("api_key"),
+            health_path=None if spec.kind == "serve" else spec.health,
+        )
         if not check.ours:
             if self.store.clear_launch(launch.name, launch.token):
                 tail = logfiles.tail_of_last_launch(launch.log_path, 10)
