@@ -70,6 +70,7 @@ async def test_rows_show_what_a_foreign_server_says_and_nothing_invented() -> No
     backend.facts["img"] = FlavourFacts("koboldcpp", model="sd15", busy=False, queue=0, images_done=7)
     backend.drafts["box2"] = InstanceDraft(ServeConfig(name="box2", port=5001), kind="remote",
                                            url="http://10.0.0.2:5001")
+    backend.vram["text"] = 3.25 * 1024
     backend.states["box2"] = "unreachable"
     backend.errors["box2"] = "http://10.0.0.2:5001 did not answer (timed out)"
     app = make_app(backend)
@@ -78,6 +79,7 @@ async def test_rows_show_what_a_foreign_server_says_and_nothing_invented() -> No
         table = app.screen.query_one(InstancesTable)
         text = table.cells("text")
         assert "llama-3b.gguf" in text[1] and "ready" in text[4] and "busy" in text[4]
+        assert text[3] == "CPU · 3.2G"  # VRAM its processes hold, by pid
         assert "idle" in table.cells("img")[4]
         assert "unreachable" in table.cells("box2")[4]
         batch = app.screen.query_one(BatchTable)

@@ -115,6 +115,7 @@ class FakeBackend:
         self.states: dict[str, str] = {}
         self.facts: dict[str, object] = {}  # what a command/remote server says (FlavourFacts)
         self.errors: dict[str, str] = {}  # last_error per instance (e.g. an unreachable remote)
+        self.vram: dict[str, float] = {}  # MiB per instance, as NVML-by-pid would say
         if instances:
             main = ServeConfig(name="main", port=5001, gpu_layers=99, horde=HordeSettings(
                 enabled=True, worker_name="kobold-box", api_key="secret-key"))
@@ -145,7 +146,7 @@ class FakeBackend:
                     gpus=gpus, pid=4242 if state == "ready" else None, restarts=1 if name == "main" else 0,
                     uptime_s=3723.0 if state == "ready" else None,
                     last_error=self.errors.get(name), status=status,
-                    kind=draft.kind, facts=self.facts.get(name),
+                    kind=draft.kind, facts=self.facts.get(name), vram_mib=self.vram.get(name),
                 ))
             return views
         finally:

@@ -15,10 +15,13 @@ from typing import Any
 
 from koboldtui.commands.instance_kinds import (
     facts_cell,
+    instance_vram,
     kind_changes,
     kind_label,
     model_cell,
     supervisor_facts,
+    vram_cell,
+    vram_mib,
 )
 from koboldtui.config import HordeSettings
 from koboldtui.control import logs as logfiles
@@ -323,11 +326,16 @@ def cmd_ps(args: argparse.Namespace) -> int:
     supervisor.reattach()
     snaps = supervisor.snapshots()
     facts = [supervisor_facts(supervisor, s) for s in snaps]
+    vram = instance_vram(snaps)
     if args.json:
         print(
             json.dumps(
                 [
-                    {**s.to_dict(), "facts": f.to_dict() if f is not None else None}
+                    {
+                        **s.to_dict(),
+                        "vram_mib": vram_mib(vram, s.name),
+                        "facts": f.to_dict() if f is not None else None,
+                    }
                     for s, f in zip(snaps, facts)
                 ],
                 indent=2,
@@ -338,7 +346,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
         print("no instances yet: add one with `koboldtui instance add NAME --port P`")
         return 0
     rows = [
-        ("NAME", "STATE", "PORT", "PID", "MODEL", "GPUS", "RESTARTS", "UPTIME", "LAST ERROR", "SERVES")
+        ("NAME", "STATE", "PORT", "PID", "MODEL", "GPUS", "VRAM", "RESTARTS", "UPTIME", "LAST ERROR",
+         "SERVES")
     ]
     for s, f in zip(snaps, facts):
         error = (s.last_error or "").splitlines()[0] if s.last_error else ""
@@ -350,6 +359,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 str(s.pid or "-"),
                 Path(s.model).name,
                 s.gpus,
+                vram_cell(vram, s.name),
                 str(s.restarts),
                 _uptime(s.uptime_s),
                 error[:60],

@@ -60,6 +60,31 @@ def supervisor_facts(supervisor: Supervisor, snap: InstanceSnapshot) -> FlavourF
     return facts_for(supervisor.flavours, spec, snap, api_key)
 
 
+def instance_vram(snaps: list[InstanceSnapshot]) -> dict[str, int | None]:
+    """VRAM bytes per running instance from NVML by pid (empty without GPUs or running instances)."""
+    pids = {s.name: s.pid for s in snaps if s.pid}
+    if not pids:
+        return {}
+    from koboldtui.gpu.nvml import read_inventory
+    from koboldtui.gpu.usage import vram_by_instance
+
+    return vram_by_instance(read_inventory(pids.values()), pids)
+
+
+def vram_mib(vram: dict[str, int | None], name: str) -> int | None:
+    """For ``ps --json``: MiB, or None when it holds none or NVML cannot say."""
+    value = vram.get(name)
+    return None if value is None else round(value / 2**20)
+
+
+def vram_cell(vram: dict[str, int | None], name: str) -> str:
+    """The VRAM column: '3.2G', '?' where NVML cannot say, '-' when it holds none."""
+    if name not in vram:
+        return "-"
+    value = vram[name]
+    return "?" if value is None else f"{value / 2**30:.1f}G"
+
+
 def facts_cell(facts: FlavourFacts | None) -> str:
     """The SERVES column: flavour, busy/idle, slots, queue, speed — only what the server said."""
     return facts.summary() if facts is not None else "-"

@@ -77,6 +77,7 @@ class InstanceView:
     status: InstanceStatus | None = None
     kind: str = "serve"  # serve | command (any server command line) | remote (watched only)
     facts: FlavourFacts | None = None  # what a command/remote server says it is, when it answers
+    vram_mib: float | None = None  # VRAM its processes hold (NVML by pid); None: none or unknown
 
     @property
     def foreign(self) -> FlavourFacts | None:

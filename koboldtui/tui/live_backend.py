@@ -119,14 +119,26 @@ class LiveBackend(InstanceApi):
         self._pids = {s.pid for s in snaps if s.pid}
         statuses = list(self._pool.map(self._status_of, snaps))
         facts = list(self._pool.map(self._facts_of, snaps))
+        vram = self._vram(snaps)
         return [
             InstanceView(
                 name=s.name, state=s.state.value, port=s.port, model=s.model, gpus=s.gpus or "auto",
                 pid=s.pid, restarts=s.restarts, uptime_s=s.uptime_s, last_error=s.last_error, status=st,
-                kind=s.kind, facts=f,
+                kind=s.kind, facts=f, vram_mib=vram.get(s.name),
             )
             for s, st, f in zip(snaps, statuses, facts)
         ]
+
+    def _vram(self, snaps) -> dict[str, float | None]:
+        """MiB per instance from the sampler's latest NVML look, by pid and process group."""
+        from koboldtui.gpu.usage import vram_by_instance
+
+        inventory = self.sampler.latest()
+        pids = {s.name: s.pid for s in snaps if s.pid}
+        if inventory is None or not inventory.available or not pids:
+            return {}
+        usage = vram_by_instance(inventory, pids)
+        return {name: None if used is None else used / MIB for name, used in usage.items()}
 
     def _facts_of(self, snap) -> Any:
         """What a command or remote server says it is (koboldtui's own: its status is richer)."""

@@ -60,7 +60,8 @@ class InstancesTable(KeyedTable):
                 gauges.plain(inst.name),
                 gauges.plain(_model_name(inst)),
                 str(inst.port),
-                gauges.plain(inst.gpus or "CPU"),
+                gauges.plain(inst.gpus or "CPU")
+                + (f" · {inst.vram_mib / 1024:.1f}G" if inst.vram_mib is not None else ""),
                 state,
                 str(inst.restarts),
                 gauges.duration(inst.uptime_s) if inst.running else "-",
