@@ -7,7 +7,10 @@ that); these check every bad input gets one line saying what to pass instead.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,16 @@ def test_an_old_database_gains_the_kind_columns(tmp_path: Path) -> None:
     assert tuple(upgraded.execute("SELECT kind, cmd, url FROM instances").fetchone()) == ("serve", None, None)
     spec = InstanceSpec.from_dict(InstanceStore(upgraded).get("old").spec)
     assert spec.kind == "serve" and spec.command == ""
+
+
+def test_a_taken_port_is_refused_before_the_command_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        run(capsys, "instance", "add", "x", "--port", str(port), "--cmd", f"{sys.executable} -V {{port}}")
+        code, _, err = run(capsys, "start", "x")
+    assert code == 1 and f"port {port} is taken by pid {os.getpid()}" in err
+    assert InstanceStore(open_database(app_paths().ensure().database)).launches() == []
