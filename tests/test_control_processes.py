@@ -191,8 +191,12 @@ def test_up_restarts_a_killed_instance_and_sigterm_leaves_nothing_running(
                 "restarts": 1,
                 "uptime_s": ps[0]["uptime_s"],
                 "last_error": None,
+                "kind": "serve",
+                "vram_mib": None,
+                "facts": ps[0]["facts"],
             }
         ]
+        assert ps[0]["facts"]["flavour"] == "koboldtui" and ps[0]["facts"]["slots_total"] == 2
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)
     finally:

@@ -105,8 +105,12 @@ def test_remote_koboldtui_is_watched_steered_and_unreachable_when_gone(
         assert f"{url} did not answer (connection refused" in gone.last_error
         assert main(["ps"]) == 0
         assert "unreachable" in capsys.readouterr().out
-        view = next(v for v in backend.instances() if v.name == "box2")
-        assert view.state == "unreachable" and view.status is None
+        # the panel's own looks are cached for a second: it says so at the next poll or so
+        view = wait_for(
+            lambda: (v := next(v for v in backend.instances() if v.name == "box2")).state
+            == "unreachable" and v, 10, "the panel to show the remote unreachable",
+        )
+        assert view.status is None and "did not answer" in view.last_error
     finally:
         if backend is not None:
             backend.close(stop_instances=False)
