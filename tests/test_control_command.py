@@ -224,3 +224,20 @@ def test_flavours_are_read_from_what_each_server_answers(
         assert "koboldcpp 1.99.fake · busy · queue 2 · 7 images" in table
     finally:
         supervisor.stop_all(grace_s=2)
+
+
+def test_relative_paths_in_the_command_mean_the_folder_it_was_added_from(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.chdir(FAKE.parent)
+    assert main(["instance", "add", "rel", "--port", str(port), "--cpu",
+                 "--cmd", f"{sys.executable} fake_server.py --port {{port}}"]) == 0
+    monkeypatch.chdir("/")
+    try:
+        assert main(["start", "rel", "--timeout", "30"]) == 0, capsys.readouterr().err
+        assert "rel is ready" in capsys.readouterr().out
+        assert main(["ps"]) == 0
+        assert "plain-model" in capsys.readouterr().out  # the MODEL column: what it serves
+    finally:
+        assert main(["stop", "rel"]) == 0

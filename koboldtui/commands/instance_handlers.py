@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from koboldtui.commands.instance_kinds import (
@@ -19,6 +18,7 @@ from koboldtui.commands.instance_kinds import (
     kind_changes,
     kind_label,
     model_cell,
+    ps_model_cell,
     supervisor_facts,
     vram_cell,
     vram_mib,
@@ -357,7 +357,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 s.state.value,
                 str(s.port),
                 str(s.pid or "-"),
-                Path(s.model).name,
+                ps_model_cell(supervisor.spec(s.name), f, s.model),
                 s.gpus,
                 vram_cell(vram, s.name),
                 str(s.restarts),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ def kind_changes(cmd: str | None, url: str | None, health: str | None) -> dict[s
     """Spec changes for ``--cmd`` (a command instance), ``--url`` (a remote one) and ``--health``."""
     changes: dict[str, Any] = {}
     if cmd is not None:
-        changes.update(kind=KIND_COMMAND if cmd.strip() else KIND_SERVE, command=cmd, url="")
+        # relative paths in the command mean what they meant where it was typed
+        changes.update(
+            kind=KIND_COMMAND if cmd.strip() else KIND_SERVE,
+            command=cmd,
+            url="",
+            workdir=os.getcwd() if cmd.strip() else "",
+        )
     if url is not None:
         parts = urlsplit(url.strip())
         try:
@@ -51,6 +58,15 @@ def model_cell(spec: InstanceSpec) -> str:
             program = spec.command
         return "$ " + Path(program).name
     return Path(spec.model).name
+
+
+def ps_model_cell(spec: InstanceSpec, facts: FlavourFacts | None, model: str) -> str:
+    """The MODEL column of ``ps``: what the server says it serves, else what the spec names."""
+    if facts is not None and facts.model and spec.kind != KIND_SERVE:
+        return facts.model
+    if spec.kind != KIND_SERVE:
+        return model_cell(spec)
+    return Path(model).name
 
 
 def supervisor_facts(supervisor: Supervisor, snap: InstanceSnapshot) -> FlavourFacts | None:

@@ -10,6 +10,7 @@ neither takes ``--launch-token`` nor reports it.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shlex
@@ -74,6 +75,8 @@ def kind_problems(spec: InstanceSpec) -> list[str]:
             problems.append(f"--health {spec.health!r} must be a path starting with '/'")
         if spec.url:
             problems.append("a command instance runs here: drop --url (or drop --cmd for a remote one)")
+        if spec.workdir and not os.path.isabs(spec.workdir):
+            problems.append(f"the command's folder {spec.workdir!r} must be an absolute path")
     elif spec.kind == KIND_REMOTE:
         parts = urlsplit(spec.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -138,7 +141,16 @@ def prepare_command_launch(
         )
     model = _model_for(spec, paths)
     argv = command_argv(spec, model)
-    program = shutil.which(argv[0])
+    cwd = Path(spec.workdir) if spec.workdir else None
+    if cwd is not None and not cwd.is_dir():
+        raise StartError(
+            f"cannot start {name!r}: its folder {cwd} does not exist; re-add it from the folder "
+            "its command expects, or give absolute paths in --cmd"
+        )
+    first = argv[0]
+    if os.sep in first and not os.path.isabs(first) and cwd is not None:
+        first = str(cwd / first)  # ./koboldcpp: relative to the folder it was added from
+    program = shutil.which(first)
     if program is None:
         raise StartError(
             f"cannot start {name!r}: the program {argv[0]!r} was not found (not on PATH, or not "
@@ -156,7 +168,7 @@ def prepare_command_launch(
         name, time.strftime("%Y-%m-%d %H:%M:%S"), describe_plan(plan), shlex.join(argv)
     )
     log_path = logfiles.log_path_for(paths.log_dir, name)
-    return PreparedLaunch(None, [program, *argv[1:]], env, token, log_path, header)
+    return PreparedLaunch(None, [program, *argv[1:]], env, token, log_path, header, cwd)
 
 
 def environ_has(pid: int, key: str, value: str) -> bool:

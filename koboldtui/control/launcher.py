@@ -36,6 +36,7 @@ class PreparedLaunch:
     token: str
     log_path: Path
     header: str
+    cwd: Path | None = None  # a command instance's own folder (None: the data dir)
 
 
 def prepare_launch(

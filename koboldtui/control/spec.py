@@ -88,6 +88,7 @@ class InstanceSpec:
     command: str = ""  # kind "command": the server's command line, with {port} (and {model}, {host})
     health: str = ""  # kind "command": readiness path; "" = the first known path that answers 200
     url: str = ""  # kind "remote": where the server is (http://host:port)
+    workdir: str = ""  # kind "command": the folder it runs in (relative paths in --cmd); "" = data dir
 
     @property
     def uses_gpu(self) -> bool:

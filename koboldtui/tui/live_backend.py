@@ -7,6 +7,7 @@ only from thread workers.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -321,6 +322,9 @@ class LiveBackend(InstanceApi):
             "restart": "on-failure" if draft.auto_restart else "no",
             "kind": draft.kind, "command": draft.command, "health": draft.health, "url": draft.url,
         }
+        if draft.kind == "command":  # relative paths in the command: from where the panel runs
+            kept = self.registry.get(original_name).workdir if original_name else ""
+            fields["workdir"] = kept or os.getcwd()
         if draft.kind == "remote":  # its port is the URL's; it is watched, never started here
             fields.update(port=self._remote_port(draft.url, c.port), autostart=False)
         horde_key = c.horde.api_key or None
