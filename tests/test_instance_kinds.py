@@ -74,6 +74,8 @@ def test_add_command_and_remote_instances(capsys: pytest.CaptureFixture[str]) ->
         (["--url", "10.0.0.2:5001"], "must look like http://host:port"),
         (["--cmd", "srv {port}"], "--port is required"),
         (["--port", "5002", "--cmd", "srv {port}", "--url", "http://a:1"], "not allowed with"),
+        (["--port", "5002", "--cmd", "srv {port}", "--horde", "--horde-name", "w", "--horde-key", "k"],
+         "drop --horde"),
     ],
 )
 def test_bad_kind_flags_say_what_to_pass(

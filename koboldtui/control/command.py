@@ -48,6 +48,11 @@ _PLACEHOLDER = re.compile(r"\{[A-Za-z_]+\}")
 def kind_problems(spec: InstanceSpec) -> list[str]:
     """What is wrong with a command or remote spec, in words that say what to pass instead."""
     problems: list[str] = []
+    if spec.horde.enabled:
+        problems.append(
+            f"koboldtui runs its Horde worker only in `koboldtui serve`; a {spec.kind} instance "
+            "lends to the Horde with its own worker (KoboldCpp: --hordekey ...): drop --horde"
+        )
     if spec.kind == KIND_COMMAND:
         if not 1 <= spec.port <= 65535:
             problems.append(f"port {spec.port} is out of range: pick one in 1-65535 with --port")
