@@ -8,6 +8,8 @@ recognises, with fixed values the tests check in ``ps`` and the panel rows:
 - ``--flavour llama-server``: ``/health`` (503 "Loading model" for ``--load-s`` seconds),
   ``/props``, ``/slots``, ``/metrics``, ``/v1/models``.
 - ``--flavour openai``: ``/health`` and ``/v1/models`` only.
+- ``--flavour a1111``: ``/sdapi/v1/sd-models``, ``/sdapi/v1/options``, ``/sdapi/v1/progress``.
+- ``--flavour odd``: every GET answers 200 with a JSON list (a server of an unexpected shape).
 
 Every flavour also answers ``GET /env`` (what the process received: its environment's GPU
 variables, argv and pid, read from inside the child) and ``POST /crash`` (exit code 3).
@@ -58,6 +60,11 @@ llamacpp:predicted_tokens_seconds 12.5
 llamacpp:requests_processing 2
 llamacpp:requests_deferred 1
 """
+A1111 = {
+    "/sdapi/v1/sd-models": [{"title": "sd15.safetensors [6ce0161689]", "model_name": "sd15"}],
+    "/sdapi/v1/options": {"sd_model_checkpoint": "sd15.safetensors [6ce0161689]"},
+    "/sdapi/v1/progress": {"progress": 0.4, "state": {"job_count": 1}},
+}
 OPENAI = {"/health": {"status": "ok"}, "/v1/models": {"object": "list", "data": [{"id": "plain-model"}]}}
 
 
@@ -69,6 +76,8 @@ def answers(args: argparse.Namespace) -> dict[str, object]:
         return table
     if args.flavour == "llama-server":
         return dict(LLAMA_SERVER)
+    if args.flavour == "a1111":
+        return dict(A1111)
     return dict(OPENAI)
 
 
@@ -76,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--flavour", default="openai", choices=("koboldcpp", "llama-server", "openai"))
+    parser.add_argument("--flavour", default="openai", choices=("koboldcpp", "llama-server", "openai", "a1111", "odd"))
     parser.add_argument("--images", action="store_true")
     parser.add_argument("--load-s", type=float, default=0.0)
     parser.add_argument("--model", default="")
@@ -102,6 +111,8 @@ def main() -> None:
                     "argv": sys.argv,
                     "pid": os.getpid(),
                 })
+            elif args.flavour == "odd":
+                self._send(200, [1, 2, 3])
             elif args.flavour == "llama-server" and path == "/health":
                 if loading:
                     self._send(503, {"error": {"code": 503, "message": "Loading model"}})

@@ -190,11 +190,13 @@ def test_sigstopped_server_is_killed_by_the_watchdog(paths: AppPaths, store: Ins
 def test_flavours_are_read_from_what_each_server_answers(
     paths: AppPaths, store: InstanceStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ports = {"kc": free_port(), "img": free_port(), "ls": free_port(), "oa": free_port()}
+    ports = {"kc": free_port(), "img": free_port(), "ls": free_port(), "oa": free_port(),
+             "sd": free_port()}
     add(store, paths, "kc", ports["kc"], fake_cmd("koboldcpp"), gpus="cpu")
     add(store, paths, "img", ports["img"], fake_cmd("koboldcpp", "--images"), gpus="cpu")
     add(store, paths, "ls", ports["ls"], fake_cmd("llama-server"), gpus="cpu")
     add(store, paths, "oa", ports["oa"], fake_cmd("openai"), gpus="cpu")
+    add(store, paths, "sd", ports["sd"], fake_cmd("a1111"), gpus="cpu")
     supervisor = Supervisor(paths, store)
     try:
         for name in ports:
@@ -212,6 +214,10 @@ def test_flavours_are_read_from_what_each_server_answers(
         assert (oa.flavour, oa.model, oa.busy, oa.queue, oa.tokens_per_s) == (
             "openai", "plain-model", None, None, None)  # nothing invented
         assert ls.summary() == "llama-server b9999-fake · busy · slots 2/4 · queue 1 · 12.5 tok/s"
+        sd = facts["sd"]
+        assert (sd.flavour, sd.model, sd.busy, sd.queue, sd.images_done) == (
+            "a1111", "sd15.safetensors [6ce0161689]", True, None, None)
+        assert supervisor._records["sd"].health_path == "/sdapi/v1/sd-models"
 
         # `koboldtui ps` (another controller: it adopts them by their launch tokens) shows the same
         assert main(["ps", "--json"]) == 0
@@ -241,3 +247,20 @@ def test_relative_paths_in_the_command_mean_the_folder_it_was_added_from(
         assert "plain-model" in capsys.readouterr().out  # the MODEL column: what it serves
     finally:
         assert main(["stop", "rel"]) == 0
+
+
+def test_a_server_of_an_unexpected_shape_gives_no_facts_not_an_error(
+    paths: AppPaths, store: InstanceStore
+) -> None:
+    port = free_port()
+    add(store, paths, "odd", port, fake_cmd("odd"), gpus="cpu")
+    supervisor = Supervisor(paths, store)
+    try:
+        supervisor.start("odd", wait=True, timeout_s=30)  # "/health" answers 200
+        base = f"http://127.0.0.1:{port}"
+        assert read_facts(base).flavour == "unknown"
+        for flavour in ("koboldtui", "koboldcpp", "llama-server", "a1111", "openai"):
+            facts = read_facts(base, flavour=flavour)
+            assert facts.flavour == flavour and facts.model is None and facts.busy is None
+    finally:
+        supervisor.stop_all(grace_s=2)

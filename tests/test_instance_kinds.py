@@ -136,3 +136,4 @@ def test_a_taken_port_is_refused_before_the_command_runs(
         code, _, err = run(capsys, "start", "x")
     assert code == 1 and f"port {port} is taken by pid {os.getpid()}" in err
     assert InstanceStore(open_database(app_paths().ensure().database)).launches() == []
+

@@ -8,6 +8,7 @@ says, the text one's VRAM by pid), and stopped with ``x``.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 from pathlib import Path
@@ -31,6 +32,11 @@ from tests.test_tui_dashboard import wait_for
 
 pytestmark = pytest.mark.slow
 FAKE = Path(__file__).resolve().parent / "fake_server.py"
+
+
+def env_of(port: int) -> dict:
+    """What the child received, read from inside it."""
+    return httpx.get(f"http://127.0.0.1:{port}/env", timeout=5).json()
 
 
 def free_port() -> int:
@@ -63,7 +69,7 @@ async def test_text_on_the_gpu_and_images_on_the_cpu_started_watched_and_stopped
                 await pilot.press("s")
             await wait_for(pilot, lambda: all(view(n).facts for n in ports), timeout=60)
             pids = {n: view(n).pid for n in ports}
-            env = {n: httpx.get(f"http://127.0.0.1:{p}/env", timeout=5).json() for n, p in ports.items()}
+            env = {n: await asyncio.to_thread(env_of, p) for n, p in ports.items()}
             assert env["text"]["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa-0"
             assert env["image"]["CUDA_VISIBLE_DEVICES"] == ""  # the image one never sees the GPU
             fake.gpus[0].processes = [(pids["text"], 5 * GiB)]  # the text server on the GPU

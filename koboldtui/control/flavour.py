@@ -135,7 +135,10 @@ def detect_flavour(reader: _Reader) -> str:
     props = reader.json("/props")
     if isinstance(props, dict) and ("total_slots" in props or "default_generation_settings" in props):
         return LLAMA_SERVER
-    if isinstance(reader.json("/sdapi/v1/sd-models"), list):
+    checkpoints = reader.json("/sdapi/v1/sd-models")
+    if isinstance(checkpoints, list) and all(
+        isinstance(c, dict) and ("title" in c or "model_name" in c) for c in checkpoints
+    ):
         return A1111
     models = reader.json("/v1/models")
     if isinstance(models, dict) and isinstance(models.get("data"), list):
@@ -252,7 +255,8 @@ def _a1111(reader: _Reader) -> FlavourFacts:
 
 def _openai(reader: _Reader) -> FlavourFacts:
     models = reader.json("/v1/models") or {}
-    ids = [m.get("id") for m in models.get("data", []) if isinstance(m, dict) and m.get("id")]
+    data = models.get("data", []) if isinstance(models, dict) else []
+    ids = [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
     return FlavourFacts(OPENAI, model=", ".join(ids) if ids else None)
 
 
@@ -276,4 +280,9 @@ def read_facts(
     reader = _Reader(base_url, api_key, timeout_s)
     flavour = flavour or detect_flavour(reader)
     read = _READERS.get(flavour)
-    return read(reader) if read is not None else FlavourFacts(UNKNOWN)
+    if read is None:
+        return FlavourFacts(UNKNOWN)
+    try:
+        return read(reader)
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return FlavourFacts(flavour)  # an answer of an unexpected shape: nothing we can vouch for
