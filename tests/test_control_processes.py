@@ -196,7 +196,6 @@ def test_up_restarts_a_killed_instance_and_sigterm_leaves_nothing_running(
                 "facts": ps[0]["facts"],
             }
         ]
-        assert ps[0]["facts"]["flavour"] == "koboldtui" and ps[0]["facts"]["slots_total"] == 2
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)
     finally:
