@@ -52,6 +52,8 @@ def test_add_command_and_remote_instances(capsys: pytest.CaptureFixture[str]) ->
     assert run(capsys, "instance", "add", "local", "--port", "5001")[0] == 0
     out = run(capsys, "instance", "list")[1]
     assert "$ koboldcpp" in out and "http://10.0.0.2:5001" in out and "remote" in out
+    img_row = next(line for line in out.splitlines() if line.startswith("img "))
+    assert img_row.split()[4:9] == ["cpu", "-", "-", "-", "-"]  # its sizes are in its own command line
     # the kind columns the migration adds, computed from the spec JSON
     conn = open_database(app_paths().ensure().database)
     rows = dict(conn.execute("SELECT name, kind FROM instances").fetchall())

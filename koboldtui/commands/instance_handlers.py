@@ -216,16 +216,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]
     for s in specs:
         gpus = s.gpus if isinstance(s.gpus, str) else ",".join(s.gpus)
+        serve = (
+            (str(s.gpu_layers), str(s.ctx), str(s.batch_size), str(s.parallel))
+            if s.kind == "serve"
+            else ("-", "-", "-", "-")  # set in its own command line, or on its own box
+        )
         rows.append(
             (
                 s.name,
                 str(s.port),
                 model_cell(s),
-                gpus,
-                str(s.gpu_layers),
-                str(s.ctx),
-                str(s.batch_size),
-                str(s.parallel),
+                "remote" if s.is_remote else gpus,
+                *serve,
                 "on" if s.horde.enabled else "off",
                 "yes" if s.autostart else "no",
                 s.restart,
