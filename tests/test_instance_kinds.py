@@ -139,3 +139,20 @@ def test_a_taken_port_is_refused_before_the_command_runs(
     assert code == 1 and f"port {port} is taken by pid {os.getpid()}" in err
     assert InstanceStore(open_database(app_paths().ensure().database)).launches() == []
 
+
+
+def test_a_restarted_or_edited_server_is_detected_afresh() -> None:
+    from koboldtui.control.flavour import FlavourFacts
+    from koboldtui.control.remote import FlavourWatch
+
+    asked: list[str | None] = []
+
+    def reader(base_url, *, flavour, api_key, timeout_s):
+        asked.append(flavour)
+        return FlavourFacts("koboldcpp")
+
+    watch = FlavourWatch(ttl_s=0.0, reader=reader)
+    watch.look("a", "http://127.0.0.1:5001", pid=10)
+    watch.look("a", "http://127.0.0.1:5001", pid=10)  # the same server: its flavour is known
+    watch.look("a", "http://127.0.0.1:5001", pid=11)  # restarted (maybe with another command)
+    assert asked == [None, "koboldcpp", None]

@@ -45,12 +45,22 @@ class FlavourWatch:
         self._read = reader
         self._looks: dict[str, Look] = {}
         self._flavours: dict[str, str] = {}
+        self._servers: dict[str, tuple[str, int | None]] = {}  # (url, pid) each look was for
         self._lock = threading.Lock()
 
-    def look(self, name: str, base_url: str, api_key: str | None = None) -> Look:
-        """A fresh-enough look at ``name`` (one round of GETs at most every ``ttl_s``)."""
+    def look(
+        self, name: str, base_url: str, api_key: str | None = None, pid: int | None = None
+    ) -> Look:
+        """A fresh-enough look at ``name`` (one round of GETs at most every ``ttl_s``).
+
+        A new URL or process (an edit, a restart) is another server: detected afresh.
+        """
         now = self._clock()
         with self._lock:
+            if self._servers.get(name) != (base_url, pid):
+                self._servers[name] = (base_url, pid)
+                self._looks.pop(name, None)
+                self._flavours.pop(name, None)
             cached = self._looks.get(name)
             flavour = self._flavours.get(name)
         if cached is not None and now - cached.at < self.ttl_s:
@@ -78,6 +88,7 @@ class FlavourWatch:
         with self._lock:
             self._looks.pop(name, None)
             self._flavours.pop(name, None)
+            self._servers.pop(name, None)
 
 
 _KOBOLDTUI_STATES = {"loading": InstanceState.LOADING, "stopping": InstanceState.STOPPING}
@@ -121,5 +132,5 @@ def facts_for(
     """What an answering instance (any kind) says it is; None while it does not answer."""
     if snapshot.state not in (InstanceState.READY, InstanceState.LOADING):
         return None
-    look = watch.look(spec.name, spec.base_url(), api_key)
+    look = watch.look(spec.name, spec.base_url(), api_key, snapshot.pid)
     return look.facts
