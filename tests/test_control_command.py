@@ -264,3 +264,21 @@ def test_a_server_of_an_unexpected_shape_gives_no_facts_not_an_error(
             assert facts.flavour == flavour and facts.model is None and facts.busy is None
     finally:
         supervisor.stop_all(grace_s=2)
+
+
+def test_a_remote_that_answers_404_everywhere_is_unreachable_with_why(
+    paths: AppPaths, store: InstanceStore
+) -> None:
+    port = free_port()
+    add(store, paths, "kc", port, fake_cmd("koboldcpp"), gpus="cpu")  # 404 on /health and /
+    InstanceRegistry(store, paths).add(
+        InstanceSpec(name="wrong", port=port, kind="remote", url=f"http://127.0.0.1:{port}/api")
+    )
+    supervisor = Supervisor(paths, store)
+    try:
+        supervisor.start("kc", wait=True, timeout_s=30)
+        snap = supervisor.snapshot("wrong")  # the URL has a path: every route is under /api
+        assert snap.state is InstanceState.UNREACHABLE
+        assert "answers, but not like a model server (HTTP 404" in snap.last_error
+    finally:
+        supervisor.stop_all(grace_s=2)

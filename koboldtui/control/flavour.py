@@ -260,6 +260,24 @@ def _openai(reader: _Reader) -> FlavourFacts:
     return FlavourFacts(OPENAI, model=", ".join(ids) if ids else None)
 
 
+def _check_answers_at_all(reader: _Reader) -> None:
+    """An unknown server counts only if ``/health`` or ``/`` says OK; a wall of 404s is not one."""
+    codes = []
+    for path in ("/health", "/"):
+        code = reader.get(path).status_code
+        if code < 400:
+            return
+        codes.append(code)
+    if any(code in (401, 403) for code in codes):
+        raise Unreachable(
+            f"{reader.base_url} refused us (HTTP {codes[0]}): check the instance's --api-key"
+        )
+    raise Unreachable(
+        f"{reader.base_url} answers, but not like a model server (HTTP {codes[0]} on /health "
+        "and /): check the host and port"
+    )
+
+
 _READERS = {
     KOBOLDTUI: _koboldtui,
     KOBOLDCPP: _koboldcpp,
@@ -281,6 +299,7 @@ def read_facts(
     flavour = flavour or detect_flavour(reader)
     read = _READERS.get(flavour)
     if read is None:
+        _check_answers_at_all(reader)
         return FlavourFacts(UNKNOWN)
     try:
         return read(reader)
