@@ -191,6 +191,9 @@ def test_up_restarts_a_killed_instance_and_sigterm_leaves_nothing_running(
                 "restarts": 1,
                 "uptime_s": ps[0]["uptime_s"],
                 "last_error": None,
+                "kind": "serve",
+                "vram_mib": None,
+                "facts": ps[0]["facts"],
             }
         ]
         up.send_signal(signal.SIGTERM)

@@ -93,6 +93,7 @@ def test_add_list_edit_rm(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
         "HORDE",
         "AUTO",
         "RESTART",
+        "KIND",
     ]
     assert out.splitlines()[1].split()[:4] == ["chat", "5101", "tiny.gguf", "cpu"]
     code, out, _ = run(capsys, "instance", "rm", "chat")
@@ -155,6 +156,9 @@ def test_ps_and_logs_of_instances_never_started(capsys: pytest.CaptureFixture[st
             "restarts": 0,
             "uptime_s": None,
             "last_error": None,
+            "kind": "serve",
+            "vram_mib": None,
+            "facts": None,
         }
     ]
     code, _, err = run(capsys, "logs", "a")

@@ -113,6 +113,9 @@ class FakeBackend:
         self._lock = threading.Lock()
         self.drafts: dict[str, InstanceDraft] = {}
         self.states: dict[str, str] = {}
+        self.facts: dict[str, object] = {}  # what a command/remote server says (FlavourFacts)
+        self.errors: dict[str, str] = {}  # last_error per instance (e.g. an unreachable remote)
+        self.vram: dict[str, float] = {}  # MiB per instance, as NVML-by-pid would say
         if instances:
             main = ServeConfig(name="main", port=5001, gpu_layers=99, horde=HordeSettings(
                 enabled=True, worker_name="kobold-box", api_key="secret-key"))
@@ -133,7 +136,7 @@ class FakeBackend:
             for name, draft in self.drafts.items():
                 state = self.states.get(name, "stopped")
                 status = None
-                if state == "ready":
+                if state == "ready" and draft.kind == "serve":
                     horde = busy_horde(self.horde_remaining) if draft.config.horde.enabled else {}
                     status = fake_status(name, draft.config.port, horde, self.queue if name == "main" else (),
                                          n_batch=draft.config.batch_size, parallel=draft.config.parallel)
@@ -142,7 +145,8 @@ class FakeBackend:
                     name=name, state=state, port=draft.config.port, model=draft.config.model or "bundled",
                     gpus=gpus, pid=4242 if state == "ready" else None, restarts=1 if name == "main" else 0,
                     uptime_s=3723.0 if state == "ready" else None,
-                    last_error=None, status=status,
+                    last_error=self.errors.get(name), status=status,
+                    kind=draft.kind, facts=self.facts.get(name), vram_mib=self.vram.get(name),
                 ))
             return views
         finally:

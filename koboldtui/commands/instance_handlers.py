@@ -10,9 +10,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from koboldtui.commands.instance_kinds import (
+    facts_cell,
+    instance_vram,
+    kind_changes,
+    kind_label,
+    model_cell,
+    ps_model_cell,
+    supervisor_facts,
+    vram_cell,
+    vram_mib,
+)
 from koboldtui.config import HordeSettings
 from koboldtui.control import logs as logfiles
 from koboldtui.control.foreground import run_foreground
@@ -83,6 +93,7 @@ def _changes(args: argparse.Namespace, base: HordeSettings) -> dict[str, Any]:
     changes: dict[str, Any] = {
         f: getattr(args, f) for f in SPEC_FLAGS if getattr(args, f) is not None
     }
+    changes.update(kind_changes(args.cmd, args.url, args.health))
     if args.cpu:
         changes["gpus"] = "cpu"
     elif args.gpus is not None:
@@ -117,15 +128,20 @@ def _changes(args: argparse.Namespace, base: HordeSettings) -> dict[str, Any]:
 @_guarded
 def cmd_add(args: argparse.Namespace) -> int:
     """Save a new instance."""
+    changes = _changes(args, HordeSettings())
+    if args.port is None and changes.get("kind") != "remote":
+        return _fail("--port is required: the HTTP port the instance listens on (e.g. --port 5001)")
     paths, store = _open()
-    spec = InstanceSpec(name=args.name, port=args.port).with_changes(
-        **_changes(args, HordeSettings())
-    )
+    spec = InstanceSpec(name=args.name, port=changes.get("port", 0)).with_changes(**changes)
     horde_key = args.horde_key if args.horde_key is not None else os.environ.get(HORDE_KEY_ENV)
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
     spec = InstanceRegistry(store, paths).add(spec, horde_key=horde_key, api_key=api_key)
+    if spec.is_remote:
+        print(f"added remote instance {spec.name!r} at {spec.url}; `koboldtui ps` shows how it is")
+        return 0
+    what = f"$ {spec.command}" if spec.kind == "command" else spec.model
     print(
-        f"added instance {spec.name!r} on port {spec.port} ({spec.model}); "
+        f"added instance {spec.name!r} on port {spec.port} ({what}); "
         f"start it with `koboldtui start {spec.name}`"
     )
     return 0
@@ -195,23 +211,27 @@ def cmd_list(args: argparse.Namespace) -> int:
             "HORDE",
             "AUTO",
             "RESTART",
+            "KIND",
         )
     ]
     for s in specs:
         gpus = s.gpus if isinstance(s.gpus, str) else ",".join(s.gpus)
+        serve = (
+            (str(s.gpu_layers), str(s.ctx), str(s.batch_size), str(s.parallel))
+            if s.kind == "serve"
+            else ("-", "-", "-", "-")  # set in its own command line, or on its own box
+        )
         rows.append(
             (
                 s.name,
                 str(s.port),
-                Path(s.model).name,
-                gpus,
-                str(s.gpu_layers),
-                str(s.ctx),
-                str(s.batch_size),
-                str(s.parallel),
+                model_cell(s),
+                "remote" if s.is_remote else gpus,
+                *serve,
                 "on" if s.horde.enabled else "off",
                 "yes" if s.autostart else "no",
                 s.restart,
+                kind_label(s),
             )
         )
     _print_table(rows)
@@ -307,14 +327,31 @@ def cmd_ps(args: argparse.Namespace) -> int:
     supervisor = Supervisor(paths, store)
     supervisor.reattach()
     snaps = supervisor.snapshots()
+    facts = [supervisor_facts(supervisor, s) for s in snaps]
+    vram = instance_vram(snaps)
     if args.json:
-        print(json.dumps([s.to_dict() for s in snaps], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        **s.to_dict(),
+                        "vram_mib": vram_mib(vram, s.name),
+                        "facts": f.to_dict() if f is not None else None,
+                    }
+                    for s, f in zip(snaps, facts)
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not snaps:
         print("no instances yet: add one with `koboldtui instance add NAME --port P`")
         return 0
-    rows = [("NAME", "STATE", "PORT", "PID", "MODEL", "GPUS", "RESTARTS", "UPTIME", "LAST ERROR")]
-    for s in snaps:
+    rows = [
+        ("NAME", "STATE", "PORT", "PID", "MODEL", "GPUS", "VRAM", "RESTARTS", "UPTIME", "LAST ERROR",
+         "SERVES")
+    ]
+    for s, f in zip(snaps, facts):
         error = (s.last_error or "").splitlines()[0] if s.last_error else ""
         rows.append(
             (
@@ -322,11 +359,13 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 s.state.value,
                 str(s.port),
                 str(s.pid or "-"),
-                Path(s.model).name,
+                ps_model_cell(supervisor.spec(s.name), f, s.model),
                 s.gpus,
+                vram_cell(vram, s.name),
                 str(s.restarts),
                 _uptime(s.uptime_s),
                 error[:60],
+                facts_cell(f),
             )
         )
     _print_table(rows)

@@ -48,7 +48,23 @@ def _spec_arguments(parser: argparse.ArgumentParser, *, editing: bool) -> None:
     p = parser.add_argument
     p("--model", help="path to a .gguf file, a catalogue name, or 'bundled' (default)")
     p("--host", help="address to listen on (default 127.0.0.1)")
-    p("--port", type=int, required=not editing, help="HTTP port of this instance")
+    p("--port", type=int, help="HTTP port of this instance (required unless --url)")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--cmd",
+        help='run any server command line instead of `koboldtui serve`: "koboldcpp --port {port} '
+        '--model {model} ..." ({port}, {model}, {host} are filled in)',
+    )
+    kind.add_argument(
+        "--url",
+        help="watch a server koboldtui does not start (http://host:port, e.g. another box "
+        "or an SSH tunnel); --api-key is sent to it",
+    )
+    p(
+        "--health",
+        help="readiness path of a --cmd server (default: the first of /health, "
+        "/api/extra/version, /v1/models, /sdapi/v1/sd-models, / that answers 200)",
+    )
     gpus = parser.add_mutually_exclusive_group()
     gpus.add_argument("--cpu", action="store_true", help="run on the CPU only (hide every GPU)")
     gpus.add_argument("--gpus", help="'auto' (enabled GPUs by priority) or a list of indices/UUIDs")

@@ -12,6 +12,7 @@ from koboldtui.control import logs as logfiles
 from koboldtui.control.probe import Health
 from koboldtui.control.process import pid_alive
 from koboldtui.control.reattach import check_launch
+from koboldtui.control.remote import FlavourWatch, remote_snapshot
 from koboldtui.control.runstate import RunState, RunStateFiles
 from koboldtui.control.secrets import InstanceSecrets
 from koboldtui.control.spec import InstanceSpec
@@ -47,6 +48,7 @@ class SupervisorRecords:
             threading.RLock()
         )  # guards _records and record fields; never held while waiting
         self._name_locks: dict[str, threading.RLock] = {}  # one start/stop at a time per instance
+        self.flavours = FlavourWatch()  # remote instances' state, any instance's flavour facts
 
     def _name_lock(self, name: str) -> threading.RLock:
         with self._lock:
@@ -61,6 +63,9 @@ class SupervisorRecords:
     def snapshot(self, name: str) -> InstanceSnapshot:
         """How ``name`` is doing now, as this controller knows it."""
         spec = self.spec(name)
+        if spec.is_remote:  # not ours to run: its state is what its last look found
+            api_key = self.secrets.get(name).get("api_key")
+            return remote_snapshot(spec, self.flavours.look(name, spec.base_url(), api_key))
         with self._lock:
             record = self._records.get(name)
             if record is not None and (
@@ -105,7 +110,12 @@ class SupervisorRecords:
             if current is not None and current.token == launch.token and current.state in RUNNING:
                 return True
         spec = self.spec(launch.name)
-        check = check_launch(launch, spec.host, api_key=self.secrets.get(spec.name).get("api_key"))
+        check = check_launch(
+            launch,
+            spec.host,
+            api_key=self.secrets.get(spec.name).get("api_key"),
+            health_path=None if spec.kind == "serve" else spec.health,
+        )
         if not check.ours:
             if self.store.clear_launch(launch.name, launch.token):
                 tail = logfiles.tail_of_last_launch(launch.log_path, 10)

@@ -17,7 +17,7 @@ from koboldtui.control import logs as logfiles
 from koboldtui.control.gpu_plan import GpuPlanner, describe_plan
 from koboldtui.control.ports import PortUnavailableError, check_port_available
 from koboldtui.control.process import child_environment
-from koboldtui.control.spec import InstanceSpec
+from koboldtui.control.spec import KIND_SERVE, InstanceSpec
 from koboldtui.control.state import StartError
 from koboldtui.models.bundled import BundledModelError, resolve_model_path
 from koboldtui.paths import AppPaths
@@ -29,12 +29,13 @@ CommandBuilder = Callable[[Sequence[str]], list[str]]
 class PreparedLaunch:
     """A launch that passed every check: what to run, with which env, logging where."""
 
-    config: ServeConfig
+    config: ServeConfig | None  # None for a command instance (not `koboldtui serve`)
     command: list[str]
     env: dict[str, str]
     token: str
     log_path: Path
     header: str
+    cwd: Path | None = None  # a command instance's own folder (None: the data dir)
 
 
 def prepare_launch(
@@ -49,6 +50,12 @@ def prepare_launch(
 ) -> PreparedLaunch:
     """Check the model, the port and the GPUs, then build the child's command line and env."""
     name = spec.name
+    if spec.kind != KIND_SERVE:  # any server command line (or a remote one, which is refused)
+        from koboldtui.control.command import prepare_command_launch
+
+        return prepare_command_launch(
+            spec, paths=paths, planner=planner, environ=environ, port_owner_hint=port_owner_hint
+        )
     try:
         model_path = resolve_model_path(spec.model, paths)
     except (FileNotFoundError, ValueError, BundledModelError) as exc:

@@ -117,7 +117,7 @@ class SupervisorLaunches(SupervisorRecords):
                 prepared.command,
                 env=prepared.env,
                 log_path=prepared.log_path,
-                cwd=self.paths.data_dir,
+                cwd=prepared.cwd or self.paths.data_dir,
                 header=prepared.header,
             )
         except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from koboldtui.control.command import LAUNCH_TOKEN_ENV, environ_has, probe_command_health
 from koboldtui.control.probe import Health, fetch_status, instance_identity, probe_health
 from koboldtui.control.process import cmdline_has, pid_alive
 from koboldtui.store.instances import Launch
@@ -35,7 +36,9 @@ def launch_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def check_launch(launch: Launch, host: str, *, api_key: str | None = None) -> LaunchCheck:
+def check_launch(
+    launch: Launch, host: str, *, api_key: str | None = None, health_path: str | None = None
+) -> LaunchCheck:
     """Decide whether ``launch`` is a live instance we started (pid alive and token confirmed)."""
     if not pid_alive(launch.pid):
         return LaunchCheck(False, "gone", Health.DOWN, f"pid {launch.pid} is no longer running")
@@ -50,6 +53,10 @@ def check_launch(launch: Launch, host: str, *, api_key: str | None = None) -> La
     if launch.token and cmdline_has(launch.pid, launch.token):
         health = probe_health(base, api_key=api_key)
         return LaunchCheck(True, "cmdline", health, "token found in the process arguments")
+    if launch.token and environ_has(launch.pid, LAUNCH_TOKEN_ENV, launch.token):
+        # a command instance: readiness through its own health path ("" = the known paths)
+        health = probe_command_health(base, health_path or "", api_key=api_key).health
+        return LaunchCheck(True, "environ", health, "token found in the process environment")
     return LaunchCheck(
         False,
         "other",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from koboldtui.control.secrets import InstanceSecrets, SecretsError
-from koboldtui.control.spec import BUNDLED, InstanceSpec, SpecError
+from koboldtui.control.spec import BUNDLED, KIND_SERVE, InstanceSpec, SpecError
 from koboldtui.models.bundled import resolve_model_path
 from koboldtui.paths import AppPaths
 from koboldtui.store.instances import InstanceStore, StoredInstance
@@ -87,6 +87,18 @@ class InstanceRegistry:
     def rows(self) -> list[StoredInstance]:
         return self.store.all()
 
+    def _model_for_kind(self, kind: str, model: str | None) -> str:
+        """A GGUF for ``koboldtui serve``; any existing file or folder for a command's ``{model}``."""
+        if kind == KIND_SERVE:
+            return normalise_model(model, self.paths, self.store.conn)
+        if model in (None, "", BUNDLED):
+            return BUNDLED
+        path = Path(model).expanduser()
+        path = path if path.is_absolute() else Path(os.getcwd()) / path
+        if not path.exists():
+            raise SpecError(f"model {model!r} does not exist: pass --model with an existing path")
+        return str(path.resolve())
+
     def _check(self, spec: InstanceSpec, secrets: dict[str, str]) -> None:
         problems = spec.validate(api_key=secrets.get("api_key"), horde_key=secrets.get("horde_key"))
         if problems:
@@ -96,7 +108,7 @@ class InstanceRegistry:
         self, spec: InstanceSpec, *, horde_key: str | None = None, api_key: str | None = None
     ) -> InstanceSpec:
         """Validate and save a new instance (and its secrets); all or nothing."""
-        spec = spec.with_changes(model=normalise_model(spec.model, self.paths, self.store.conn))
+        spec = spec.with_changes(model=self._model_for_kind(spec.kind, spec.model))
         secrets = {k: v for k, v in (("horde_key", horde_key), ("api_key", api_key)) if v}
         self._check(spec, secrets)
         self.store.add(spec.name, spec.to_dict())
@@ -120,7 +132,7 @@ class InstanceRegistry:
         current = self.get(name)
         changes = dict(changes)
         if "model" in changes:
-            changes["model"] = normalise_model(changes["model"], self.paths, self.store.conn)
+            changes["model"] = self._model_for_kind(changes.get("kind", current.kind), changes["model"])
         if "name" in changes and changes["name"] != name:
             raise SpecError("an instance cannot be renamed: add a new one and remove the old one")
         spec = current.with_changes(**changes)

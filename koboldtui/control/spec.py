@@ -19,6 +19,10 @@ from koboldtui.models.bundled import BUNDLED_MODEL_ALIAS as BUNDLED
 GpuSelection = str | list[str]  # "auto" | "cpu" | list of GPU UUIDs / indices
 
 RESTART_POLICIES = ("no", "on-failure")
+# what an instance is: our own `koboldtui serve`, any server command line we start, or a
+# server elsewhere that we only watch (see koboldtui.control.command and .remote)
+KIND_SERVE, KIND_COMMAND, KIND_REMOTE = "serve", "command", "remote"
+KINDS = (KIND_SERVE, KIND_COMMAND, KIND_REMOTE)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -80,10 +84,20 @@ class InstanceSpec:
     autostart: bool = False
     restart: str = "no"  # "no" | "on-failure"
     extra_env: dict[str, str] = field(default_factory=dict)
+    kind: str = KIND_SERVE  # "serve" | "command" | "remote"
+    command: str = ""  # kind "command": the server's command line, with {port} (and {model}, {host})
+    health: str = ""  # kind "command": readiness path; "" = the first known path that answers 200
+    url: str = ""  # kind "remote": where the server is (http://host:port)
+    workdir: str = ""  # kind "command": the folder it runs in (relative paths in --cmd); "" = data dir
 
     @property
     def uses_gpu(self) -> bool:
         return self.gpus != "cpu"
+
+    @property
+    def is_remote(self) -> bool:
+        """Watched only: koboldtui neither starts nor stops it, and its port is on another box."""
+        return self.kind == KIND_REMOTE
 
     def probe_host(self) -> str:
         """Where this machine reaches the instance (a wildcard bind is reached on loopback)."""
@@ -94,6 +108,9 @@ class InstanceSpec:
         return self.host
 
     def base_url(self) -> str:
+        """Where this machine sends HTTP to the instance (a remote one: its saved URL)."""
+        if self.is_remote:
+            return self.url.rstrip("/")
         host = self.probe_host()
         if ":" in host:
             host = f"[{host}]"
@@ -116,6 +133,12 @@ class InstanceSpec:
         for key in self.extra_env:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
                 problems.append(f"extra env name {key!r} is not a valid environment variable name")
+        if self.kind not in KINDS:
+            problems.append(f"instance kind {self.kind!r} must be one of: {', '.join(KINDS)}")
+        if self.kind != KIND_SERVE:
+            from koboldtui.control.command import kind_problems  # the kind's own checks
+
+            return problems + kind_problems(self)
         if self.model != BUNDLED and not Path(self.model).is_absolute():
             problems.append(f"model path {self.model!r} must be absolute (the CLI resolves it)")
         config = self.to_serve_config(api_key=api_key, horde_key=horde_key)

@@ -31,6 +31,7 @@ class InstanceState(str, enum.Enum):
     READY = "ready"  # /health answers 200 ok
     STOPPING = "stopping"
     FAILED = "failed"
+    UNREACHABLE = "unreachable"  # a remote instance that does not answer (last_error says why)
 
 
 RUNNING = frozenset(
@@ -53,6 +54,7 @@ class InstanceSnapshot:
     last_error: str | None
     log_path: str | None = None
     restart_in_s: float | None = None  # a restart is scheduled this many seconds from now
+    kind: str = "serve"  # "serve" | "command" | "remote" (InstanceSpec.kind)
 
     @classmethod
     def at_rest(cls, spec: InstanceSpec, saved: RunState, log_path: str | None) -> InstanceSnapshot:
@@ -69,6 +71,7 @@ class InstanceSnapshot:
             uptime_s=None,
             last_error=saved.last_error if failed else None,
             log_path=log_path,
+            kind=spec.kind,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,6 +86,7 @@ class InstanceSnapshot:
             "restarts": self.restarts,
             "uptime_s": None if self.uptime_s is None else round(self.uptime_s, 1),
             "last_error": self.last_error,
+            "kind": self.kind,
         }
 
 
@@ -135,6 +139,9 @@ class ManagedInstance:
     exit_code: int | None = None
     last_error: str | None = None
     log_size: int = field(default=-1)
+    kind: str = "serve"
+    # None: our own /health; a command instance's path ("" until the first known path answers 200)
+    health_path: str | None = None
 
     @classmethod
     def for_spec(
@@ -169,6 +176,8 @@ class ManagedInstance:
             api_key=api_key,
             model=spec.model,
             gpus=gpus_label(spec.gpus),
+            kind=spec.kind,
+            health_path=None if spec.kind == "serve" else spec.health,
         )
 
     def exit_code_now(self) -> int | None | bool:
@@ -207,4 +216,5 @@ class ManagedInstance:
             last_error=self.last_error if self.state is InstanceState.FAILED else None,
             log_path=str(self.log_path),
             restart_in_s=None if self.restart_at is None else max(0.0, self.restart_at - mono_now),
+            kind=self.kind,
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from koboldtui.control import logs as logfiles
 from koboldtui.control.backoff import Backoff
+from koboldtui.control.command import probe_command_health
 from koboldtui.control.gpu_plan import GpuPlanner
 from koboldtui.control.launcher import CommandBuilder
 from koboldtui.control.launching import ORPHAN_KILL_GRACE_S, LaunchBusyError  # noqa: F401 - re-exported
@@ -170,6 +171,12 @@ class Supervisor(SupervisorRestarts):
         even when nothing runs, so a controller elsewhere (``up``, the panel) that is
         waiting to restart ``name`` after a crash drops that restart.
         """
+        spec = self.spec(name)
+        if spec.is_remote:
+            raise StartError(
+                f"{name!r} is a remote instance ({spec.url}): koboldtui only watches it; "
+                "stop it on its own machine"
+            )
         with self._name_lock(name):
             return self._stop_locked(name, grace_s)
 
@@ -276,9 +283,7 @@ class Supervisor(SupervisorRestarts):
             if record.state is InstanceState.READY:
                 self._watch_ready(record)
                 return
-            health, load_error = probe_health_detail(
-                launch_url(record.host, record.port), api_key=record.api_key, timeout_s=0.5
-            )
+            health, load_error = self._probe(record, 0.5)
             now = self._clock()
             if health is Health.FAILED:
                 terminate_group(
@@ -324,6 +329,19 @@ class Supervisor(SupervisorRestarts):
         ):
             self._restart_due(record)  # re-checks under the locks
 
+    def _probe(self, record: ManagedInstance, timeout_s: float) -> tuple[Health, str | None]:
+        """One readiness look: our ``/health``, or a command instance's health path."""
+        url = launch_url(record.host, record.port)
+        if record.health_path is None:
+            return probe_health_detail(url, api_key=record.api_key, timeout_s=timeout_s)
+        look = probe_command_health(
+            url, record.health_path, api_key=record.api_key, timeout_s=timeout_s
+        )
+        if look.path and not record.health_path:
+            with self._lock:
+                record.health_path = look.path  # found by trying the known paths: keep it
+        return look.health, None
+
     def _watch_ready(self, record: ManagedInstance) -> None:
         """The hang watchdog: kill a ready instance whose /health has been silent too long.
 
@@ -342,11 +360,7 @@ class Supervisor(SupervisorRestarts):
             ):
                 return
             record.health_checked_at = now
-        health, _ = probe_health_detail(
-            launch_url(record.host, record.port),
-            api_key=record.api_key,
-            timeout_s=self.health_timeout_s,
-        )
+        health, _ = self._probe(record, self.health_timeout_s)
         with self._lock:
             if health in _ANSWERED:
                 record.answered_at = now
@@ -367,5 +381,8 @@ class Supervisor(SupervisorRestarts):
         self._on_exit(
             record,
             None,
-            reason=f"stopped answering /health for {self.hang_timeout_s:.0f} s; it was killed",
+            reason=(
+                f"stopped answering {record.health_path or '/health'} for "
+                f"{self.hang_timeout_s:.0f} s; it was killed"
+            ),
         )

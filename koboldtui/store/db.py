@@ -62,6 +62,19 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
         finished_at REAL
     );
     """,
+    # 2: what kind of server an instance is (serve | command | remote), its command line,
+    # health path and remote URL: columns computed from the spec JSON (VIRTUAL, so the
+    # JSON stays the one source of truth), for queries such as the port rule.
+    """
+    ALTER TABLE instances ADD COLUMN kind TEXT
+        GENERATED ALWAYS AS (coalesce(json_extract(spec, '$.kind'), 'serve')) VIRTUAL;
+    ALTER TABLE instances ADD COLUMN cmd TEXT
+        GENERATED ALWAYS AS (json_extract(spec, '$.command')) VIRTUAL;
+    ALTER TABLE instances ADD COLUMN health TEXT
+        GENERATED ALWAYS AS (json_extract(spec, '$.health')) VIRTUAL;
+    ALTER TABLE instances ADD COLUMN url TEXT
+        GENERATED ALWAYS AS (json_extract(spec, '$.url')) VIRTUAL
+    """,
 )
 
 BUSY_TIMEOUT_MS = 5000

@@ -17,6 +17,10 @@ from typing import Any
 
 from koboldtui.store.db import transaction
 
+# a remote instance's port is on another box: the one-port-per-instance rule leaves it out
+# (``kind`` is a column computed from the spec JSON, migration 2 in ``koboldtui.store.db``)
+REMOTE_KIND = "remote"
+
 
 class InstanceStoreError(ValueError):
     """A change to the stored instances was refused; the message says why and what to do."""
@@ -163,8 +167,8 @@ class InstanceStore:
         with self._lock:
             row = self._conn.execute(
                 "SELECT name FROM instances WHERE CAST(json_extract(spec, '$.port') AS INTEGER) = ? "
-                "AND name IS NOT ? LIMIT 1",
-                (int(port), exclude),
+                "AND name IS NOT ? AND kind != ? LIMIT 1",
+                (int(port), exclude, REMOTE_KIND),
             ).fetchone()
         return row[0] if row else None
 
@@ -256,12 +260,12 @@ class InstanceStore:
 
     def _check_port(self, name: str, spec: dict[str, Any]) -> None:
         port = spec.get("port")
-        if port is None:
+        if port is None or spec.get("kind") == REMOTE_KIND:
             return
         row = self._conn.execute(
             "SELECT name FROM instances WHERE CAST(json_extract(spec, '$.port') AS INTEGER) = ? "
-            "AND name != ? LIMIT 1",
-            (int(port), name),
+            "AND name != ? AND kind != ? LIMIT 1",
+            (int(port), name, REMOTE_KIND),
         ).fetchone()
         if row:
             raise PortConflictError(

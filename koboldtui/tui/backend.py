@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from koboldtui.config import ServeConfig
 from koboldtui.status import InstanceStatus
+
+if TYPE_CHECKING:
+    from koboldtui.control.flavour import FlavourFacts
 
 # Instance states as the supervisor reports them.
 RUNNING_STATES = frozenset({"starting", "loading", "ready"})
@@ -72,6 +75,14 @@ class InstanceView:
     uptime_s: float | None = None
     last_error: str | None = None
     status: InstanceStatus | None = None
+    kind: str = "serve"  # serve | command (any server command line) | remote (watched only)
+    facts: FlavourFacts | None = None  # what a command/remote server says it is, when it answers
+    vram_mib: float | None = None  # VRAM its processes hold (NVML by pid); None: none or unknown
+
+    @property
+    def foreign(self) -> FlavourFacts | None:
+        """The facts of a server that is not koboldtui (no koboldtui status to draw from)."""
+        return self.facts if self.facts is not None and self.status is None else None
 
     @property
     def running(self) -> bool:
@@ -111,6 +122,10 @@ class InstanceDraft:
     config: ServeConfig = field(default_factory=ServeConfig)
     gpu_uuids: tuple[str, ...] = ()
     auto_restart: bool = True
+    kind: str = "serve"  # serve | command | remote
+    command: str = ""  # kind command: the server's command line with {port} (and {model})
+    health: str = ""  # kind command: readiness path ("" = first known path answering 200)
+    url: str = ""  # kind remote: http://host:port
 
 
 class PanelBackend(Protocol):

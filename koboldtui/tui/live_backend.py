@@ -7,6 +7,7 @@ only from thread workers.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -118,13 +119,40 @@ class LiveBackend(InstanceApi):
         snaps = self.supervisor.poll()
         self._pids = {s.pid for s in snaps if s.pid}
         statuses = list(self._pool.map(self._status_of, snaps))
+        facts = list(self._pool.map(self._facts_of, snaps))
+        vram = self._vram(snaps)
         return [
             InstanceView(
                 name=s.name, state=s.state.value, port=s.port, model=s.model, gpus=s.gpus or "auto",
                 pid=s.pid, restarts=s.restarts, uptime_s=s.uptime_s, last_error=s.last_error, status=st,
+                kind=s.kind, facts=f, vram_mib=vram.get(s.name),
             )
-            for s, st in zip(snaps, statuses)
+            for s, st, f in zip(snaps, statuses, facts)
         ]
+
+    def _vram(self, snaps) -> dict[str, float | None]:
+        """MiB per instance from the sampler's latest NVML look, by pid and process group."""
+        from koboldtui.gpu.usage import vram_by_instance
+
+        inventory = self.sampler.latest()
+        pids = {s.name: s.pid for s in snaps if s.pid}
+        if inventory is None or not inventory.available or not pids:
+            return {}
+        usage = vram_by_instance(inventory, pids)
+        return {name: None if used is None else used / MIB for name, used in usage.items()}
+
+    def _facts_of(self, snap) -> Any:
+        """What a command or remote server says it is (koboldtui's own: its status is richer)."""
+        from koboldtui.control.remote import facts_for
+
+        if snap.kind == "serve":
+            return None
+        try:
+            spec = self.registry.get(snap.name)
+            api_key = self.registry.secrets.get(snap.name).get("api_key")
+            return facts_for(self.supervisor.flavours, spec, snap, api_key)
+        except Exception:  # noqa: BLE001 - shown as "-", never raised into the UI
+            return None
 
     def _status_of(self, snap) -> InstanceStatus | None:
         from koboldtui.control.probe import fetch_status
@@ -271,7 +299,8 @@ class LiveBackend(InstanceApi):
                 (inventory.by_index(int(ref)).uuid if ref.isdigit() and inventory.by_index(int(ref)) else ref)
                 for ref in spec.gpus
             )
-        return InstanceDraft(config, uuids, spec.restart == "on-failure")
+        return InstanceDraft(config, uuids, spec.restart == "on-failure", kind=spec.kind,
+                             command=spec.command, health=spec.health, url=spec.url)
 
     # changes ---------------------------------------------------------------------------
     def _gpus_field(self, uuids: tuple[str, ...]) -> Any:
@@ -291,15 +320,31 @@ class LiveBackend(InstanceApi):
             "batch_size": c.batch_size, "parallel": c.parallel, "threads": c.threads,
             "max_queue": c.max_queue, "horde": replace(c.horde, api_key=""),
             "restart": "on-failure" if draft.auto_restart else "no",
+            "kind": draft.kind, "command": draft.command, "health": draft.health, "url": draft.url,
         }
+        if draft.kind == "command":  # relative paths in the command: from where the panel runs
+            kept = self.registry.get(original_name).workdir if original_name else ""
+            fields["workdir"] = kept or os.getcwd()
+        if draft.kind == "remote":  # its port is the URL's; it is watched, never started here
+            fields.update(port=self._remote_port(draft.url, c.port), autostart=False)
         horde_key = c.horde.api_key or None
         if original_name is None:
-            spec = InstanceSpec(name=c.name, autostart=True, **fields)
+            spec = InstanceSpec(name=c.name, **{"autostart": True, **fields})
             self._guard(f"creating {c.name}", lambda: self.registry.add(spec, horde_key=horde_key, api_key=c.api_key))
         else:
             self._guard(f"saving {original_name}", lambda: self.registry.edit(
                 original_name, fields, horde_key=horde_key if horde_key else UNSET,
                 api_key=c.api_key if c.api_key else UNSET))
+
+    @staticmethod
+    def _remote_port(url: str, fallback: int) -> int:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            return parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return fallback  # the spec's own check words the bad URL
 
     def start_instance(self, name: str) -> None:
         self._guard(f"starting {name}", lambda: self.supervisor.start(name))

@@ -23,6 +23,11 @@ from koboldtui.tui import gauges
 from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceDraft, PanelBackend
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+KIND_OPTIONS = [
+    ("koboldtui serve (a GGUF model)", "serve"),
+    ("command (any server: KoboldCpp, llama-server, sd.cpp, whisper.cpp...)", "command"),
+    ("remote (watch a server on another box)", "remote"),
+]
 
 
 def _int(text: str) -> int | None:
@@ -37,6 +42,19 @@ def _float(text: str) -> float | None:
         return float(text.strip())
     except ValueError:
         return None
+
+
+def _kind_problems(kind: str, command: str, health: str, url: str) -> list[str]:
+    """The kind's own fields, checked as the CLI checks them (the save re-checks everything)."""
+    if kind == "command":
+        if "{port}" not in command:
+            return [("command: put {port} where the server takes its port, "
+                     "e.g. koboldcpp --port {port} --model {model}")]
+        if health and not health.startswith("/"):
+            return ["health path: start it with '/', e.g. /health"]
+    if kind == "remote" and not url.startswith(("http://", "https://")):
+        return ["url: use http://host:port (or an SSH tunnel's http://127.0.0.1:PORT)"]
+    return []
 
 
 class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
@@ -73,6 +91,17 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
                 yield Label("name")
                 yield Input(cfg.name, id="name", disabled=self.original_name is not None,
                             tooltip="instances cannot be renamed: add a new one instead")
+                yield Label("kind")
+                yield Select(KIND_OPTIONS, value=self.draft.kind, id="kind", allow_blank=False)
+                with Vertical(id="command-fields"):
+                    yield Label("command ({port} and {model} are filled in; no shell)")
+                    yield Input(self.draft.command, id="command",
+                                placeholder="koboldcpp --port {port} --model {model}")
+                    yield Label("health path (empty: the first known path that answers 200)")
+                    yield Input(self.draft.health, placeholder="/health", id="health")
+                with Vertical(id="remote-fields"):
+                    yield Label("url (another box, or an SSH tunnel's http://127.0.0.1:PORT)")
+                    yield Input(self.draft.url, placeholder="http://gpu-box:5001", id="url")
                 yield Label("model")
                 yield Select([("bundled (Gemma 3 270M)", BUNDLED)], value=BUNDLED, id="model", allow_blank=False)
                 with Horizontal(classes="form-row"):
@@ -124,6 +153,7 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
 
     def on_mount(self) -> None:
         self.query_one("#port" if self.original_name else "#name", Input).focus()
+        self._show_kind_fields()
         self._load_catalog()
         self._check_port()
         self._estimate_fit()
@@ -150,6 +180,18 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
         select.value = current
 
     # live checks -------------------------------------------------------------------
+    def _kind(self) -> str:
+        value = self.query_one("#kind", Select).value
+        return str(value) if value is not Select.BLANK else "serve"
+
+    @on(Select.Changed, "#kind")
+    def _show_kind_fields(self) -> None:
+        """Only the fields of the chosen kind: a command line, or a URL."""
+        kind = self._kind()
+        self.query_one("#command-fields").display = kind == "command"
+        self.query_one("#remote-fields").display = kind == "remote"
+        self._check_port()
+
     @on(Input.Changed, "#port")
     def _port_changed(self) -> None:
         self._check_port()
@@ -161,6 +203,10 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
         self._estimate_fit()
 
     def _check_port(self) -> None:
+        if self._kind() == "remote":  # the port is the URL's, on another box
+            self.port_message = None
+            self.query_one("#port-msg", Static).update("[$text-muted]remote: the URL's port[/]")
+            return
         port = _int(self.query_one("#port", Input).value)
         if port is None or not 1 <= port <= 65535:
             self._show_port("port must be a number in 1-65535")
@@ -253,9 +299,16 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
             **numbers,
         )
         problems += config.validate()
-        if self.port_message:
+        kind = self._kind()
+        command, health, url = (self.query_one(f"#{k}", Input).value.strip()
+                                for k in ("command", "health", "url"))
+        problems += _kind_problems(kind, command, health, url)
+        if self.port_message and kind != "remote":
             problems.append(f"port: {self.port_message}")
-        draft = replace(self.draft, config=config, gpu_uuids=self._selected_gpus())
+        draft = replace(self.draft, config=config, gpu_uuids=self._selected_gpus(), kind=kind,
+                        command=command if kind == "command" else "",
+                        health=health if kind == "command" else "",
+                        url=url if kind == "remote" else "")
         return draft, problems
 
     def action_save(self) -> None:

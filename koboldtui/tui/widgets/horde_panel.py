@@ -44,6 +44,19 @@ def horde_lines(inst: InstanceView | None) -> tuple[str, str]:
     """(title line, details) for an instance's Horde dict; copes with missing keys."""
     if inst is None:
         return "[$text-muted]no instance selected[/]", ""
+    if inst.state == "unreachable":
+        return (
+            f"[b]{gauges.plain(inst.name)}[/]: [$error]unreachable[/]",
+            gauges.plain(inst.last_error or "it does not answer"),
+        )
+    if inst.foreign is not None:  # not a koboldtui server: what it says about itself instead
+        return (
+            f"[b]{gauges.plain(inst.name)}[/]: {gauges.plain(inst.foreign.summary())}",
+            (
+                f"[$text-muted]a {gauges.plain(inst.foreign.flavour)} server: koboldtui runs no "
+                "Horde worker for it[/]"
+            ),
+        )
     horde = inst.horde
     if not horde or horde.get("state") in (None, "off", "disabled"):
         return (

@@ -19,12 +19,17 @@ STATE_STYLE = {
     "starting": "i",
     "loading": "i",
     "stopping": "i",
+    "unreachable": "b reverse",
 }
 
 
 def _model_name(inst: InstanceView, width: int = 22) -> str:
     if inst.status is not None:
         name = inst.status.engine.model_name
+    elif inst.foreign is not None and inst.foreign.model:
+        name = inst.foreign.model  # what a command/remote server says it serves
+    elif inst.kind == "remote":
+        name = "remote"
     else:
         name = inst.model.rsplit("/", 1)[-1] if inst.model else "bundled"
     return name if len(name) <= width else name[: width - 1] + "…"
@@ -49,11 +54,14 @@ class InstancesTable(KeyedTable):
         for inst in instances:
             style = STATE_STYLE.get(inst.state, "")
             state = f"[{style}]{inst.state}[/]" if style else inst.state
+            if inst.foreign is not None and inst.foreign.busy is not None:
+                state += " · busy" if inst.foreign.busy else " · idle"
             rows[inst.name] = (
                 gauges.plain(inst.name),
                 gauges.plain(_model_name(inst)),
                 str(inst.port),
-                gauges.plain(inst.gpus or "CPU"),
+                gauges.plain(inst.gpus or "CPU")
+                + (f" · {inst.vram_mib / 1024:.1f}G" if inst.vram_mib is not None else ""),
                 state,
                 str(inst.restarts),
                 gauges.duration(inst.uptime_s) if inst.running else "-",
@@ -85,6 +93,15 @@ class BatchTable(KeyedTable):
     def show(self, instances: Iterable[InstanceView]) -> None:
         rows: dict[str, tuple[object, ...]] = {}
         for inst in instances:
+            if inst.foreign is not None:  # a foreign server: only the slots it reports
+                facts = inst.foreign
+                slots = (
+                    slots_cell(facts.slots_busy or 0, facts.slots_total)
+                    if facts.slots_total is not None
+                    else "-"
+                )
+                rows[inst.name] = (gauges.plain(inst.name), "-", "-", slots, "-")
+                continue
             if inst.status is None:
                 rows[inst.name] = (gauges.plain(inst.name), "-", "-", "-", "-")
                 continue

@@ -1,0 +1,215 @@
+"""Command instances: any server command line (KoboldCpp, llama-server, sd.cpp, whisper.cpp...) run like our own.
+
+A command instance gets the lifecycle of a ``koboldtui serve`` child (own session, GPU env
+from the GPU priority, port check, log file, restart, reattach, stop with grace); what
+differs is only what is launched, how readiness is probed, and how a later controller
+recognises it. The last is the launch token in the child's environment
+(``KOBOLDTUI_LAUNCH_TOKEN``, read back from ``/proc/PID/environ``), since a foreign server
+neither takes ``--launch-token`` nor reports it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import httpx
+
+from koboldtui.control import logs as logfiles
+from koboldtui.control.ports import PortUnavailableError, check_port_available
+from koboldtui.control.probe import Health, _headers, _http
+from koboldtui.control.process import child_environment
+from koboldtui.control.spec import BUNDLED, KIND_COMMAND, KIND_REMOTE, InstanceSpec
+from koboldtui.control.state import StartError
+
+if TYPE_CHECKING:
+    from koboldtui.control.gpu_plan import GpuPlanner
+    from koboldtui.control.launcher import PreparedLaunch
+    from koboldtui.paths import AppPaths
+
+LAUNCH_TOKEN_ENV = "KOBOLDTUI_LAUNCH_TOKEN"
+PLACEHOLDERS = ("{port}", "{model}", "{host}")
+# tried in order when no --health is given: the first that answers 200 is the readiness path
+# (llama-server, sd.cpp, whisper.cpp: /health; KoboldCpp: /api/extra/version; OpenAI-style:
+# /v1/models; A1111-style: /sdapi/v1/sd-models; anything else: its front page)
+HEALTH_CANDIDATES = ("/health", "/api/extra/version", "/v1/models", "/sdapi/v1/sd-models", "/")
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_]+\}")
+
+
+def kind_problems(spec: InstanceSpec) -> list[str]:
+    """What is wrong with a command or remote spec, in words that say what to pass instead."""
+    problems: list[str] = []
+    if spec.horde.enabled:
+        problems.append(
+            f"koboldtui runs its Horde worker only in `koboldtui serve`; a {spec.kind} instance "
+            "lends to the Horde with its own worker (KoboldCpp: --hordekey ...): drop --horde"
+        )
+    if spec.kind == KIND_COMMAND:
+        if not 1 <= spec.port <= 65535:
+            problems.append(f"port {spec.port} is out of range: pick one in 1-65535 with --port")
+        if not spec.command.strip():
+            problems.append('a command instance needs --cmd "server --port {port} ..."')
+            return problems
+        try:
+            argv = shlex.split(spec.command)
+        except ValueError as exc:
+            return problems + [f"--cmd cannot be split into arguments ({exc}): check the quotes"]
+        if "{port}" not in spec.command:
+            problems.append(
+                "--cmd must contain {port} where the server takes its port "
+                '(e.g. --cmd "koboldcpp --port {port} ..."), so the port is checked and probed'
+            )
+        unknown = sorted(set(_PLACEHOLDER.findall(spec.command)) - set(PLACEHOLDERS))
+        if unknown:
+            problems.append(
+                f"--cmd has unknown placeholders {', '.join(unknown)}: only "
+                f"{', '.join(PLACEHOLDERS)} are filled in"
+            )
+        if argv and argv[0] in PLACEHOLDERS:
+            problems.append("--cmd must start with the program to run, not a placeholder")
+        if spec.health and not spec.health.startswith("/"):
+            problems.append(f"--health {spec.health!r} must be a path starting with '/'")
+        if spec.url:
+            problems.append("a command instance runs here: drop --url (or drop --cmd for a remote one)")
+        if spec.workdir and not os.path.isabs(spec.workdir):
+            problems.append(f"the command's folder {spec.workdir!r} must be an absolute path")
+    elif spec.kind == KIND_REMOTE:
+        parts = urlsplit(spec.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(
+                f"--url {spec.url!r} must look like http://host:port (an SSH tunnel's "
+                "http://127.0.0.1:PORT works too)"
+            )
+        if spec.command:
+            problems.append("a remote instance is not started here: drop --cmd")
+        if spec.autostart:
+            problems.append("a remote instance is not started here: drop --autostart")
+    return problems
+
+
+def command_argv(spec: InstanceSpec, model: str) -> list[str]:
+    """The command line with ``{port}``, ``{model}`` and ``{host}`` filled in (no shell)."""
+    values = {"{port}": str(spec.port), "{model}": model, "{host}": spec.host}
+    argv = []
+    for part in shlex.split(spec.command):
+        for placeholder, value in values.items():
+            part = part.replace(placeholder, value)
+        argv.append(part)
+    return argv
+
+
+def _model_for(spec: InstanceSpec, paths: AppPaths) -> str:
+    """What ``{model}`` stands for: the saved path, or the bundled GGUF's (assembled if needed)."""
+    if "{model}" not in spec.command:
+        return spec.model
+    if spec.model in ("", BUNDLED):
+        from koboldtui.models.bundled import BundledModelError, resolve_model_path
+
+        try:
+            return str(resolve_model_path(None, paths))
+        except (FileNotFoundError, ValueError, BundledModelError) as exc:
+            raise StartError(f"cannot start {spec.name!r}: {exc}") from exc
+    if not Path(spec.model).exists():
+        raise StartError(
+            f"cannot start {spec.name!r}: the model {spec.model} does not exist; "
+            f"change it with `koboldtui instance edit {spec.name} --model PATH`"
+        )
+    return spec.model
+
+
+def prepare_command_launch(
+    spec: InstanceSpec,
+    *,
+    paths: AppPaths,
+    planner: GpuPlanner,
+    environ: Mapping[str, str],
+    port_owner_hint: str | None = None,
+) -> PreparedLaunch:
+    """Check the port, the program and the GPUs of a command instance, then build its argv and env."""
+    from koboldtui.control.gpu_plan import describe_plan
+    from koboldtui.control.launcher import PreparedLaunch
+
+    name = spec.name
+    if spec.kind == KIND_REMOTE:
+        raise StartError(
+            f"{name!r} is a remote instance ({spec.url}): koboldtui watches it but does not "
+            "start or stop it; start it on its own machine"
+        )
+    model = _model_for(spec, paths)
+    argv = command_argv(spec, model)
+    cwd = Path(spec.workdir) if spec.workdir else None
+    if cwd is not None and not cwd.is_dir():
+        raise StartError(
+            f"cannot start {name!r}: its folder {cwd} does not exist; re-add it from the folder "
+            "its command expects, or give absolute paths in --cmd"
+        )
+    first = argv[0]
+    if os.sep in first and not os.path.isabs(first) and cwd is not None:
+        first = str(cwd / first)  # ./koboldcpp: relative to the folder it was added from
+    program = shutil.which(first)
+    if program is None:
+        raise StartError(
+            f"cannot start {name!r}: the program {argv[0]!r} was not found (not on PATH, or not "
+            f"executable); give its full path with `koboldtui instance edit {name} --cmd \"...\"`"
+        )
+    try:
+        check_port_available(spec.host, spec.port, owner_hint=port_owner_hint)
+    except PortUnavailableError as exc:
+        raise StartError(f"cannot start {name!r}: {exc}") from exc
+    # the GPU set only: what the command loads is its own business, so no VRAM fit check
+    plan = planner(spec.with_changes(gpu_layers=0), Path(model or "."))
+    token = secrets.token_urlsafe(18)
+    env = child_environment(environ, {**spec.extra_env, **plan.env(), LAUNCH_TOKEN_ENV: token})
+    header = logfiles.launch_header(
+        name, time.strftime("%Y-%m-%d %H:%M:%S"), describe_plan(plan), shlex.join(argv)
+    )
+    log_path = logfiles.log_path_for(paths.log_dir, name)
+    return PreparedLaunch(None, [program, *argv[1:]], env, token, log_path, header, cwd)
+
+
+def environ_has(pid: int, key: str, value: str) -> bool:
+    """True when process ``pid`` was started with ``key=value`` in its environment (our own user's only)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{key}={value}".encode() in raw.split(b"\0")
+
+
+@dataclass(frozen=True)
+class CommandHealth:
+    """One readiness look at a command instance: the verdict and the path that gave it ("" if none)."""
+
+    health: Health
+    path: str
+
+
+def probe_command_health(
+    base_url: str, path: str, *, api_key: str | None = None, timeout_s: float = 1.0
+) -> CommandHealth:
+    """GET the health path (or, when ``path`` is "", the known paths in turn): 200 ready, 503 loading.
+
+    No answer at all is "down" at once (the other paths would not answer either); an answer
+    that is neither (404 on every known path) is "error": alive, readiness unknown.
+    """
+    for candidate in (path,) if path else HEALTH_CANDIDATES:
+        try:
+            response = _http().get(
+                base_url + candidate, headers=_headers(api_key), timeout=timeout_s
+            )
+        except httpx.HTTPError:
+            return CommandHealth(Health.DOWN, "")
+        if response.status_code == 200:
+            return CommandHealth(Health.READY, candidate)
+        if response.status_code == 503:
+            return CommandHealth(Health.LOADING, "")
+    return CommandHealth(Health.ERROR, "")
