@@ -27,7 +27,7 @@ import httpx
 from koboldtui.control import logs as logfiles
 from koboldtui.control.ports import PortUnavailableError, check_port_available
 from koboldtui.control.probe import Health, _headers, _http
-from koboldtui.control.process import child_environment
+from koboldtui.control.process import LAUNCH_TOKEN_ENV, child_environment
 from koboldtui.control.spec import BUNDLED, KIND_COMMAND, KIND_REMOTE, InstanceSpec
 from koboldtui.control.state import StartError
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from koboldtui.control.launcher import PreparedLaunch
     from koboldtui.paths import AppPaths
 
-LAUNCH_TOKEN_ENV = "KOBOLDTUI_LAUNCH_TOKEN"
 PLACEHOLDERS = ("{port}", "{model}", "{host}")
 # tried in order when no --health is given: the first that answers 200 is the readiness path
 # (llama-server, sd.cpp, whisper.cpp: /health; KoboldCpp: /api/extra/version; OpenAI-style:
@@ -174,15 +173,6 @@ def prepare_command_launch(
     )
     log_path = logfiles.log_path_for(paths.log_dir, name)
     return PreparedLaunch(None, [program, *argv[1:]], env, token, log_path, header, cwd)
-
-
-def environ_has(pid: int, key: str, value: str) -> bool:
-    """True when process ``pid`` was started with ``key=value`` in its environment (our own user's only)."""
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return f"{key}={value}".encode() in raw.split(b"\0")
 
 
 @dataclass(frozen=True)

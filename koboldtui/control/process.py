@@ -23,6 +23,8 @@ from pathlib import Path
 
 import koboldtui
 
+# A command instance's launch token travels in its environment (its argv is the user's).
+LAUNCH_TOKEN_ENV = "KOBOLDTUI_LAUNCH_TOKEN"
 CHILD_SECRET_VARS = frozenset({"KOBOLDTUI_API_KEY", "KOBOLDTUI_HORDE_KEY"})
 PACKAGE_ROOT = str(Path(koboldtui.__file__).resolve().parent.parent)
 
@@ -119,6 +121,21 @@ def cmdline_has(pid: int, needle: str) -> bool:
     return needle.encode() in raw.split(b"\0")
 
 
+def environ_has(pid: int, key: str, value: str) -> bool:
+    """True when ``pid`` was started with ``key=value`` in its environment (our own user's only)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{key}={value}".encode() in raw.split(b"\0")
+
+
+def carries_token(pid: int, token: str) -> bool:
+    """True when ``pid`` runs with our launch ``token``: in its arguments (``koboldtui serve``)
+    or in its environment (a command instance, whose command line is the user's)."""
+    return cmdline_has(pid, token) or environ_has(pid, LAUNCH_TOKEN_ENV, token)
+
+
 def _group_members(pgid: int) -> list[int]:
     """Live pids whose process group is ``pgid``."""
     members = []
@@ -141,9 +158,9 @@ def still_ours(pid: int, token: str) -> bool:
     """
     if not token:
         return False
-    if pid_alive(pid) and cmdline_has(pid, token):
+    if pid_alive(pid) and carries_token(pid, token):
         return True
-    return any(cmdline_has(member, token) for member in _group_members(pid))
+    return any(carries_token(member, token) for member in _group_members(pid))
 
 
 def _signal_group(pid: int, sig: int) -> None:
