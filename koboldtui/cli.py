@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         except ModuleNotFoundError:
             parser.print_help()
             return 0
-        return panel.run_panel(args)
+        handler = panel.run_panel
     try:
         return int(handler(args) or 0)
     except (OSError, sqlite3.Error, StorageError) as exc:  # a disk fault: one line, no traceback

@@ -288,7 +288,7 @@ class Runtime:
             return {"status": "wedged", "decode_step_s": round(step_s, 1),
                     "error": f"one decode step has run for {step_s:.0f} s (llama.cpp is stuck): "
                     "restart the instance"}, 503
-        return {"status": "ok", "decode_step_s": round(step_s, 1)}, 200
+        return {"status": "ok"}, 200  # the body KoboldCpp-style clients expect
 
     def horde_status(self) -> dict[str, Any]:
         if self.horde_worker is not None:

@@ -126,5 +126,7 @@ def test_kill_9_and_sigstop_under_load_lose_nothing(bundled_model: Path, horde: 
           f"restarts: {sup.snapshot('chaos').restarts}")
     assert len(horde.submitted) == 5 and set(submitted) <= {"ok", "faulted"}
     logs = "".join(p.read_text(errors="replace") for p in paths.log_dir.glob("chaos*.log*"))
-    assert logs.count("handing back") >= 2  # each successor handed back its predecessor's job
+    # kill -9 left a job in hand: the successor handed it back (after SIGSTOP, the SIGCONT
+    # that follows SIGTERM lets the frozen process drain and submit its job itself)
+    assert logs.count("handing back") >= 1
     assert outcomes["200"] > 0 and set(outcomes) <= {"200", "503", "connection closed"}, outcomes
