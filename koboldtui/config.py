@@ -90,6 +90,10 @@ class ServeConfig:
     main_gpu: int = 0
     api_key: str | None = field(default=None, repr=False)
     max_queue: int = 64
+    # Browsers: origins whose pages may call the client API ("*" = any, as KoboldCpp), and
+    # Host names answered besides the listen address and loopback (DNS-rebinding guard).
+    allow_origins: tuple[str, ...] = ("*",)
+    allow_hosts: tuple[str, ...] = ()
     launch_token: str | None = None  # set by the supervisor so a later panel can reattach
     horde: HordeSettings = field(default_factory=HordeSettings)
 
@@ -143,6 +147,9 @@ class ServeConfig:
             argv += ["--tensor-split", self.tensor_split]
         if self.launch_token:
             argv += ["--launch-token", self.launch_token]
+        if self.allow_origins != ("*",):
+            argv += [arg for origin in self.allow_origins for arg in ("--allow-origin", origin)]
+        argv += [arg for host in self.allow_hosts for arg in ("--allow-host", host)]
         h = self.horde
         if h.enabled:
             argv += ["--horde", "--horde-name", h.worker_name, "--horde-url", h.url]

@@ -15,12 +15,15 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from koboldtui.api.browser_guard import BrowserGuard, BrowserPolicy
 from koboldtui.api.kobold import kobold_routes
 from koboldtui.api.openai_routes import openai_routes
+from koboldtui.api.route_aliases import RouteAliases
 from koboldtui.api.status_routes import status_routes
 from koboldtui.api.validation import BadRequest
 from koboldtui.engine.types import EngineError, PromptTooLongError, QueueFullError
@@ -28,6 +31,9 @@ from koboldtui.runtime import Runtime
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health"})
+# Readable without the key, as in KoboldCpp's protected mode, so a client can see that one is
+# needed (/api/v1/model then names no model: see kobold.py).
+DISCOVERY_PATHS = frozenset({"/api/v1/model", "/api/extra/version", "/api/v1/info/version"})
 
 
 def error_response(request: Request, status: int, message: str, *, kind: str = "invalid_request_error",
@@ -91,7 +97,9 @@ class BearerAuth:
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"authorization", b"").decode("latin-1")
         token = given[7:].strip() if given.lower().startswith("bearer ") else ""
-        if token and hmac.compare_digest(token.encode(), self.api_key.encode()):
+        authorized = bool(token) and hmac.compare_digest(token.encode(), self.api_key.encode())
+        scope.setdefault("state", {})["authorized"] = authorized
+        if authorized or (scope["path"] in DISCOVERY_PATHS and scope["method"] == "GET"):
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
@@ -100,6 +108,13 @@ class BearerAuth:
         response = error_response(request, 401, message, kind="authentication_error",
                                   code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
+
+
+def browser_policy(runtime: Runtime) -> BrowserPolicy:
+    """The instance's browser rules (browser_guard.py) from its config."""
+    config = runtime.config
+    return BrowserPolicy(listen_host=config.host, allow_hosts=tuple(config.allow_hosts),
+                         allow_origins=tuple(config.allow_origins), has_key=bool(config.api_key))
 
 
 def build_app(runtime: Runtime, *, load_on_startup: bool = True) -> Starlette:
@@ -123,6 +138,11 @@ def build_app(runtime: Runtime, *, load_on_startup: bool = True) -> Starlette:
         lifespan=lifespan,
         exception_handlers=json_error_handlers(),
     )
+    # Outermost last: aliases → browser guard → CORS (answers preflights) → key check → routes.
     app.add_middleware(BearerAuth, api_key=runtime.config.api_key)
+    policy = browser_policy(runtime)
+    app.add_middleware(CORSMiddleware, **policy.cors_options())
+    app.add_middleware(BrowserGuard, policy=policy, refuse=error_response)
+    app.add_middleware(RouteAliases)
     app.state.runtime = runtime
     return app
