@@ -14,7 +14,7 @@ from tests.instance_harness import running_instance
 def test_api_key_guards_every_route_but_health(bundled_model):
     with running_instance(ServeConfig(ctx=256, parallel=2, batch_size=64, api_key="s3cret"), bundled_model) as (base, _):
         assert httpx.get(base + "/health").status_code == 200
-        r = httpx.get(base + "/api/v1/model")
+        r = httpx.get(base + "/api/extra/perf")
         assert r.status_code == 401 and "Authorization: Bearer" in r.json()["error"]
         r = httpx.get(base + "/v1/models", headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"

@@ -60,7 +60,7 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, 400, str(exc), param="messages" if "chat" in request.url.path
                               else "prompt", code="context_length_exceeded")
     if isinstance(exc, QueueFullError):
-        return error_response(request, 503, str(exc), kind="server_busy", headers={"Retry-After": "5"})
+        return error_response(request, 503, str(exc), kind="service_unavailable", headers={"Retry-After": "5"})
     kind = "server_unavailable" if exc.status >= 500 else "invalid_request_error"
     return error_response(request, exc.status, str(exc), kind=kind,
                           headers={"Retry-After": "5"} if exc.status == 503 else None)
