@@ -51,7 +51,7 @@ def test_memory_reaches_the_model_and_survives_truncation(client):
     assert "Barth" in told["text"] and told["text"] != plain["text"]
     # a prompt far beyond the context: the story's start goes, the memory stays
     long = gen(client, memory="The hero is Sir Bartholomew. The hero is Sir Bartholomew. ",
-               prompt="The road was long. " * 200 + "Our hero's name is Sir", max_length=4, **GREEDY)
+               prompt="The road was long. " * 60 + "Our hero's name is Sir", max_length=4, **GREEDY)
     assert long["prompt_tokens"] <= 256 - 4 and "Barth" in long["text"]
 
 
@@ -133,7 +133,7 @@ def test_check_never_shows_another_clients_text(instance):
 
     def run():
         httpx.post(base + "/api/v1/generate", timeout=120, json={
-            "prompt": "Count to a thousand:", "max_length": 30, "ban_eos_token": True, "genkey": "SECRET1"})
+            "prompt": "Count to a thousand:", "max_length": 16, "ban_eos_token": True, "genkey": "SECRET1"})
         done.set()
 
     threading.Thread(target=run).start()
@@ -161,7 +161,7 @@ def test_lenient_inputs_and_kobold_shapes(client):
 def test_koboldapi_client_calls_all_succeed(instance):
     koboldapi = pytest.importorskip("koboldapi")
     api = koboldapi.KoboldAPI(instance[0])
-    assert api.generate("Hello", max_length=4, logprobs=True)
+    assert api.generate("Hello", max_length=4, logprobs=True, ban_eos_token=True)
     ids = api.tokenize("hello world")
     assert api.detokenize(ids) == "hello world"
     assert api.count_tokens("hello")["count"] >= 1
@@ -170,4 +170,5 @@ def test_koboldapi_client_calls_all_succeed(instance):
     assert api.get_model().startswith("koboldcpp/")
     assert api.get_performance_stats()["total_gens"] >= 1
     assert api.get_max_context_length() == 256
-    assert api.check_generation() == "" and api.abort_generation() in ("false", False)
+    assert api.check_generation() and api.abort_generation() in ("false", False)  # its own text, done
+    assert "".join(api.generate_sync("Hello", max_length=3, ban_eos_token=True))

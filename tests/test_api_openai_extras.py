@@ -31,15 +31,15 @@ MODEL = "koboldcpp/gemma-3-270m-q4_k_m"
 
 
 def test_json_schema_output_parses(client):
-    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
                                                "age": {"type": "integer"}},
               "required": ["name", "age"], "additionalProperties": False}
     chat = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Describe a person as JSON."}], max_tokens=60,
+        model=MODEL, messages=[{"role": "user", "content": "Describe a person as JSON."}], max_tokens=40,
         temperature=0, response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}})
     data = json.loads(chat.choices[0].message.content)
     assert set(data) == {"name", "age"} and isinstance(data["age"], int)
-    obj = client.completions.create(model=MODEL, prompt="A JSON object:", max_tokens=40, temperature=0,
+    obj = client.completions.create(model=MODEL, prompt="A JSON object:", max_tokens=6, temperature=0,
                                     extra_body={"response_format": {"type": "json_object"}})
     assert obj.choices[0].text.lstrip().startswith("{")
 
@@ -71,8 +71,9 @@ def test_chat_stops_at_a_turn_marker_and_has_a_sane_default_length(client):
         {"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hi! How can I help?"},
         {"role": "user", "content": "Tell me a joke."}])
     text = chat.choices[0].message.content
-    assert "\nuser:" not in text and "\nUser:" not in text
-    assert chat.usage.completion_tokens <= 400
+    assert text.strip() and "\nuser:" not in text and "\nUser:" not in text
+    # without the stop it goes on ("...\nuser: I'm sorry...") until max_tokens
+    assert chat.choices[0].finish_reason == "stop" and chat.usage.completion_tokens < 40
 
 
 def test_models_retrieve_and_tools_refused(client):
