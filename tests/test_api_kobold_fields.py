@@ -172,3 +172,30 @@ def test_koboldapi_client_calls_all_succeed(instance):
     assert api.get_max_context_length() == 256
     assert api.check_generation() and api.abort_generation() in ("false", False)  # its own text, done
     assert "".join(api.generate_sync("Hello", max_length=3, ban_eos_token=True))
+
+
+def test_megabyte_prompts_are_cut_before_tokenizing_and_health_keeps_answering(instance):
+    base, _ = instance
+    big = "word " * 1_600_000  # 8 MB: tokenizing all of it would stall the server for seconds
+    result: dict = {}
+
+    def send():
+        result["kobold"] = httpx.post(base + "/api/v1/generate", timeout=120,
+                                      json={"prompt": big, "max_length": 1, "memory": "Memory. ",
+                                            "max_context_length": 64})
+        result["openai"] = httpx.post(base + "/v1/completions", timeout=120, json={"prompt": big, "max_tokens": 1})
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    slowest = 0.0
+    while thread.is_alive():
+        t = time.monotonic()
+        assert httpx.get(base + "/health", timeout=30).status_code == 200
+        slowest = max(slowest, time.monotonic() - t)
+        time.sleep(0.02)
+    thread.join()
+    kobold = result["kobold"].json()["results"][0]
+    assert result["kobold"].status_code == 200 and kobold["prompt_tokens"] <= 64
+    refused = result["openai"].json()["error"]
+    assert result["openai"].status_code == 400 and refused["code"] == "context_length_exceeded"
+    assert slowest < 1.0, f"/health took {slowest:.2f} s while an 8 MB prompt was handled"

@@ -143,6 +143,23 @@ def clamp_lengths(max_length: int, max_context: int, ctx: int) -> tuple[int, int
     return max(1, min(max_length, max_context - min_remain)), max_context
 
 
+async def token_bytes_bound(engine: Any) -> int | None:
+    """Bytes one token covers at most (engine/text_bounds.py), read off the event loop."""
+    from koboldtui.engine.text_bounds import token_bytes_bound as bound
+
+    return await asyncio.to_thread(bound, engine)
+
+
+async def surely_enough_tail(engine: Any, prompt: str, max_context: int) -> str:
+    """The end of ``prompt`` that still holds more tokens than the context: cutting the rest
+    first spares tokenizing megabytes that left-truncation would throw away anyway."""
+    if len(prompt) <= 4096:
+        return prompt
+    bound = await token_bytes_bound(engine)
+    keep = bound * (max_context + 1) if bound else None
+    return prompt[-keep:] if keep is not None and len(prompt) > keep else prompt
+
+
 async def request_from_body(runtime: Runtime, body: dict[str, Any]) -> tuple[GenerationRequest, KoboldOptions]:
     """The generation a KoboldAI body asks for, and how to shape its answer."""
     engine = runtime.require_engine()
@@ -159,6 +176,7 @@ async def request_from_body(runtime: Runtime, body: dict[str, Any]) -> tuple[Gen
                             logprobs=get_bool(body, "logprobs", False))
     sampling = sampling_from_body(body, logprobs=KOBOLD_LOGPROBS if options.logprobs else 0)
     n_keep = len(await asyncio.to_thread(engine.tokenize, memory)) if memory else 0
+    prompt = await surely_enough_tail(engine, prompt, max_context)
     fields: dict[str, Any] = {"genkey": genkey} if genkey else {}
     request = GenerationRequest(
         prompt=memory + prompt,

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from koboldtui.api.disconnect import result_unless_disconnected
 from koboldtui.api.kobold import model_id
-from koboldtui.api.kobold_fields import first_present, parse_logit_bias
+from koboldtui.api.kobold_fields import first_present, parse_logit_bias, token_bytes_bound
 from koboldtui.api.logprob_format import completion_logprobs, content_logprobs
 from koboldtui.api.turn_markers import turn_stops
 from koboldtui.api.validation import (
@@ -147,6 +147,18 @@ def _chat_messages(body: dict[str, Any]) -> list[dict[str, str]]:
     return flat
 
 
+async def _refuse_hopeless(engine: Any, prompt: str, param: str) -> None:
+    """A prompt with more bytes than the context could hold tokens is a 400 before it is tokenized."""
+    if len(prompt) <= 4096:
+        return
+    size = len(prompt.encode("utf-8"))
+    bound = await token_bytes_bound(engine)
+    if bound and size > bound * engine.n_ctx_per_seq:
+        raise BadRequest(f"This model's maximum context length is {engine.n_ctx_per_seq} tokens; the "
+                         f"prompt is {size} bytes, at least {size // bound} tokens. Please reduce the "
+                         "length of the prompt.", param, code="context_length_exceeded")
+
+
 def _finish(reason: FinishReason) -> str:
     return "length" if reason is FinishReason.LENGTH else "stop"
 
@@ -175,6 +187,7 @@ def openai_routes(runtime: Runtime) -> list[Route]:
             if not isinstance(given, str):
                 raise BadRequest("'prompt' must be a string (one prompt per request)", "prompt")
             prompt = check_text(given, "prompt")
+        await _refuse_hopeless(engine, prompt, "messages" if chat else "prompt")
         wants, top = _logprob_request(body, chat)
         stream_options = body.get("stream_options")
         include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True

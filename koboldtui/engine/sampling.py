@@ -83,8 +83,11 @@ class SamplerChain:
         greedy = p.temperature < GREEDY_BELOW and p.mirostat == 0
         window = penalty_window(p.rep_pen_range, n_ctx, len(prompt))
         order = [s for s in dict.fromkeys(p.sampler_order) if 0 <= s <= 6]
-        for stage in order:
+        for i, stage in enumerate(order):
             if stage == PENALTIES:
+                cut = prefilter_size(p, order[i + 1:], greedy, window, n_ctx, len(prompt))
+                if cut:
+                    self._add(llama_cpp.llama_sampler_init_top_k(cut))
                 self._penalties(p, vocab, prompt, window, n_ctx)
             elif greedy or p.mirostat:
                 continue  # truncation and temperature do not change a greedy pick; mirostat replaces them
@@ -173,6 +176,36 @@ class SamplerChain:
             self._chain = None
 
 
+PREFILTER = True  # bench/sampling_cost.py turns it off to measure what it saves
+
+
+def prefilter_size(p: SamplingParams, after: Sequence[int], greedy: bool, window: int, n_ctx: int,
+                   n_prompt: int) -> int:
+    """How many of the best tokens surely contain every token the penalties + top-k (or greedy)
+    can keep, so the penalty samplers need not walk the whole vocabulary (0 = do not cut).
+
+    Penalties only lower logits (rep_pen >= 1, presence/frequency >= 0, DRY), and only of
+    tokens in their windows (at most W of them). A token the next top-k keeps has fewer than
+    k tokens above it after the penalties; before them, at most W more could have been above
+    it. So the top k + W tokens before the penalties hold every survivor, with the same
+    logits: the result is the same (ties aside), at a cost of k + W tokens instead of 262k.
+    """
+    if not PREFILTER or p.rep_pen < 1.0 or p.presence_penalty < 0 or p.frequency_penalty < 0:
+        return 0
+    lowered = window if (p.rep_pen != 1.0 or p.presence_penalty or p.frequency_penalty) else 0
+    if p.dry_multiplier > 0:
+        lowered += penalty_window(p.dry_penalty_last_n, n_ctx, n_prompt)
+    if lowered == 0:
+        return 0
+    if greedy:
+        keep = 1
+    elif p.mirostat == 0 and p.top_k > 0 and after[:1] == [TOP_K]:
+        keep = p.top_k
+    else:
+        return 0
+    return keep + lowered
+
+
 def penalty_window(range_: int, n_ctx: int, n_prompt: int) -> int:
     """Tokens a penalty looks back over: ``range_``, where 0 or -1 means the whole context."""
     if range_ > 0:
@@ -199,6 +232,16 @@ def token_logprob(ctx: llama_cpp.llama_context_p, batch_index: int, n_vocab: int
 
 _texts_lock = threading.Lock()
 _texts: dict[int, list[str]] = {}
+_longest: dict[int, int] = {}
+
+
+def longest_token_bytes(vocab: Vocab) -> int:
+    """The most UTF-8 bytes one token stands for (special tokens as text included): a text of
+    ``n`` bytes is at least ``n / longest`` tokens, so a hopeless prompt is known untokenized."""
+    with _texts_lock:
+        if id(vocab) not in _longest:
+            _longest[id(vocab)] = max(len(vocab.token_text(t).encode("utf-8")) for t in range(vocab.n_tokens))
+        return max(_longest[id(vocab)], 1)
 
 
 def tokens_containing(vocab: Vocab, needles: Sequence[str]) -> list[int]:
