@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import llama_cpp  # noqa: E402
+import llama_cpp
 
-from koboldtui.engine import native, sampling  # noqa: E402
-from koboldtui.engine.types import SamplingParams  # noqa: E402
-from koboldtui.models.bundled import resolve_model_path  # noqa: E402
+from koboldtui.engine import native, sampling
+from koboldtui.engine.types import SamplingParams
+from koboldtui.models.bundled import resolve_model_path
 
 PROMPT = "In a small village by the sea, there lived an old fisherman who told stories. " * 12
 

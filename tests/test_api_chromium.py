@@ -89,7 +89,7 @@ class PageServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 body = page.encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")
@@ -97,7 +97,7 @@ class PageServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 outer.results = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.got.set()
                 self.send_response(204)

@@ -83,13 +83,13 @@ def test_trim_stop_false_keeps_the_stop_and_perf_says_custom_stop(client):
 
 
 def test_samplers_change_the_output(client):
-    base = dict(prompt="The cat sat on the", max_length=6, ban_eos_token=True, temperature=1.0, sampler_seed=5)
+    base = {"prompt": "The cat sat on the", "max_length": 6, "ban_eos_token": True, "temperature": 1.0, "sampler_seed": 5}
     plain = gen(client, **base)["text"]
     variants = {
-        "mirostat2": dict(mirostat=2, mirostat_tau=3.0),
-        "xtc": dict(xtc_probability=1.0, xtc_threshold=0.05),
-        "dynatemp": dict(dynatemp_range=0.9),
-        "order": dict(sampler_order=[5, 6, 0, 1, 3, 4, 2], top_k=3),
+        "mirostat2": {"mirostat": 2, "mirostat_tau": 3.0},
+        "xtc": {"xtc_probability": 1.0, "xtc_threshold": 0.05},
+        "dynatemp": {"dynatemp_range": 0.9},
+        "order": {"sampler_order": [5, 6, 0, 1, 3, 4, 2], "top_k": 3},
     }
     for name, extra in variants.items():
         out = gen(client, **base, **extra)

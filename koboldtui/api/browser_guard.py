@@ -108,27 +108,31 @@ class BrowserGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         host = headers.get("host")
         if not self.policy.host_allowed(host):
-            return (403, f"Host '{host}' is not an address of this server (a DNS-rebinding page "
-                    "would look like this): use http://127.0.0.1:PORT, or start the instance with "
-                    f"--allow-host {host_name(host or '')} if that name is really yours", "host_not_allowed")
+            message = (f"Host '{host}' is not an address of this server (a DNS-rebinding page "
+                       "would look like this): use http://127.0.0.1:PORT, or start the instance with "
+                       f"--allow-host {host_name(host or '')} if that name is really yours")
+            return 403, message, "host_not_allowed"
         origin = headers.get("origin")
         path: str = scope["path"]
         foreign = origin is not None and not self._same_origin(origin, host, scope)
         if path.startswith(CONTROL_PREFIX) and not self.policy.has_key:
             site = headers.get("sec-fetch-site", "")
             if foreign or site in ("cross-site", "same-site"):
-                return (403, f"{path} controls this instance and does not answer web pages from other "
-                        f"origins ({origin or site}) unless the instance has an API key: start it with "
-                        "--api-key KEY and send 'Authorization: Bearer KEY'", "cross_origin_control")
+                message = (f"{path} controls this instance and does not answer web pages from other "
+                           f"origins ({origin or site}) unless the instance has an API key: start it "
+                           "with --api-key KEY and send 'Authorization: Bearer KEY'")
+                return 403, message, "cross_origin_control"
         elif foreign and not self.policy.origin_allowed(origin or ""):
-            return (403, f"web pages from {origin} may not use this server: start it with "
-                    f"--allow-origin {origin} to allow them", "origin_not_allowed")
+            message = (f"web pages from {origin} may not use this server: start it with "
+                       f"--allow-origin {origin} to allow them")
+            return 403, message, "origin_not_allowed"
         if scope["method"] in BODY_METHODS:
             content_type = headers.get("content-type")
             has_body = headers.get("content-length", "0").strip() not in ("", "0") or "transfer-encoding" in headers
             if (content_type is not None and not is_json_type(content_type)) or (content_type is None and has_body):
-                return (415, f"send the body as JSON with 'Content-Type: application/json' (got "
-                        f"{content_type or 'no Content-Type'})", "unsupported_media_type")
+                message = ("send the body as JSON with 'Content-Type: application/json' (got "
+                           f"{content_type or 'no Content-Type'})")
+                return 415, message, "unsupported_media_type"
         return None
 
     @staticmethod

@@ -177,6 +177,10 @@ async def request_from_body(runtime: Runtime, body: dict[str, Any]) -> tuple[Gen
     sampling = sampling_from_body(body, logprobs=KOBOLD_LOGPROBS if options.logprobs else 0)
     n_keep = len(await asyncio.to_thread(engine.tokenize, memory)) if memory else 0
     prompt = await surely_enough_tail(engine, prompt, max_context)
+    if sampling.banned_strings:
+        from koboldtui.engine.text_bounds import read_token_texts
+
+        await asyncio.to_thread(read_token_texts, engine)
     fields: dict[str, Any] = {"genkey": genkey} if genkey else {}
     request = GenerationRequest(
         prompt=memory + prompt,

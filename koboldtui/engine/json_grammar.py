@@ -31,6 +31,6 @@ def json_schema_grammar(schema: dict[str, Any]) -> str:
         return json_schema_to_gbnf(json.dumps(schema))
     except RecursionError:
         raise SchemaError("the JSON schema nests too deeply to turn into a grammar") from None
-    except Exception as exc:  # the converter raises plain ValueError/KeyError/TypeError
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:  # the converter's errors
         raise SchemaError(f"the JSON schema cannot be enforced: {exc or type(exc).__name__} "
                           "(remote $ref and some keywords are not supported)") from None

@@ -250,10 +250,17 @@ def tokens_containing(vocab: Vocab, needles: Sequence[str]) -> list[int]:
     wanted = [n.lower() for n in needles if n]
     if not wanted:
         return []
+    texts = token_texts(vocab)
+    return [t for t, text in enumerate(texts) if text and any(w in text for w in wanted)]
+
+
+def token_texts(vocab: Vocab) -> list[str]:
+    """Every token's text, lower-cased, read once per model (~1 s for 262k tokens: the API
+    calls this off the event loop before it submits a request with ``banned_tokens``)."""
     with _texts_lock:
         texts = _texts.get(id(vocab))
         if texts is None:
             buf = ctypes.create_string_buffer(256)
             texts = [vocab.piece(t, buf).decode("utf-8", "replace").lower() for t in range(vocab.n_tokens)]
             _texts[id(vocab)] = texts
-    return [t for t, text in enumerate(texts) if text and any(w in text for w in wanted)]
+        return texts

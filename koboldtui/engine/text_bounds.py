@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from koboldtui.engine.sampling import longest_token_bytes
+from koboldtui.engine.sampling import longest_token_bytes, token_texts
 
 
 def token_bytes_bound(engine: Any) -> int | None:
@@ -18,3 +18,10 @@ def token_bytes_bound(engine: Any) -> int | None:
     The first call reads the whole vocabulary (~1 s for 262k tokens): call it off the loop."""
     vocab = getattr(engine, "vocab", None)
     return longest_token_bytes(vocab) if vocab is not None else None
+
+
+def read_token_texts(engine: Any) -> None:
+    """Read the vocabulary's texts now (off the loop), so ``banned_tokens`` costs nothing later."""
+    vocab = getattr(engine, "vocab", None)
+    if vocab is not None:
+        token_texts(vocab)
