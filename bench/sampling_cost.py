@@ -10,8 +10,11 @@ logits and the same seeds:
   2. the same with greedy sampling;
   3. a penalty-free top-k/top-p chain (the cheapest sensible chain);
 
-and checks that the cut changes no token. Ratios are what to read: the absolute times
-depend on the machine and its load.
+and checks that the cut changes no token. Then, decoding as it goes (grammar costs depend
+on the text so far), the time to sample JSON under a JSON-schema grammar: checking the
+sampled token first (what the engine does) against the grammar in the chain, where it
+walks the whole vocabulary every step. Ratios are what to read: the absolute times depend
+on the machine and its load.
 """
 
 from __future__ import annotations
@@ -49,6 +52,48 @@ def run(chain_params: SamplingParams, vocab: native.Vocab, ctx, prompt: list[int
         sampling.PREFILTER = True
 
 
+def grammar_rows(ctx, vocab: native.Vocab, n: int) -> None:
+    from koboldtui.engine.json_grammar import json_schema_grammar
+
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                               "age": {"type": "integer"}}, "required": ["name", "age"]}
+    params = SamplingParams(grammar=json_schema_grammar(schema), seed=1, rep_pen=1.0)
+    batch = llama_cpp.llama_batch_init(64, 0, 1)
+
+    def feed(tokens: list[int], pos: int) -> int:
+        for i, tok in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = tok, pos + i, 1
+            batch.seq_id[i][0], batch.logits[i] = 0, 1 if i == len(tokens) - 1 else 0
+        batch.n_tokens = len(tokens)
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+        return len(tokens) - 1
+
+    per_token = {}
+    for check_first in (True, False):
+        sampling.GRAMMAR_CHECK_FIRST = check_first
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        prompt = vocab.tokenize("Describe a person as JSON:")
+        idx, pos = feed(prompt, 0), len(prompt)
+        chain = sampling.SamplerChain(params, vocab, False, prompt, 1024)
+        times, out = [], []
+        for _ in range(n):
+            t = time.perf_counter()
+            token = chain.sample(ctx, idx)
+            times.append(time.perf_counter() - t)
+            if vocab.is_eog(token):
+                break
+            out.append(token)
+            idx, pos = feed([token], pos), pos + 1
+        chain.free()
+        per_token[check_first] = statistics.median(times)
+        label = "check sampled token first" if check_first else "grammar in the chain     "
+        print(f"JSON schema, {label}: {per_token[check_first] * 1e3:7.2f} ms per token, "
+              f"{len(out)} tokens: {vocab.detokenize(out)!r:.50}")
+    sampling.GRAMMAR_CHECK_FIRST = True
+    print(f"grammar in the chain / check first: x{per_token[False] / per_token[True]:.1f}")
+    llama_cpp.llama_batch_free(batch)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None)
@@ -84,6 +129,7 @@ def main() -> None:
     cut_t, full_t = rows["kobold defaults"]
     print(f"kobold defaults / penalty-free chain: with cut {cut_t / bare_t:.2f}, without {full_t / bare_t:.2f}")
     llama_cpp.llama_batch_free(batch)
+    grammar_rows(ctx, vocab, args.n // 4)
     llama_cpp.llama_free(ctx)
     llama_cpp.llama_model_free(model)
 
