@@ -118,7 +118,10 @@ def test_logit_bias_and_banned_tokens(client):
 def test_tokenize_detokenize_and_last_logprobs(client):
     ids = client.post("/api/extra/tokenize", json={"prompt": "hello world"}).json()["ids"]
     assert client.post("/api/extra/detokenize", json={"ids": ids}).json() == {"result": "hello world", "success": True}
-    assert client.post("/api/extra/detokenize", json={"ids": [-1]}).status_code == 400
+    for bad in ([-1], [10**9], ["a"]):
+        assert client.post("/api/extra/detokenize", json={"ids": bad}).status_code == 400
+    r = client.post("/api/v1/generate", json={"prompt": "x", "max_length": 1, "logit_bias": {"999999999": 5}})
+    assert r.status_code == 400 and "logit_bias" in r.json()["error"]
     out = gen(client, prompt="Hello", max_length=3, genkey="LPKEY1", logprobs=True, ban_eos_token=True, **GREEDY)
     content = client.post("/api/extra/last_logprobs", json={"genkey": "LPKEY1"}).json()["logprobs"]["content"]
     assert len(content) == 3 and content == out["logprobs"]["content"]

@@ -127,7 +127,7 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
             raise BadRequest("'ids' must be a list of token ids, e.g. {\"ids\": [1, 2, 3]}", "ids")
         engine = runtime.require_engine()
-        n_vocab = getattr(engine, "n_vocab", None)
+        n_vocab = getattr(getattr(engine, "vocab", None), "n_tokens", None)
         bad = [t for t in ids if t < 0 or (n_vocab is not None and t >= n_vocab)]
         if bad:
             raise BadRequest(f"token id {bad[0]} is not in this model's vocabulary", "ids")

@@ -122,6 +122,10 @@ class SamplerChain:
             self._add(llama_cpp.llama_sampler_init_dist(self.seed))
 
     def _bias_sampler(self, biases: dict[int, float]) -> llama_cpp.llama_sampler_p:
+        outside = [t for t in biases if not 0 <= t < self._n_vocab]
+        if outside:
+            raise EngineError(f"logit_bias names token {outside[0]}, but this model's tokens are "
+                              f"0-{self._n_vocab - 1}")
         array = (llama_cpp.llama_logit_bias * len(biases))()
         for i, (token, bias) in enumerate(biases.items()):
             array[i].token = token
