@@ -3,8 +3,9 @@
 Native samplers keep per-step Python work small (ENGINE.md: Python sampling over a 262k
 vocab costs ~2 ms per sequence per step). The chain is, in order:
 
-1. token bans and biases (EOS ban, ``logit_bias``, ``banned_tokens``), then the GBNF
-   ``grammar`` (llama.cpp's grammar sampler: only tokens the grammar allows survive);
+1. token bans and biases (EOS ban, ``logit_bias``, ``banned_tokens``); a GBNF ``grammar``
+   (llama.cpp's grammar sampler) checks the token the chain drew and only when it refuses
+   it filters the vocabulary and the chain draws again (``GrammarCheck``);
 2. the stages of KoboldCpp's ``sampler_order`` (ids: 0 top-k, 1 top-a, 2 tfs, 3 typical,
    4 top-p, 5 temperature, 6 repetition penalties), min-p right after top-p, DRY with the
    penalties, XTC just before the temperature; ``dynatemp_range`` makes the temperature
