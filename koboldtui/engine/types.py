@@ -108,6 +108,15 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token with its log-probability and the ``top`` most likely alternatives."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     """What a finished request produced, with the numbers the status and Horde need."""
 
@@ -124,15 +133,6 @@ class GenerationResult:
     error: str | None = None
     stop_text: str | None = None  # the stop sequence that ended the text (it is not in ``text``)
     logprobs: tuple[TokenLogprob, ...] | None = None  # per sampled token, when asked for
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """One sampled token with its log-probability and the ``top`` most likely alternatives."""
-
-    token: int
-    logprob: float
-    top: tuple[tuple[int, float], ...] = ()
 
     @property
     def tokens_per_s(self) -> float:
