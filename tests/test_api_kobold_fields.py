@@ -202,3 +202,12 @@ def test_megabyte_prompts_are_cut_before_tokenizing_and_health_keeps_answering(i
     refused = result["openai"].json()["error"]
     assert result["openai"].status_code == 400 and refused["code"] == "context_length_exceeded"
     assert slowest < 1.0, f"/health took {slowest:.2f} s while an 8 MB prompt was handled"
+
+
+def test_json_to_grammar_feeds_generate(client):
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    answer = client.post("/api/extra/json_to_grammar", json={"schema": schema}).json()
+    assert answer["success"] is True and "root" in answer["result"]
+    out = gen(client, prompt="Status as JSON:", max_length=12, grammar=answer["result"], **GREEDY)
+    assert out["text"].replace(" ", "").startswith('{"ok":')
+    assert client.post("/api/extra/json_to_grammar", json={"schema": 5}).status_code == 400

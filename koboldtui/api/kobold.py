@@ -134,6 +134,14 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         text = await asyncio.to_thread(engine.detokenize, ids)
         return JSONResponse({"result": text, "success": True})
 
+    async def json_to_grammar(request: Request) -> JSONResponse:
+        schema = (await json_body(request)).get("schema")
+        if not isinstance(schema, dict):
+            raise BadRequest("send {\"schema\": {...}} with a JSON schema object", "schema")
+        from koboldtui.engine.json_grammar import json_schema_grammar
+
+        return JSONResponse({"result": await asyncio.to_thread(json_schema_grammar, schema), "success": True})
+
     async def model(request: Request) -> JSONResponse:
         authorized = request.scope.get("state", {}).get("authorized", True)
         return JSONResponse({"result": model_id(runtime) if authorized else PROTECTED_MODEL})
@@ -204,6 +212,7 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         Route("/api/extra/tokenize", tokencount, methods=["POST"]),
         Route("/api/extra/detokenize", detokenize, methods=["POST"]),
         Route("/api/extra/last_logprobs", last_logprobs, methods=["POST"]),
+        Route("/api/extra/json_to_grammar", json_to_grammar, methods=["POST"]),
         Route("/api/v1/model", model),
         Route("/api/v1/info/version", info_version),
         Route("/api/extra/version", extra_version),
