@@ -211,3 +211,11 @@ def test_json_to_grammar_feeds_generate(client):
     out = gen(client, prompt="Status as JSON:", max_length=12, grammar=answer["result"], **GREEDY)
     assert out["text"].replace(" ", "").startswith('{"ok":')
     assert client.post("/api/extra/json_to_grammar", json={"schema": 5}).status_code == 400
+
+
+def test_grammar_retain_state_goes_on_where_the_last_request_stopped(client):
+    body = {"prompt": "Count:", "max_length": 2, "grammar": 'root ::= "1" "2" "3" "4"', **GREEDY}
+    assert gen(client, **body)["text"] == "12"
+    assert gen(client, grammar_retain_state=True, **body)["text"] == "12"
+    assert gen(client, grammar_retain_state=True, **body)["text"] == "34"  # went on from "12"
+    assert gen(client, **body)["text"] == "12"  # without the flag: from the start

@@ -30,7 +30,7 @@ DEFAULT_MAX_LENGTH = 180  # KoboldCpp's default
 KOBOLD_LOGPROBS = 5  # KoboldCpp's logprobs_max
 MAX_GRAMMAR_CHARS = 65_536
 # Accepted, but llama.cpp 0.3.36 has no sampler for them (README; /api/extra/version lists them).
-IGNORED_FIELDS = ("top_a", "tfs", "smoothing_factor", "rep_pen_slope", "grammar_retain_state")
+IGNORED_FIELDS = ("top_a", "tfs", "smoothing_factor", "rep_pen_slope")
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,7 @@ def sampling_from_body(body: dict[str, Any], *, logprobs: int = 0) -> SamplingPa
         logit_bias=parse_logit_bias(body),
         banned_strings=_string_list(body, first_present(body, "banned_tokens", "banned_strings"), 512),
         grammar=grammar,
+        grammar_retain_state=get_bool(body, "grammar_retain_state", False),
         sampler_order=_sampler_order(body),
         logprobs=logprobs,
     )

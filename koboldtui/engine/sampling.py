@@ -14,7 +14,8 @@ vocab costs ~2 ms per sequence per step). The chain is, in order:
    KoboldCpp), else the seeded random draw; temperature 0 (or below 1e-3) is greedy.
 
 ``top_a``, ``tfs`` and ``smoothing_factor`` have no llama.cpp sampler in this version: they
-are accepted and ignored (README, and ``/api/extra/version`` feature flags).
+are accepted and ignored (README, and ``/api/extra/version`` feature flags). With
+``grammar_retain_state`` the grammar goes on from where the last such request left it.
 
 The penalties and DRY see the prompt, as in KoboldCpp and llama-server: the last
 ``rep_pen_range`` prompt tokens are accepted into their windows when the chain is built
@@ -77,7 +78,9 @@ class SamplerChain:
         if biases:
             self._add(self._bias_sampler(biases))
         if p.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(vocab.pointer, p.grammar.encode("utf-8"), b"root")
+            grammar = retained_grammar(p.grammar) if p.grammar_retain_state and GRAMMAR_CHECK_FIRST else None
+            grammar = grammar or llama_cpp.llama_sampler_init_grammar(
+                vocab.pointer, p.grammar.encode("utf-8"), b"root")
             if not grammar:
                 raise GrammarError("the grammar could not be parsed: check its GBNF syntax and that it "
                                    "defines a 'root' rule (llama.cpp's log has the details)")
@@ -189,8 +192,30 @@ class SamplerChain:
             llama_cpp.llama_sampler_free(self._chain)
             self._chain = None
         if self._grammar is not None:
-            llama_cpp.llama_sampler_free(self._grammar.sampler)
+            if self.params.grammar_retain_state:
+                retain_grammar(self.params.grammar, self._grammar.sampler)
+            else:
+                llama_cpp.llama_sampler_free(self._grammar.sampler)
             self._grammar = None
+
+
+_retained_lock = threading.Lock()
+_retained: dict[str, llama_cpp.llama_sampler_p] = {}  # KoboldCpp keeps one: the last request's
+
+
+def retain_grammar(grammar: str, sampler: llama_cpp.llama_sampler_p) -> None:
+    """Keep a finished request's grammar state for the next ``grammar_retain_state`` request."""
+    with _retained_lock:
+        for old in _retained.values():
+            llama_cpp.llama_sampler_free(old)
+        _retained.clear()
+        _retained[grammar] = sampler
+
+
+def retained_grammar(grammar: str) -> llama_cpp.llama_sampler_p | None:
+    """The kept state of this same grammar, taken (a request owns it until it finishes)."""
+    with _retained_lock:
+        return _retained.pop(grammar, None)
 
 
 class GrammarCheck:

@@ -73,6 +73,7 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias); -inf bans the token
     banned_strings: tuple[str, ...] = ()  # KoboldCpp banned_tokens: tokens containing them are banned
     grammar: str = ""  # GBNF; the output must match its ``root`` rule
+    grammar_retain_state: bool = False  # go on from the last such request's grammar state (KoboldCpp)
     sampler_order: tuple[int, ...] = (6, 0, 1, 3, 4, 2, 5)  # KoboldCpp ids, see sampling.py
     logprobs: int = 0  # how many top alternatives to record per token (0 = no logprobs)
 
