@@ -59,9 +59,11 @@ def test_logprobs_on_both_routes(client):
 def test_usage_chunk_arrives_when_asked(client):
     chunks = list(client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True,
-        stream_options={"include_usage": True}))
+        stream_options={"include_usage": True}, logprobs=True, top_logprobs=2))
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1
     assert all(c.usage is None for c in chunks[:-1])
+    streamed = [lp for c in chunks[:-1] if c.choices[0].logprobs for lp in c.choices[0].logprobs.content]
+    assert len(streamed) == chunks[-1].usage.completion_tokens  # all of them, in the last choice chunk
 
 
 def test_chat_stops_at_a_turn_marker_and_has_a_sane_default_length(client):
