@@ -102,6 +102,10 @@ class ServeConfig:
     main_gpu: int = 0
     api_key: str | None = field(default=None, repr=False)
     max_queue: int = 64
+    # Browsers: origins whose pages may call the client API ("*" = any, as KoboldCpp), and
+    # Host names answered besides the listen address and loopback (DNS-rebinding guard).
+    allow_origins: tuple[str, ...] = ("*",)
+    allow_hosts: tuple[str, ...] = ()
     launch_token: str | None = None  # set by the supervisor so a later panel can reattach
     drain_s: float = LOCAL_DRAIN_S  # on stop, local requests may finish this long, then abort
     queue_timeout_s: float = 300.0  # a local request waits at most this long for a slot (then 503)
@@ -167,6 +171,9 @@ class ServeConfig:
             argv += ["--drain-s", f"{self.drain_s:g}"]
         if self.queue_timeout_s != 300.0:
             argv += ["--queue-timeout", f"{self.queue_timeout_s:g}"]
+        if self.allow_origins != ("*",):
+            argv += [arg for origin in self.allow_origins for arg in ("--allow-origin", origin)]
+        argv += [arg for host in self.allow_hosts for arg in ("--allow-host", host)]
         h = self.horde
         if h.enabled:
             argv += ["--horde", "--horde-name", h.worker_name, "--horde-url", h.url]

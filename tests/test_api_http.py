@@ -82,7 +82,7 @@ def test_kobold_check_and_abort_by_genkey(instance):
         time.sleep(0.05)
     assert text, "partial text should be visible while generating"
     abort = httpx.post(base + "/api/extra/abort", json={"genkey": "KEY123"}).json()
-    assert abort["success"] is True
+    assert abort["success"] == "true"  # KoboldCpp answers with strings
     t.join(30)
     assert out["r"].status_code == 200
     assert out["r"].json()["results"][0]["completion_tokens"] < 200
@@ -126,7 +126,7 @@ def test_kobold_prompt_far_longer_than_context_is_truncated(client):
     (b'{"prompt": "\xff\xfe"}', "UTF-8"),
     (b'{"prompt": 42}', "'prompt' must be a string"),
     (b'{"prompt": "x", "max_length": -5}', "'max_length' must be at least 1"),
-    (b'{"prompt": "x", "max_length": 100000000}', "context is 256"),
+    (b'{"prompt": "x", "max_length": 100000000}', "'max_length' must be at most"),  # below: clamped
     (b'{"prompt": "x", "max_length": "ten"}', "'max_length' must be an integer"),
     (b'{"prompt": "x", "temperature": "hot"}', "'temperature' must be a number"),
     (b'{"prompt": "x", "stop_sequence": [1]}', "stop_sequence"),

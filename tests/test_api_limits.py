@@ -14,7 +14,7 @@ from tests.instance_harness import running_instance
 def test_api_key_guards_every_route_but_health(bundled_model):
     with running_instance(ServeConfig(ctx=256, parallel=2, batch_size=64, api_key="s3cret"), bundled_model) as (base, _):
         assert httpx.get(base + "/health").status_code == 200
-        r = httpx.get(base + "/api/v1/model")
+        r = httpx.get(base + "/api/extra/perf")
         assert r.status_code == 401 and "Authorization: Bearer" in r.json()["error"]
         r = httpx.get(base + "/v1/models", headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
@@ -29,7 +29,7 @@ def test_full_queue_answers_503_with_retry_after(bundled_model):
             return await c.post("/api/v1/generate", json={"prompt": "x", "max_length": 60, "ban_eos_token": True})
 
         async def main():
-            async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+            async with httpx.AsyncClient(base_url=base, timeout=300) as c:  # a loaded CI box is slow
                 return await asyncio.gather(*(one(c) for _ in range(5)))
 
         codes = [r for r in asyncio.run(main())]

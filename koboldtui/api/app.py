@@ -15,13 +15,16 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from koboldtui.api.body_limit import BodyLimit
+from koboldtui.api.browser_guard import BrowserGuard, BrowserPolicy
 from koboldtui.api.kobold import kobold_routes
 from koboldtui.api.openai_routes import openai_routes
+from koboldtui.api.route_aliases import RouteAliases
 from koboldtui.api.status_routes import status_routes
 from koboldtui.api.validation import BadRequest
 from koboldtui.engine.types import EngineError, PromptTooLongError, QueueFullError
@@ -29,6 +32,9 @@ from koboldtui.runtime import Runtime
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health"})
+# Readable without the key, as in KoboldCpp's protected mode, so a client can see that one is
+# needed (/api/v1/model then names no model: see kobold.py).
+DISCOVERY_PATHS = frozenset({"/api/v1/model", "/api/extra/version", "/api/v1/info/version"})
 
 
 def error_response(request: Request, status: int, message: str, *, kind: str = "invalid_request_error",
@@ -55,7 +61,7 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, 400, str(exc), param="messages" if "chat" in request.url.path
                               else "prompt", code="context_length_exceeded")
     if isinstance(exc, QueueFullError):
-        return error_response(request, 503, str(exc), kind="server_busy", headers={"Retry-After": "5"})
+        return error_response(request, 503, str(exc), kind="service_unavailable", headers={"Retry-After": "5"})
     kind = "server_unavailable" if exc.status >= 500 else "invalid_request_error"
     return error_response(request, exc.status, str(exc), kind=kind,
                           headers={"Retry-After": "5"} if exc.status == 503 else None)
@@ -92,7 +98,9 @@ class BearerAuth:
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"authorization", b"").decode("latin-1")
         token = given[7:].strip() if given.lower().startswith("bearer ") else ""
-        if token and hmac.compare_digest(token.encode(), self.api_key.encode()):
+        authorized = bool(token) and hmac.compare_digest(token.encode(), self.api_key.encode())
+        scope.setdefault("state", {})["authorized"] = authorized
+        if authorized or (scope["path"] in DISCOVERY_PATHS and scope["method"] == "GET"):
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
@@ -101,6 +109,13 @@ class BearerAuth:
         response = error_response(request, 401, message, kind="authentication_error",
                                   code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
+
+
+def browser_policy(runtime: Runtime) -> BrowserPolicy:
+    """The instance's browser rules (browser_guard.py) from its config."""
+    config = runtime.config
+    return BrowserPolicy(listen_host=config.host, allow_hosts=tuple(config.allow_hosts),
+                         allow_origins=tuple(config.allow_origins), has_key=bool(config.api_key))
 
 
 def build_app(runtime: Runtime, *, load_on_startup: bool = True) -> Starlette:
@@ -124,7 +139,12 @@ def build_app(runtime: Runtime, *, load_on_startup: bool = True) -> Starlette:
         lifespan=lifespan,
         exception_handlers=json_error_handlers(),
     )
+    # Outermost last: aliases → browser guard → CORS (answers preflights) → body limit → key check → routes.
     app.add_middleware(BearerAuth, api_key=runtime.config.api_key)
-    app.add_middleware(BodyLimit)  # outermost: a too-large body is refused before auth reads it
+    app.add_middleware(BodyLimit)  # a too-large body is refused before auth or a route reads it
+    policy = browser_policy(runtime)
+    app.add_middleware(CORSMiddleware, **policy.cors_options())
+    app.add_middleware(BrowserGuard, policy=policy, refuse=error_response)
+    app.add_middleware(RouteAliases)
     app.state.runtime = runtime
     return app

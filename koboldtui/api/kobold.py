@@ -1,12 +1,16 @@
 """KoboldAI / KoboldCpp routes: /api/v1/* and /api/extra/*.
 
 Field names, defaults and response shapes follow KoboldCpp so existing clients
-(SillyTavern, KoboldAI Lite, the Horde bridge) work unchanged. Prompts longer than
-``max_context_length - max_length`` are cut from the left, as KoboldCpp does.
+(SillyTavern, KoboldAI Lite, the Horde bridge, the ``koboldapi`` package) work unchanged.
+Prompts longer than ``max_context_length - max_length`` are cut from the left after the
+``memory``, as KoboldCpp does (fields: kobold_fields.py). ``generate/check`` and
+``last_logprobs`` answer only for the ``genkey`` the client chose: without one they show
+nothing, so no client ever reads another's text.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,21 +22,20 @@ from starlette.routing import Route
 
 from koboldtui import __version__
 from koboldtui.api.disconnect import result_unless_disconnected
-from koboldtui.api.validation import (
-    BadRequest,
-    get_bool,
-    get_int,
-    get_number,
-    get_str,
-    get_str_list,
-    json_body,
+from koboldtui.api.kobold_fields import (
+    DEFAULT_MAX_LENGTH,
+    IGNORED_FIELDS,
+    KoboldOptions,
+    request_from_body,
 )
-from koboldtui.engine.types import FinishReason, GenerationRequest, Origin, SamplingParams
+from koboldtui.api.logprob_format import content_logprobs
+from koboldtui.api.validation import BadRequest, get_str, json_body
+from koboldtui.engine.types import FinishReason, GenerationResult
 from koboldtui.runtime import Runtime
 
 KOBOLDAI_API_VERSION = "1.2.5"
 KOBOLDCPP_COMPAT_VERSION = "1.80"
-DEFAULT_MAX_LENGTH = 100
+PROTECTED_MODEL = "koboldcpp/protected-model"
 
 
 def model_id(runtime: Runtime) -> str:
@@ -40,72 +43,37 @@ def model_id(runtime: Runtime) -> str:
     return "koboldcpp/" + runtime.model_path.stem
 
 
-def sampling_from_body(body: dict[str, Any]) -> SamplingParams:
-    """KoboldAI sampler fields → SamplingParams; unknown fields are ignored."""
-    d = SamplingParams()
-    return SamplingParams(
-        temperature=get_number(body, "temperature", d.temperature, lo=0, hi=100),
-        top_p=get_number(body, "top_p", d.top_p, lo=0, hi=1),
-        top_k=get_int(body, "top_k", d.top_k, lo=0, hi=1_000_000),
-        min_p=get_number(body, "min_p", d.min_p, lo=0, hi=1),
-        typical=get_number(body, "typical", d.typical, lo=0, hi=1),
-        tfs=get_number(body, "tfs", d.tfs, lo=0, hi=1),
-        top_a=get_number(body, "top_a", d.top_a, lo=0, hi=100),
-        rep_pen=get_number(body, "rep_pen", d.rep_pen, lo=0.01, hi=100),
-        rep_pen_range=get_int(body, "rep_pen_range", d.rep_pen_range, lo=-1, hi=1_000_000),
-        presence_penalty=get_number(body, "presence_penalty", d.presence_penalty, lo=-100, hi=100),
-        frequency_penalty=get_number(body, "frequency_penalty", d.frequency_penalty, lo=-100, hi=100),
-        seed=get_int(body, "sampler_seed", d.seed, lo=-1, hi=2**32 - 1),
-    )
-
-
-def request_from_body(runtime: Runtime, body: dict[str, Any]) -> GenerationRequest:
-    engine = runtime.require_engine()
-    ctx = engine.n_ctx_per_seq
-    hint = f" (this instance's context is {ctx} tokens: lower max_length)"
-    prompt = get_str(body, "prompt", required=True)
-    max_context = get_int(body, "max_context_length", ctx, lo=16, hi=10_000_000)
-    max_length = get_int(body, "max_length", DEFAULT_MAX_LENGTH, lo=1, hi=ctx, hint=hint)
-    genkey = get_str(body, "genkey", "")
-    if genkey and len(genkey) > 128:
-        raise BadRequest("'genkey' must be at most 128 characters", "genkey")
-    fields: dict[str, Any] = {}
-    if genkey:
-        fields["genkey"] = genkey
-    return GenerationRequest(
-        prompt=prompt,
-        max_tokens=max_length,
-        sampling=sampling_from_body(body),
-        stop=get_str_list(body, "stop_sequence"),
-        ban_eos=get_bool(body, "ban_eos_token", False),
-        origin=Origin.LOCAL,
-        max_context=min(max_context, ctx),
-        truncate_prompt=True,
-        **fields,
-    )
-
-
 def kobold_finish(reason: FinishReason) -> str:
     """length / abort (aborted, or ended by a stopping instance) / stop."""
     return {FinishReason.LENGTH: "length", FinishReason.ABORT: "abort"}.get(reason, "stop")
+
+
+def answer_text(result: GenerationResult, options: KoboldOptions) -> str:
+    """The text as KoboldCpp returns it: with ``trim_stop: false`` the stop sequence stays."""
+    if not options.trim_stop and result.stop_text:
+        return result.text + result.stop_text
+    return result.text
 
 
 def kobold_routes(runtime: Runtime) -> list[Route]:
     """All KoboldAI-compatible routes bound to one runtime."""
 
     async def generate(request: Request) -> JSONResponse:
-        gen = request_from_body(runtime, await json_body(request))
+        gen, options = await request_from_body(runtime, await json_body(request))
         handle = runtime.submit(gen)
         result = await result_unless_disconnected(request, handle)
         if result.error:
             raise BadRequest(f"generation failed: {result.error}", status=500)
-        return JSONResponse({"results": [{
-            "text": result.text, "finish_reason": kobold_finish(result.finish_reason),
+        answer: dict[str, Any] = {
+            "text": answer_text(result, options), "finish_reason": kobold_finish(result.finish_reason),
             "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-        }]})
+        }
+        if options.logprobs:
+            answer["logprobs"] = {"content": content_logprobs(runtime.require_engine(), result, 5)}
+        return JSONResponse({"results": [answer]})
 
     async def generate_stream(request: Request) -> StreamingResponse:
-        gen = request_from_body(runtime, await json_body(request))
+        gen, options = await request_from_body(runtime, await json_body(request))
         handle = runtime.submit(gen)
 
         async def events() -> AsyncIterator[bytes]:
@@ -113,6 +81,8 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
                 async for piece in handle.stream():
                     yield _sse({"token": piece, "finish_reason": None})
                 result = await handle.result()
+                if not options.trim_stop and result.stop_text:
+                    yield _sse({"token": result.stop_text, "finish_reason": None})
                 yield _sse({"token": "", "finish_reason": kobold_finish(result.finish_reason)})
             finally:
                 handle.abort()  # no-op when done; frees the slot if the client went away
@@ -120,34 +90,62 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def _find_handle(genkey: str):
-        return runtime.recent_handles.get(genkey) if genkey else runtime.latest_local_handle
+    async def optional_body(request: Request) -> dict[str, Any]:
+        return await json_body(request) if (await request.body()).strip() else {}
 
     async def check(request: Request) -> JSONResponse:
-        body = await json_body(request) if (await request.body()).strip() else {}
-        genkey = get_str(body, "genkey", "")
-        handle = _find_handle(genkey)
+        genkey = get_str(await optional_body(request), "genkey", "")
+        handle = runtime.recent_handles.get(genkey) if genkey else None  # no key: nobody's text
         return JSONResponse({"results": [{"text": handle.partial_text() if handle else ""}]})
 
+    async def last_logprobs(request: Request) -> JSONResponse:
+        genkey = get_str(await optional_body(request), "genkey", "")
+        handle = runtime.recent_handles.get(genkey) if genkey else None
+        content: list[dict[str, Any]] = []
+        if handle is not None and handle.done():
+            content = content_logprobs(runtime.require_engine(), await handle.result(), 5)
+        return JSONResponse({"logprobs": {"content": content}})
+
     async def abort(request: Request) -> JSONResponse:
-        body = await json_body(request) if (await request.body()).strip() else {}
-        genkey = get_str(body, "genkey", "")
+        genkey = get_str(await optional_body(request), "genkey", "")
         engine = runtime.require_engine()
         if genkey:
             found = engine.abort(genkey)
         else:  # KoboldCpp single-user behaviour: abort the newest local request
             handle = runtime.latest_local_handle
             found = engine.abort(handle.genkey) if handle else False
-        return JSONResponse({"success": found, "done": found})
+        flag = "true" if found else "false"  # KoboldCpp answers with strings
+        return JSONResponse({"success": flag, "done": flag})
 
     async def tokencount(request: Request) -> JSONResponse:
         body = await json_body(request)
         text = get_str(body, "prompt", required=True)
-        ids = runtime.require_engine().tokenize(text)
+        ids = await asyncio.to_thread(runtime.require_engine().tokenize, text)
         return JSONResponse({"value": len(ids), "ids": ids})
 
-    async def model(_: Request) -> JSONResponse:
-        return JSONResponse({"result": model_id(runtime)})
+    async def detokenize(request: Request) -> JSONResponse:
+        ids = (await json_body(request)).get("ids")
+        if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            raise BadRequest("'ids' must be a list of token ids, e.g. {\"ids\": [1, 2, 3]}", "ids")
+        engine = runtime.require_engine()
+        n_vocab = getattr(getattr(engine, "vocab", None), "n_tokens", None)
+        bad = [t for t in ids if t < 0 or (n_vocab is not None and t >= n_vocab)]
+        if bad:
+            raise BadRequest(f"token id {bad[0]} is not in this model's vocabulary", "ids")
+        text = await asyncio.to_thread(engine.detokenize, ids)
+        return JSONResponse({"result": text, "success": True})
+
+    async def json_to_grammar(request: Request) -> JSONResponse:
+        schema = (await json_body(request)).get("schema")
+        if not isinstance(schema, dict):
+            raise BadRequest("send {\"schema\": {...}} with a JSON schema object", "schema")
+        from koboldtui.engine.json_grammar import json_schema_grammar
+
+        return JSONResponse({"result": await asyncio.to_thread(json_schema_grammar, schema), "success": True})
+
+    async def model(request: Request) -> JSONResponse:
+        authorized = request.scope.get("state", {}).get("authorized", True)
+        return JSONResponse({"result": model_id(runtime) if authorized else PROTECTED_MODEL})
 
     async def info_version(_: Request) -> JSONResponse:
         return JSONResponse({"result": KOBOLDAI_API_VERSION})
@@ -156,7 +154,9 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         return JSONResponse({"result": "KoboldCpp", "version": KOBOLDCPP_COMPAT_VERSION,
                              "server": "koboldtui", "server_version": __version__,
                              "protected": bool(runtime.config.api_key), "txt2img": False,
-                             "vision": False, "transcribe": False, "multiplayer": False})
+                             "vision": False, "transcribe": False, "multiplayer": False,
+                             "websearch": False, "tts": False, "embeddings": False,
+                             "logprobs": True, "grammar": True, "ignored_fields": list(IGNORED_FIELDS)})
 
     async def max_length(_: Request) -> JSONResponse:
         return JSONResponse({"value": DEFAULT_MAX_LENGTH})
@@ -171,22 +171,38 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         horde = runtime.horde_status()
         prompt_s = (last.first_token_at - last.queued_at) if last and last.first_token_at else 0.0
         eval_s = (last.finished_at - last.first_token_at) if last and last.first_token_at else 0.0
+        idle = snap.slots_busy == 0 and snap.queue_depth == 0
+        since = last.finished_at if last else None
+        idletime = (time.monotonic() - since if since else time.time() - runtime.started_at) if idle else 0.0
         return JSONResponse({
             "last_process": round(prompt_s, 3),
             "last_eval": round(eval_s, 3),
             "last_token_count": last.completion_tokens if last else 0,
             "last_seed": last.seed if last else 0,
             "total_gens": snap.totals.completed,
-            "stop_reason": _stop_reason_code(last.finish_reason) if last else -1,
+            "stop_reason": _stop_reason_code(last) if last else -1,
+            "total_img_gens": 0,
             "queue": snap.queue_depth,
-            "idle": 1 if snap.slots_busy == 0 and snap.queue_depth == 0 else 0,
+            "idle": 1 if idle else 0,
             "hordeexitcounter": horde.get("jobs_faulted", 0) + horde.get("jobs_dropped", 0),
             "uptime": round(time.time() - runtime.started_at, 1),
-            "idletime": 0,
+            "idletime": round(idletime, 1),
             "quiet": False,
             "slots_busy": snap.slots_busy,
             "parallel": snap.parallel,
         })
+
+    async def preloadstory(_: Request) -> JSONResponse:
+        return JSONResponse({})  # no story is preloaded on this server
+
+    async def soft_prompts_list(_: Request) -> JSONResponse:
+        return JSONResponse({"values": []})
+
+    async def soft_prompt(_: Request) -> JSONResponse:
+        return JSONResponse({"value": ""})
+
+    async def sd_models(_: Request) -> JSONResponse:
+        return JSONResponse([])  # no image model here
 
     return [
         Route("/api/v1/generate", generate, methods=["POST"]),
@@ -194,6 +210,10 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         Route("/api/extra/generate/check", check, methods=["GET", "POST"]),
         Route("/api/extra/abort", abort, methods=["POST"]),
         Route("/api/extra/tokencount", tokencount, methods=["POST"]),
+        Route("/api/extra/tokenize", tokencount, methods=["POST"]),
+        Route("/api/extra/detokenize", detokenize, methods=["POST"]),
+        Route("/api/extra/last_logprobs", last_logprobs, methods=["POST"]),
+        Route("/api/extra/json_to_grammar", json_to_grammar, methods=["POST"]),
         Route("/api/v1/model", model),
         Route("/api/v1/info/version", info_version),
         Route("/api/extra/version", extra_version),
@@ -201,12 +221,20 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         Route("/api/v1/config/max_context_length", max_context_length),
         Route("/api/extra/true_max_context_length", max_context_length),
         Route("/api/extra/perf", perf),
+        Route("/api/extra/preloadstory", preloadstory),
+        Route("/api/v1/config/soft_prompts_list", soft_prompts_list),
+        Route("/api/v1/config/soft_prompt", soft_prompt),
+        Route("/sdapi/v1/sd-models", sd_models),
     ]
 
 
-def _stop_reason_code(reason: FinishReason) -> int:
-    """KoboldCpp's stop_reason: 0 = out of tokens, 1 = EOS/stop, 2 = custom stop, -1 = invalid."""
-    return {FinishReason.LENGTH: 0, FinishReason.STOP: 1}.get(reason, -1)
+def _stop_reason_code(result: GenerationResult) -> int:
+    """KoboldCpp's stop_reason: 0 out of tokens, 1 EOS, 2 a custom stop sequence, -1 aborted/invalid."""
+    if result.finish_reason is FinishReason.LENGTH:
+        return 0
+    if result.finish_reason is FinishReason.STOP:
+        return 2 if result.stop_text else 1
+    return -1
 
 
 def _sse(data: dict[str, Any]) -> bytes:

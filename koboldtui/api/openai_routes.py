@@ -2,15 +2,19 @@
 
 Errors use OpenAI's shape ({"error": {message, type, param, code}}), and a prompt that
 does not fit the context is refused with 400 ``context_length_exceeded`` — OpenAI
-never truncates silently, so neither do we on these routes.
+never truncates silently, so neither do we on these routes. Chat turns end at the
+template's turn markers (turn_markers.py); ``response_format`` is enforced with a grammar;
+``logprobs`` come from the engine; ``tools`` are refused in words rather than ignored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -19,8 +23,12 @@ from starlette.routing import Route
 
 from koboldtui.api.disconnect import result_unless_disconnected
 from koboldtui.api.kobold import model_id
+from koboldtui.api.kobold_fields import first_present, parse_logit_bias, token_bytes_bound
+from koboldtui.api.logprob_format import completion_logprobs, content_logprobs
+from koboldtui.api.turn_markers import turn_stops
 from koboldtui.api.validation import (
     BadRequest,
+    check_text,
     get_bool,
     get_int,
     get_number,
@@ -37,19 +45,70 @@ from koboldtui.engine.types import (
 )
 from koboldtui.runtime import Runtime
 
+DEFAULT_CHAT_MAX_TOKENS = 400  # as KoboldCpp's chat completions; completions default to OpenAI's 16
+DEFAULT_COMPLETION_MAX_TOKENS = 16
 
-def _sampling(body: dict[str, Any]) -> SamplingParams:
+
+@dataclass(frozen=True)
+class Shape:
+    """What the answer carries besides text: logprobs (and how many alternatives), usage chunk."""
+
+    chat: bool
+    logprobs: bool = False
+    top_logprobs: int = 0
+    include_usage: bool = False
+
+
+def _logprob_request(body: dict[str, Any], chat: bool) -> tuple[bool, int]:
+    if chat:
+        wanted = get_bool(body, "logprobs", False)
+        top = get_int(body, "top_logprobs", 0, lo=0, hi=20)
+        return wanted, top if wanted else 0
+    given = body.get("logprobs")
+    if isinstance(given, bool):  # some clients send the chat form to /v1/completions
+        return given, 1 if given else 0
+    n = get_int(body, "logprobs", -1, lo=-1, hi=5)
+    return n >= 0, max(n, 0)
+
+
+def _grammar(body: dict[str, Any]) -> str:
+    """The grammar that enforces ``response_format`` ("" for plain text)."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return ""
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    from koboldtui.engine.json_grammar import json_object_grammar, json_schema_grammar
+
+    if kind == "text":
+        return ""
+    if kind == "json_object":
+        return json_object_grammar()
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise BadRequest("response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": "
+                             "{...}}}", "response_format")
+        return json_schema_grammar(schema)
+    raise BadRequest("'response_format' type must be 'text', 'json_object' or 'json_schema'", "response_format")
+
+
+def _sampling(body: dict[str, Any], top_logprobs: int, wants_logprobs: bool) -> SamplingParams:
     d = SamplingParams()
     return SamplingParams(
         temperature=get_number(body, "temperature", 1.0, lo=0, hi=2),
         top_p=get_number(body, "top_p", 1.0, lo=0, hi=1),
         top_k=get_int(body, "top_k", 0, lo=0, hi=1_000_000),  # common extension
         min_p=get_number(body, "min_p", 0.0, lo=0, hi=1),
-        rep_pen=get_number(body, "repetition_penalty", 1.0, lo=0.01, hi=100),
+        rep_pen=get_number(body, first_present(body, "repetition_penalty", "repeat_penalty", "rep_pen"),
+                           1.0, lo=0.01, hi=100),
         rep_pen_range=d.rep_pen_range,
         presence_penalty=get_number(body, "presence_penalty", 0.0, lo=-2, hi=2),
         frequency_penalty=get_number(body, "frequency_penalty", 0.0, lo=-2, hi=2),
         seed=_seed(body),
+        logit_bias=parse_logit_bias(body),
+        grammar=_grammar(body),
+        logprobs=max(top_logprobs, 1) if wants_logprobs else 0,
     )
 
 
@@ -58,14 +117,14 @@ def _seed(body: dict[str, Any]) -> int:
     return seed % (2**32) if seed >= 0 else -1
 
 
-def _max_tokens(body: dict[str, Any], default: int | None, ctx: int, prompt_tokens_hint: int = 0) -> int:
-    for name in ("max_completion_tokens", "max_tokens"):
-        if body.get(name) is not None:
-            return get_int(body, name, 16, lo=1, hi=10_000_000)
-    return default if default is not None else max(1, ctx - prompt_tokens_hint)
+def _refuse_tools(body: dict[str, Any]) -> None:
+    for name in ("tools", "functions"):
+        if body.get(name) and body.get("tool_choice", body.get("function_call")) != "none":
+            raise BadRequest(f"'{name}' (function calling) is not supported by this server: send the "
+                             "request without it, or with tool_choice 'none'", name)
 
 
-def _chat_prompt(runtime: Runtime, body: dict[str, Any]) -> str:
+def _chat_messages(body: dict[str, Any]) -> list[dict[str, str]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty list of {role, content} objects", "messages")
@@ -84,8 +143,20 @@ def _chat_prompt(runtime: Runtime, body: dict[str, Any]) -> str:
             content = ""
         if not isinstance(content, str):
             raise BadRequest(f"messages[{i}].content must be a string or a list of text parts", "messages")
-        flat.append({"role": msg["role"], "content": content})
-    return runtime.require_engine().apply_chat_template(flat)
+        flat.append({"role": check_text(msg["role"], "messages"), "content": check_text(content, "messages")})
+    return flat
+
+
+async def _refuse_hopeless(engine: Any, prompt: str, param: str) -> None:
+    """A prompt with more bytes than the context could hold tokens is a 400 before it is tokenized."""
+    if len(prompt) <= 4096:
+        return
+    size = len(prompt.encode("utf-8"))
+    bound = await token_bytes_bound(engine)
+    if bound and size > bound * engine.n_ctx_per_seq:
+        raise BadRequest(f"This model's maximum context length is {engine.n_ctx_per_seq} tokens; the "
+                         f"prompt is {size} bytes, at least {size // bound} tokens. Please reduce the "
+                         "length of the prompt.", param, code="context_length_exceeded")
 
 
 def _finish(reason: FinishReason) -> str:
@@ -101,56 +172,78 @@ def _usage(result: GenerationResult) -> dict[str, int]:
 def openai_routes(runtime: Runtime) -> list[Route]:
     """The OpenAI-compatible routes bound to one runtime."""
 
-    def build(body: dict[str, Any], prompt: str, chat: bool) -> GenerationRequest:
+    async def build(body: dict[str, Any], chat: bool) -> tuple[GenerationRequest, Shape]:
         engine = runtime.require_engine()
         get_int(body, "n", 1, lo=1, hi=1, hint=": one choice per request is supported")
-        ctx = engine.n_ctx_per_seq
-        default = None if chat else 16
-        if default is None:
-            hint = len(engine.tokenize(prompt))
-            max_tokens = _max_tokens(body, None, ctx, hint)
-        else:
-            max_tokens = _max_tokens(body, default, ctx)
-        return GenerationRequest(
-            prompt=prompt, max_tokens=max_tokens, sampling=_sampling(body),
-            stop=get_str_list(body, "stop", max_items=4), origin=Origin.LOCAL,
-            truncate_prompt=False,
-        )
-
-    async def respond(request: Request, chat: bool) -> Any:
-        body = await json_body(request)
+        _refuse_tools(body)
+        stops = get_str_list(body, "stop")
         if chat:
-            prompt = _chat_prompt(runtime, body)
+            messages = _chat_messages(body)
+            prompt = await asyncio.to_thread(engine.apply_chat_template, messages)
+            stops += turn_stops(prompt, (m["role"] for m in messages))
         else:
             given = body.get("prompt")
             if isinstance(given, list) and len(given) == 1 and isinstance(given[0], str):
                 given = given[0]
             if not isinstance(given, str):
                 raise BadRequest("'prompt' must be a string (one prompt per request)", "prompt")
-            prompt = given
-        gen = build(body, prompt, chat)
+            prompt = check_text(given, "prompt")
+        await _refuse_hopeless(engine, prompt, "messages" if chat else "prompt")
+        wants, top = _logprob_request(body, chat)
+        stream_options = body.get("stream_options")
+        include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        shape = Shape(chat=chat, logprobs=wants, top_logprobs=top, include_usage=include_usage)
+        max_tokens = await _max_tokens(body, prompt, chat)
+        gen = GenerationRequest(
+            prompt=prompt, max_tokens=max_tokens, sampling=_sampling(body, top, wants),
+            stop=tuple(dict.fromkeys(stops)), origin=Origin.LOCAL, truncate_prompt=False,
+        )
+        return gen, shape
+
+    async def _max_tokens(body: dict[str, Any], prompt: str, chat: bool) -> int:
+        for name in ("max_completion_tokens", "max_tokens"):
+            if body.get(name) is not None:
+                return get_int(body, name, 16, lo=1, hi=10_000_000)
+        if not chat:
+            return DEFAULT_COMPLETION_MAX_TOKENS
+        engine = runtime.require_engine()
+        used = len(await asyncio.to_thread(engine.tokenize, prompt))
+        return max(1, min(DEFAULT_CHAT_MAX_TOKENS, engine.n_ctx_per_seq - used))
+
+    async def respond(request: Request, chat: bool) -> Any:
+        body = await json_body(request)
+        gen, shape = await build(body, chat)
         stream = get_bool(body, "stream", False)
         handle = runtime.submit(gen)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         model = model_id(runtime)
         if stream:
-            return StreamingResponse(_stream(handle, rid, created, model, chat),
+            return StreamingResponse(_stream(handle, rid, created, model, shape),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         result = await result_unless_disconnected(request, handle)
         if result.error:
             raise BadRequest(f"generation failed: {result.error}", status=500)
+        logprobs = _logprobs(result, shape)
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
-                      "finish_reason": _finish(result.finish_reason), "logprobs": None}
+                      "finish_reason": _finish(result.finish_reason), "logprobs": logprobs}
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": result.text, "logprobs": None,
+            choice = {"index": 0, "text": result.text, "logprobs": logprobs,
                       "finish_reason": _finish(result.finish_reason)}
             obj = "text_completion"
         return JSONResponse({"id": rid, "object": obj, "created": created, "model": model,
                              "choices": [choice], "usage": _usage(result)})
+
+    def _logprobs(result: GenerationResult, shape: Shape) -> dict[str, Any] | None:
+        if not shape.logprobs:
+            return None
+        engine = runtime.require_engine()
+        if shape.chat:
+            return {"content": content_logprobs(engine, result, shape.top_logprobs)}
+        return completion_logprobs(engine, result, shape.top_logprobs)
 
     async def completions(request: Request) -> Any:
         return await respond(request, chat=False)
@@ -158,42 +251,63 @@ def openai_routes(runtime: Runtime) -> list[Route]:
     async def chat_completions(request: Request) -> Any:
         return await respond(request, chat=True)
 
+    def model_card() -> dict[str, Any]:
+        return {"id": model_id(runtime), "object": "model", "created": int(runtime.started_at),
+                "owned_by": "koboldtui"}
+
     async def models(_: Request) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [{
-            "id": model_id(runtime), "object": "model", "created": int(runtime.started_at),
-            "owned_by": "koboldtui"}]})
+        return JSONResponse({"object": "list", "data": [model_card()]})
+
+    async def retrieve_model(request: Request) -> JSONResponse:
+        wanted = request.path_params["model"]
+        card = model_card()
+        if wanted not in (card["id"], runtime.model_path.stem):
+            raise BadRequest(f"The model '{wanted}' does not exist: this instance serves '{card['id']}'",
+                             "model", status=404, code="model_not_found")
+        return JSONResponse(card)
+
+    async def _stream(handle: GenerationHandle, rid: str, created: int, model: str,
+                      shape: Shape) -> AsyncIterator[bytes]:
+        chat = shape.chat
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def payload(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+            data: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model,
+                                    "choices": choices}
+            if shape.include_usage:
+                data["usage"] = usage
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        def chunk(delta_text: str | None, finish: str | None, role: bool = False) -> bytes:
+            if chat:
+                delta: dict[str, Any] = {}
+                if role:
+                    delta["role"] = "assistant"
+                if delta_text is not None:
+                    delta["content"] = delta_text
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            else:
+                choice = {"index": 0, "text": delta_text or "", "finish_reason": finish, "logprobs": None}
+            return payload([choice])
+
+        try:
+            if chat:
+                yield chunk("", None, role=True)
+            async for piece in handle.stream():
+                yield chunk(piece, None)
+            result = await handle.result()
+            last = json.loads(chunk(None if chat else "", _finish(result.finish_reason))[6:])
+            last["choices"][0]["logprobs"] = _logprobs(result, shape)  # all of them, at the end
+            yield f"data: {json.dumps(last)}\n\n".encode()
+            if shape.include_usage:
+                yield payload([], _usage(result))
+            yield b"data: [DONE]\n\n"
+        finally:
+            handle.abort()  # no-op once finished; frees the slot if the client disconnected
 
     return [
         Route("/v1/models", models),
+        Route("/v1/models/{model:path}", retrieve_model),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     ]
-
-
-async def _stream(handle: GenerationHandle, rid: str, created: int, model: str,
-                  chat: bool) -> AsyncIterator[bytes]:
-    obj = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(delta_text: str | None, finish: str | None, role: bool = False) -> bytes:
-        if chat:
-            delta: dict[str, Any] = {}
-            if role:
-                delta["role"] = "assistant"
-            if delta_text is not None:
-                delta["content"] = delta_text
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-        else:
-            choice = {"index": 0, "text": delta_text or "", "finish_reason": finish, "logprobs": None}
-        payload = {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]}
-        return f"data: {json.dumps(payload)}\n\n".encode()
-
-    try:
-        if chat:
-            yield chunk("", None, role=True)
-        async for piece in handle.stream():
-            yield chunk(piece, None)
-        result = await handle.result()
-        yield chunk(None if chat else "", _finish(result.finish_reason))
-        yield b"data: [DONE]\n\n"
-    finally:
-        handle.abort()  # no-op once finished; frees the slot if the client disconnected

@@ -52,9 +52,23 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _numeric_string(value: Any) -> Any:
+    """KoboldCpp reads "0.7" and "42" as numbers; so do we (anything else stays as it was)."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return value
+    return value
+
+
 def get_number(body: dict[str, Any], name: str, default: float, *, lo: float | None = None,
                hi: float | None = None) -> float:
-    value = body.get(name, default)
+    value = _numeric_string(body.get(name, default))
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -72,7 +86,7 @@ def get_number(body: dict[str, Any], name: str, default: float, *, lo: float | N
 
 def get_int(body: dict[str, Any], name: str, default: int, *, lo: int | None = None,
             hi: int | None = None, hint: str = "") -> int:
-    value = body.get(name, default)
+    value = _numeric_string(body.get(name, default))
     if value is None:
         return default
     if isinstance(value, float) and value.is_integer():
@@ -103,18 +117,33 @@ def get_str(body: dict[str, Any], name: str, default: str | None = None, *, requ
     value = body[name]
     if not isinstance(value, str):
         raise BadRequest(f"'{name}' must be a string, got {_type_name(value)}", name)
+    return check_text(value, name)
+
+
+def check_text(value: str, name: str) -> str:
+    """``value`` if it can be encoded as UTF-8; a lone surrogate (JSON "\\ud800") is a 400."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"'{name}' holds a lone UTF-16 surrogate at character {exc.start}: "
+                         "send valid Unicode text", name) from None
     return value
 
 
-def get_str_list(body: dict[str, Any], name: str, *, max_items: int = 16) -> tuple[str, ...]:
-    """A string or a list of strings (stop sequences); empty strings are dropped."""
+def get_str_list(body: dict[str, Any], name: str, *, max_items: int = 256,
+                 max_chars: int = 512) -> tuple[str, ...]:
+    """A string or a list of strings (stop sequences); nulls and empty strings are dropped."""
     value = body.get(name)
     if value is None:
         return ()
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list) or not all(v is None or isinstance(v, str) for v in value):
         raise BadRequest(f"'{name}' must be a string or a list of strings", name)
     if len(value) > max_items:
         raise BadRequest(f"'{name}' has {len(value)} entries; at most {max_items} are allowed", name)
-    return tuple(v for v in value if v)
+    for v in value:
+        if v is not None and len(v) > max_chars:
+            raise BadRequest(f"an entry of '{name}' is {len(v)} characters long; at most {max_chars} "
+                             "are allowed", name)
+    return tuple(check_text(v, name) for v in value if v)

@@ -96,6 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--main-gpu", type=int, default=0)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or KOBOLDTUI_API_KEY)")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
+    p.add_argument("--allow-origin", action="append", default=None, metavar="ORIGIN",
+                   help="web origin allowed to call the API from a browser, e.g. https://lite.koboldai.net "
+                   "(repeatable; default: any, as KoboldCpp)")
+    p.add_argument("--allow-host", action="append", default=None, metavar="NAME",
+                   help="Host name to answer besides the listen address and localhost (repeatable; *.lan works)")
     p.add_argument("--launch-token", default=None, help=argparse.SUPPRESS)
     p.add_argument("--queue-timeout", type=float, default=300.0,
                    help="seconds a request may wait for a free slot before a 503")
@@ -134,6 +139,8 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
         api_key=args.api_key or env.get("KOBOLDTUI_API_KEY") or None, max_queue=args.max_queue,
         launch_token=args.launch_token, drain_s=args.drain_s,
         queue_timeout_s=args.queue_timeout, horde=horde,
+        allow_origins=tuple(getattr(args, "allow_origin", None) or ("*",)),
+        allow_hosts=tuple(getattr(args, "allow_host", None) or ()),
     )
 
 

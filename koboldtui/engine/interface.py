@@ -26,6 +26,10 @@ class GenerationHandle(Protocol):
         """The text so far (for /api/extra/generate/check)."""
         ...
 
+    def done(self) -> bool:
+        """True once the result is in (for /api/extra/last_logprobs)."""
+        ...
+
     def abort(self) -> None: ...
 
 

@@ -126,7 +126,7 @@ class LlamaEngine:
         loop = asyncio.get_running_loop()
         prompt, max_tokens, truncated = fit_prompt(self.vocab, request, self.n_ctx_per_seq)
         stream = GenerationStream(request, loop, self.abort)
-        sampler = SamplerChain(request.sampling, self.vocab.n_tokens, self.vocab.eog_tokens, request.ban_eos)
+        sampler = SamplerChain(request.sampling, self.vocab, request.ban_eos, prompt, self.n_ctx_per_seq)
         with self._cond:
             if self._closing:
                 sampler.free()

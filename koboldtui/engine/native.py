@@ -200,6 +200,11 @@ class Vocab:
         self.eog_tokens = [t for t in range(self.n_tokens) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
         self._piece_buf = ctypes.create_string_buffer(256)
 
+    @property
+    def pointer(self) -> llama_cpp.llama_vocab_p:
+        """The llama.cpp vocab, for samplers that read token texts (grammar, DRY)."""
+        return self._vocab
+
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         data = text.encode("utf-8", "replace")
         capacity = len(data) + 8

@@ -25,7 +25,8 @@ def fit_prompt(vocab: Vocab, request: GenerationRequest, n_ctx_per_seq: int) -> 
     budget = limit - max_tokens
     if len(tokens) <= budget:
         return tokens, max_tokens, 0
-    keep_bos = vocab.add_bos and tokens[0] == vocab.bos
-    kept = tokens[len(tokens) - (budget - 1):] if keep_bos else tokens[len(tokens) - budget:]
-    fitted = ([tokens[0]] if keep_bos else []) + kept
+    # The kept prefix (BOS, KoboldAI memory: request.n_keep) survives; the oldest text after it goes.
+    head = max(request.n_keep, 1 if vocab.add_bos and tokens[0] == vocab.bos else 0)
+    head = max(0, min(head, budget - 1))  # at least the prompt's last token stays
+    fitted = tokens[:head] + tokens[len(tokens) - (budget - head):]
     return fitted, max_tokens, len(tokens) - len(fitted)

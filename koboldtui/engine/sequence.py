@@ -156,4 +156,6 @@ class Sequence:
             first_token_at=self.first_token_at,
             finished_at=self.finished_at or time.monotonic(),
             error=error,
+            stop_text=self.stops.matched,
+            logprobs=tuple(lp) if (lp := getattr(self.sampler, "logprobs", None)) is not None else None,
         )

@@ -57,6 +57,25 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int = -1  # -1 = random; the seed used is reported in the result
+    # KoboldCpp's extra samplers (engine/sampling.py maps each onto a llama.cpp sampler).
+    mirostat: int = 0  # 0 off, 1 or 2 (replaces top-k/top-p/min-p/typical/XTC)
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    dry_multiplier: float = 0.0  # 0 = DRY off
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = 320
+    dry_sequence_breakers: tuple[str, ...] = ()
+    xtc_threshold: float = 0.2
+    xtc_probability: float = 0.0  # 0 = XTC off
+    dynatemp_range: float = 0.0  # temperature varies in [t - range, t + range] by entropy
+    dynatemp_exponent: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias); -inf bans the token
+    banned_strings: tuple[str, ...] = ()  # KoboldCpp banned_tokens: tokens containing them are banned
+    grammar: str = ""  # GBNF; the output must match its ``root`` rule
+    grammar_retain_state: bool = False  # go on from the last such request's grammar state (KoboldCpp)
+    sampler_order: tuple[int, ...] = (6, 0, 1, 3, 4, 2, 5)  # KoboldCpp ids, see sampling.py
+    logprobs: int = 0  # how many top alternatives to record per token (0 = no logprobs)
 
 
 def new_genkey() -> str:
@@ -82,10 +101,20 @@ class GenerationRequest:
     genkey: str = field(default_factory=new_genkey)
     max_context: int | None = None
     truncate_prompt: bool = True
+    n_keep: int = 0  # leading prompt tokens never discarded (KoboldAI memory, system prompt)
 
     @property
     def priority(self) -> int:
         return self.origin.priority
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token with its log-probability and the ``top`` most likely alternatives."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +132,8 @@ class GenerationResult:
     first_token_at: float | None
     finished_at: float
     error: str | None = None
+    stop_text: str | None = None  # the stop sequence that ended the text (it is not in ``text``)
+    logprobs: tuple[TokenLogprob, ...] | None = None  # per sampled token, when asked for
 
     @property
     def tokens_per_s(self) -> float:
