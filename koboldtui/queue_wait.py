@@ -50,6 +50,9 @@ class QueueLimitedHandle:
     def partial_text(self) -> str:
         return self._inner.partial_text()
 
+    def done(self) -> bool:
+        return self._inner.done()
+
     def abort(self) -> None:
         self._inner.abort()
 

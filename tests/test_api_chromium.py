@@ -58,7 +58,7 @@ async function run() {
     const a = await fetch(API + "/api/extra/abort", {method: "POST", headers: json,
       body: JSON.stringify({genkey: "WEBKEY2"})});
     const ended = await (await long).text();
-    return [a.status, (await a.json()).success, text.length > 0, ended.includes('"finish_reason": "stop"')];
+    return [a.status, (await a.json()).success, text.length > 0, ended.includes('"finish_reason": "abort"')];
   }, out);
   await attempt("control", async () => {
     const r = await fetch(API + "/api/koboldtui/horde/stop", {method: "POST", headers: json, body: "{}"});
