@@ -24,6 +24,9 @@ class EngineConfig:
     max_queue: int = 64
     preempt: bool = False
     cancel_load: threading.Event | None = None  # set it to abandon a load in progress
+    # Sliding-window models keep full-size window caches (KoboldCpp's default): the KV can be
+    # shifted and reused anywhere. KOBOLDTUI_SWA_FULL=0 saves that memory (no context shift).
+    swa_full: bool = field(default_factory=lambda: os.environ.get("KOBOLDTUI_SWA_FULL") != "0")
 
 
 DECODE_NICE = 5

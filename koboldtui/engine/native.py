@@ -164,8 +164,15 @@ def create_context(
     n_ubatch: int,
     n_seq_max: int,
     threads: int,
+    swa_full: bool = True,
 ) -> llama_cpp.llama_context_p:
-    """One context with ``n_seq_max`` independent KV streams of ``n_ctx / n_seq_max`` each."""
+    """One context with ``n_seq_max`` independent KV streams of ``n_ctx / n_seq_max`` each.
+
+    ``swa_full``: sliding-window layers keep the whole context (KoboldCpp's default): more
+    memory on SWA models (Gemma 2/3), but their KV can be shifted and reused by a later
+    prompt that diverges anywhere. Off: llama.cpp keeps only the window; a context
+    shift then falls back to reprocessing.
+    """
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = int(n_ctx)
     params.n_batch = int(n_batch)
@@ -174,6 +181,7 @@ def create_context(
     params.n_threads = int(threads)
     params.n_threads_batch = int(threads)
     params.kv_unified = False
+    params.swa_full = bool(swa_full)
     # The engine asks for logits of at most one token per sequence per step. Without this
     # cap llama.cpp reserves logits for a whole micro-batch: 512 x 262k floats = 512 MiB of
     # compute buffer for Gemma; with it, ~20 MiB.

@@ -98,6 +98,7 @@ class Sequence:
         self.state = RequestState.QUEUED
         self.aborted = False
         self.preemptions = 0
+        self.cached_tokens = 0  # prompt tokens found in the slot's cache at admission
         self.queued_at = time.monotonic()
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
@@ -141,6 +142,7 @@ class Sequence:
             tokens=len(self.generated),
             tokens_per_s=round(self.tokens_per_s(now), 2),
             age_s=round(now - self.queued_at, 2),
+            cached_tokens=self.cached_tokens,
         )
 
     def result(self, error: str | None = None) -> GenerationResult:
@@ -156,4 +158,5 @@ class Sequence:
             first_token_at=self.first_token_at,
             finished_at=self.finished_at or time.monotonic(),
             error=error,
+            cached_tokens=self.cached_tokens,
         )
