@@ -244,8 +244,8 @@ class LlamaEngine:
         choice = self._pool.choose(seq.to_feed, seq.request.origin, free)
         assert choice is not None
         slot = choice.slot
-        self._pool.take(slot, seq.request.origin)
         reuse, shifted = self._cache.prepare(choice, seq.to_feed)
+        self._pool.take(slot, seq.request.origin)
         seq.seq_id = slot.seq_id
         seq.n_past = reuse
         del seq.to_feed[:reuse]

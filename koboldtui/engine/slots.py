@@ -55,19 +55,22 @@ def find_shift(cached: list[int], prompt: list[int], n_prefix: int) -> ShiftPlan
     if len(probe) < MIN_SHIFT_MATCH:
         return None
     first = probe[0]
+    best: ShiftPlan | None = None
     j = n_prefix + 1
     last = len(cached) - MIN_SHIFT_MATCH
-    while j <= last:
+    while j <= last:  # every place the probe occurs: a chat repeats itself, keep the longest run
         try:
             j = cached.index(first, j, last + 1)
         except ValueError:
-            return None
+            break
         if cached[j:j + MIN_SHIFT_MATCH] == probe:
-            tail = cached[j:]
-            match = common_prefix(tail, prompt[n_prefix:])
-            return ShiftPlan(start=n_prefix, discard=j - n_prefix, reuse=n_prefix + match)
+            match = common_prefix(cached[j:], prompt[n_prefix:])
+            if best is None or n_prefix + match > best.reuse:
+                best = ShiftPlan(start=n_prefix, discard=j - n_prefix, reuse=n_prefix + match)
+            if j + match >= len(cached):
+                break  # the run reaches the end of the cache: nothing later can beat it
         j += 1
-    return None
+    return best
 
 
 @dataclass
