@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from koboldtui.engine.slots import MIN_SHIFT_MATCH, SlotPool, common_prefix, find_shift
+from koboldtui.engine.slots import MIN_SHIFT_MATCH, SlotPool, busy_runs, common_prefix, find_shift
 from koboldtui.engine.types import Origin
 
 
@@ -77,3 +77,14 @@ def test_no_shift_without_a_long_enough_match() -> None:
     assert find_shift(cached, list(range(10)) + [500] * MIN_SHIFT_MATCH, 10) is None
     short = list(range(10)) + list(range(50, 50 + MIN_SHIFT_MATCH - 1))
     assert find_shift(cached, short, 10) is None
+
+
+def test_cold_choice_keeps_busy_slots_together() -> None:
+    pool = SlotPool(6)
+    for i in (5, 2, 3, 4):  # slot 5 was used longest ago
+        pool.slots[i].cached = [60 + i] * 8
+        pool.take(pool.slots[i], Origin.LOCAL)
+    # Slots 0 and 1 are busy: slot 2 continues their run, any other would open a gap.
+    choice = pool.choose([7] * 6, Origin.LOCAL, [2, 3, 4, 5])
+    assert choice is not None and choice.slot.seq_id == 2
+    assert busy_runs({0, 1, 2}) == 1 and busy_runs({0, 2, 4}) == 3

@@ -34,6 +34,11 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return lo if a[lo] != b[lo] else hi
 
 
+def busy_runs(ids: set[int]) -> int:
+    """How many runs of consecutive ids: {0,1,2} is one, {0,2,4} three."""
+    return sum(1 for i in ids if i - 1 not in ids)
+
+
 @dataclass(frozen=True)
 class ShiftPlan:
     """Drop ``cached[start:start + discard]`` and move what follows down by ``discard``.
@@ -130,7 +135,8 @@ class SlotPool:
                 best = choice
         if best is not None:
             return best
-        return SlotChoice(self._coldest(free, origin), prefix=0)
+        busy = {s.seq_id for s in self.slots} - set(free_ids)
+        return SlotChoice(self._coldest(free, origin, busy), prefix=0)
 
     @staticmethod
     def _match(slot: Slot, prompt: list[int]) -> SlotChoice:
@@ -145,12 +151,15 @@ class SlotPool:
         return SlotChoice(slot, prefix)
 
     @staticmethod
-    def _coldest(free: list[Slot], origin: Origin) -> Slot:
-        """Empty slots first (lowest id: busy slots stay together), then least recently used;
-        a Horde job takes a local user's cache only when nothing else is free."""
-        def rank(slot: Slot) -> tuple[int, int, int]:
+    def _coldest(free: list[Slot], origin: Origin, busy: set[int]) -> Slot:
+        """A Horde job takes a local user's cache only when nothing else is free; then the
+        slot that keeps busy slots in one run (llama.cpp batches only consecutive sequence
+        ids together without a unified KV: gaps cost a graph pass each, see the README);
+        then empty before cached, least recently used, lowest id."""
+        def rank(slot: Slot) -> tuple[int, int, int, int]:
             evicts_local = 1 if origin is Origin.HORDE and slot.owner is Origin.LOCAL else 0
-            return (evicts_local, 0 if not slot.cached else 1, slot.last_used if slot.cached else slot.seq_id)
+            return (evicts_local, busy_runs(busy | {slot.seq_id}), 1 if slot.cached else 0,
+                    slot.last_used if slot.cached else slot.seq_id)
         return min(free, key=rank)
 
     def take(self, slot: Slot, origin: Origin) -> None:
