@@ -163,7 +163,8 @@ class LlamaEngine:
         if not free and not (self.config.preempt and any(
                 s is not None and s.request.origin is Origin.HORDE for s in self._slots)):
             return False
-        cached = max((common_prefix(self._pool.slots[i].cached, seq.to_feed) for i in free), default=0)
+        # list() takes a consistent copy: the decode thread may be growing or cutting a slot's record.
+        cached = max((common_prefix(list(self._pool.slots[i].cached), seq.to_feed) for i in free), default=0)
         return len(seq.to_feed) - cached <= SHORT_PROMPT_TOKENS
 
     def abort(self, genkey: str) -> bool:
