@@ -36,3 +36,21 @@ def test_second_chat_turn_reports_cached_tokens_everywhere(client):
     metrics = client.get("/metrics").text
     assert f"koboldtui_prompt_tokens_cached_total {status.engine.totals.prompt_tokens_cached}" in metrics
     assert "koboldtui_context_shifts_total 0" in metrics
+
+
+def test_n_choices_share_one_prompt(client):
+    body = {"prompt": "The three best things about autumn are", "max_tokens": 6, "n": 2,
+            "temperature": 1.0, "seed": 11}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert [c["index"] for c in data["choices"]] == [0, 1] and all(c["text"] for c in data["choices"])
+    assert 2 <= data["usage"]["completion_tokens"] <= 12
+    again = client.post("/v1/completions", json=body).json()
+    assert [c["text"] for c in again["choices"]] == [c["text"] for c in data["choices"]]  # seeded
+    greedy = client.post("/v1/completions", json={**body, "temperature": 0}).json()
+    assert greedy["choices"][0]["text"] == greedy["choices"][1]["text"]  # the same KV, the same logits
+    too_many = client.post("/v1/completions", json={**body, "n": 3})
+    assert too_many.status_code == 400 and "--parallel (2)" in too_many.text
+    streamed = client.post("/v1/completions", json={**body, "stream": True})
+    assert streamed.status_code == 400 and "'stream'" in streamed.text

@@ -231,6 +231,7 @@ class LlamaEngine:
                 if victims:
                     victim = max(victims, key=lambda s: s.order)  # the newest Horde job loses least
                     self._release_slot(victim)
+                    self._orphan_twins(victim)
                     victim.prepare_resume()
                     heapq.heappush(self._pending, (victim.sort_key, victim))
                     continue
@@ -242,6 +243,17 @@ class LlamaEngine:
     def _place(self, seq: Sequence, free: list[int]) -> None:
         """Give ``seq`` the free slot that already holds most of its prompt, keep that part
         of the KV (shifted if older turns were dropped) and feed only the rest."""
+        leader = self._twin_leader(seq)
+        if leader is not None:  # the same prompt is being fed right now: wait for a copy of it
+            slot = self._pool.cold(seq.request.origin, free)
+            self._cache.clear(slot)
+            self._pool.take(slot, seq.request.origin)
+            seq.seq_id, seq.n_past, seq.to_feed = slot.seq_id, 0, []
+            seq.twin_of = leader
+            leader.twins.append(seq)
+            seq.state = RequestState.PROMPT
+            self._slots[slot.seq_id] = seq
+            return
         choice = self._pool.choose(seq.to_feed, seq.request.origin, free)
         assert choice is not None
         slot = choice.slot
@@ -258,6 +270,40 @@ class LlamaEngine:
         seq.state = RequestState.PROMPT
         self._slots[slot.seq_id] = seq
 
+    def _twin_leader(self, seq: Sequence) -> Sequence | None:
+        """A running sequence still feeding exactly this prompt (OpenAI ``n`` > 1), if any."""
+        if seq.preemptions or seq.request.origin is not Origin.LOCAL or len(seq.prompt_tokens) < 2:
+            return None
+        for other in self._slots:
+            if (other is not None and other.state is RequestState.PROMPT and other.twin_of is None
+                    and not other.generated and other.preemptions == 0 and other.to_feed
+                    and other.prompt_tokens == seq.prompt_tokens and not other.aborted):
+                return other
+        return None
+
+    def _fork_twins(self, outputs: list[tuple[Sequence, int]]) -> None:
+        """Leaders whose prompt just completed: copy their KV to each waiting twin, which then
+        samples its first token from the leader's logits with its own sampler."""
+        for seq, index in list(outputs):
+            twins, seq.twins = seq.twins, []
+            for twin in twins:
+                if twin.twin_of is not seq or twin.aborted or twin.finish_reason is not None:
+                    continue
+                assert seq.seq_id is not None and twin.seq_id is not None
+                src, dst = self._pool.slots[seq.seq_id], self._pool.slots[twin.seq_id]
+                llama_cpp.llama_memory_seq_cp(self._mem, seq.seq_id, twin.seq_id, -1, -1)
+                dst.cached, dst.safe_from, dst.shifted = list(src.cached), src.safe_from, src.shifted
+                twin.n_past, twin.twin_of, twin.cached_tokens = seq.n_past, None, seq.cached_tokens
+                outputs.append((twin, index))
+
+    def _orphan_twins(self, seq: Sequence) -> None:
+        """A leader ended before its prompt was done: its twins feed the prompt themselves."""
+        for twin in seq.twins:
+            if twin.twin_of is seq:
+                twin.twin_of = None
+                twin.to_feed = list(twin.prompt_tokens)
+        seq.twins = []
+
     def _release_slot(self, seq: Sequence, keep_cache: bool = True) -> None:
         """Give the slot back; its tokens and KV stay for the next request unless told not to."""
         if seq.seq_id is not None:
@@ -271,6 +317,7 @@ class LlamaEngine:
     def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
         """End a sequence: free its slot and sampler, flush text, hand the result to asyncio."""
         self._release_slot(seq, keep_cache=reason is not FinishReason.ERROR)
+        self._orphan_twins(seq)
         seq.finish_reason = reason
         seq.finished_at = time.monotonic()
         if reason is not FinishReason.ABORT and reason is not FinishReason.ERROR:
@@ -362,6 +409,7 @@ class LlamaEngine:
             self._advance(seq, [seq.last_token])  # type: ignore[list-item]
         for seq, chunk in prompt_takes:
             self._advance(seq, chunk)
+        self._fork_twins(outputs)
         self._sample(outputs)
 
     def _plan(self, active: list[Sequence]) -> tuple[
@@ -382,7 +430,8 @@ class LlamaEngine:
             n += 1
 
         generating = [s for s in active if s.state is RequestState.GENERATING and s.last_token is not None]
-        prompts = sorted((s for s in active if s.state is RequestState.PROMPT), key=lambda s: s.sort_key)
+        prompts = sorted((s for s in active if s.state is RequestState.PROMPT and s.twin_of is None),
+                         key=lambda s: s.sort_key)
         # A new local request with a short prompt gets a prompt-only step: its first token comes
         # after one small step instead of a full step of every sequence (TTFT under load), and
         # the others lose one step. Long prompts and Horde jobs never get this, so nothing

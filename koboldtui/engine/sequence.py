@@ -99,6 +99,10 @@ class Sequence:
         self.aborted = False
         self.preemptions = 0
         self.cached_tokens = 0  # prompt tokens found in the slot's cache at admission
+        # Twins (OpenAI ``n``): identical prompts admitted together. The leader feeds the prompt;
+        # each twin waits in its own slot and gets a copy of the leader's KV (llama_memory_seq_cp).
+        self.twin_of: Sequence | None = None
+        self.twins: list[Sequence] = []
         self.queued_at = time.monotonic()
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
@@ -121,6 +125,7 @@ class Sequence:
     def prepare_resume(self) -> None:
         """After preemption: everything decoded so far must be fed again as prompt."""
         self.to_feed = list(self.prompt_tokens) + list(self.generated)
+        self.twin_of = None
         self.last_token = None
         self.n_past = 0
         self.seq_id = None

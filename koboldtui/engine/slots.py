@@ -138,6 +138,11 @@ class SlotPool:
         busy = {s.seq_id for s in self.slots} - set(free_ids)
         return SlotChoice(self._coldest(free, origin, busy), prefix=0)
 
+    def cold(self, origin: Origin, free_ids: list[int]) -> Slot:
+        """A slot for a sequence that needs none of the cached tokens (it will get a copy)."""
+        busy = {s.seq_id for s in self.slots} - set(free_ids)
+        return self._coldest([self.slots[i] for i in free_ids], origin, busy)
+
     @staticmethod
     def _match(slot: Slot, prompt: list[int]) -> SlotChoice:
         prefix = common_prefix(slot.cached, prompt)
