@@ -103,3 +103,22 @@ async def test_a_chat_beyond_the_context_keeps_answering_by_shifting(bundled_mod
         assert shifted_turns >= 10 and totals.context_shifts >= shifted_turns - 2
     finally:
         eng.close()
+
+
+async def test_without_a_shiftable_cache_a_cut_chat_is_processed_again(bundled_model, caplog):
+    """Gemma's window cache is smaller than a 2,048-token slot here, so llama.cpp cannot shift
+    it: a conversation cut to fit is processed again (said once in the log), and still answers."""
+    eng = LlamaEngine(EngineConfig(model_path=bundled_model, ctx=2048, parallel=1, batch=BatchPlan(64),
+                                   threads=2, swa_full=False))
+    try:
+        assert not eng._cache.can_shift
+        history = ""
+        for turn in range(4):
+            history += f"Sailor: Tell me about night number {turn}, and the lamp, and the fog.\nKeeper:"
+            result = await eng.submit(req(history, 8, max_context=96, stop=("\n",))).result()
+            assert result.completion_tokens > 0 and result.error is None
+            history += result.text + "\n"
+        assert result.truncated_tokens > 0 and eng.snapshot().totals.context_shifts == 0
+        assert sum("cannot be shifted" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        eng.close()
