@@ -88,3 +88,10 @@ def test_cold_choice_keeps_busy_slots_together() -> None:
     choice = pool.choose([7] * 6, Origin.LOCAL, [2, 3, 4, 5])
     assert choice is not None and choice.slot.seq_id == 2
     assert busy_runs({0, 1, 2}) == 1 and busy_runs({0, 2, 4}) == 3
+
+
+def test_no_shift_into_the_middle_of_another_conversation() -> None:
+    shared = list(range(500, 540))  # e.g. the same character card, after different openings
+    cached = [1] + [7] * 20 + shared + list(range(900, 1000))
+    prompt = [1] + [8] * 20 + shared + list(range(2000, 2050))
+    assert find_shift(cached, prompt, 1) is None

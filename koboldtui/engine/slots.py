@@ -15,8 +15,10 @@ from koboldtui.engine.types import Origin
 # A cached prefix shorter than this is not worth choosing a slot for (a shared BOS token
 # or a two-token opening would otherwise steal another chat's slot).
 MIN_USEFUL_PREFIX = 4
-# A context shift must line up at least this many cached tokens with the new prompt.
+# A context shift must line up at least this many cached tokens with the new prompt,
+# and the run must reach to within MAX_TAIL_DROP tokens of the cache's end.
 MIN_SHIFT_MATCH = 16
+MAX_TAIL_DROP = 32
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -70,7 +72,11 @@ def find_shift(cached: list[int], prompt: list[int], n_prefix: int) -> ShiftPlan
             break
         if cached[j:j + MIN_SHIFT_MATCH] == probe:
             match = common_prefix(cached[j:], prompt[n_prefix:])
-            if best is None or n_prefix + match > best.reuse:
+            # ContextShift's pattern only: the cache's newest part continues the prompt (up to a
+            # trimmed answer tail). A run found in the middle of an unrelated chat is not reused:
+            # its KV was computed after other text than this prompt has.
+            reaches_end = j + match >= len(cached) - MAX_TAIL_DROP or n_prefix + match >= len(prompt)
+            if reaches_end and (best is None or n_prefix + match > best.reuse):
                 best = ShiftPlan(start=n_prefix, discard=j - n_prefix, reuse=n_prefix + match)
             if j + match >= len(cached):
                 break  # the run reaches the end of the cache: nothing later can beat it
