@@ -122,3 +122,24 @@ async def test_without_a_shiftable_cache_a_cut_chat_is_processed_again(bundled_m
         assert sum("cannot be shifted" in r.getMessage() for r in caplog.records) == 1
     finally:
         eng.close()
+
+
+async def test_shifts_keep_working_past_the_sliding_window(bundled_model):
+    """A 768-token slot is wider than Gemma's 512-token window: after each shift llama.cpp
+    overwrites window cells that fell out of the window, and the next shift must still be
+    allowed (only the newest window is needed), not refused into a full reprocess."""
+    eng = LlamaEngine(EngineConfig(model_path=bundled_model, ctx=768, parallel=1, batch=BatchPlan(64), threads=2))
+    try:
+        assert eng._cache.can_shift and eng._cache.n_swa == 512
+        history = "".join(f"Log entry {i}: calm sea, light wind from the west, one ship passed.\n"
+                          for i in range(40))
+        for turn in range(8):
+            history += f"Question {turn}: what did the keeper see next?\nAnswer:"
+            result = await eng.submit(req(history, 8, stop=("\n",))).result()
+            history += result.text + "\n"
+            if turn >= 2:
+                assert result.truncated_tokens > 0
+                assert result.cached_tokens >= result.prompt_tokens - 40, (turn, result)
+        assert eng.snapshot().totals.context_shifts >= 6
+    finally:
+        eng.close()

@@ -81,7 +81,9 @@ class PromptCache:
         """Are the window positions the first new token attends to still in the SWA cache?"""
         if self.n_swa <= 0:
             return True
-        need_from = max(0, reuse - self.n_swa)  # in the coordinates after the shift
+        # The first new token (position ``reuse``) attends to positions > reuse - n_swa
+        # (llama_hparams::is_masked_swa), in the coordinates after the shift.
+        need_from = max(0, reuse - self.n_swa + 1)
         safe_from = slot.safe_from
         pos_min = int(llama_cpp.llama_memory_seq_pos_min(self._mem, slot.seq_id))
         safe_from = max(safe_from, pos_min)
@@ -95,7 +97,8 @@ class PromptCache:
         slot.cached.extend(tokens)
         if slot.shifted and self.n_swa:
             # After a shift llama.cpp refills the freed cells and then overwrites window cells
-            # that fell out of the window, wherever they are in the stream.
+            # that fell out of the window, wherever they are in the stream: a cell at position
+            # p is out of it once p <= pos_max + 1 - n_swa.
             slot.safe_from = max(slot.safe_from, len(slot.cached) + 1 - self.n_swa)
 
     def rollback(self, slot: Slot, keep: int) -> bool:
