@@ -131,8 +131,15 @@ async def concurrent_rate(server: Server, c: httpx.AsyncClient, n: int) -> float
     return n * len(LONG_PROMPTS) / (time.perf_counter() - t0)
 
 
+def client(server: Server) -> httpx.AsyncClient:
+    # A fresh connection per request: llama-server drops idle keep-alive connections, which
+    # httpx would otherwise reuse and fail on.
+    return httpx.AsyncClient(base_url=server.base, timeout=600,
+                             limits=httpx.Limits(max_keepalive_connections=0))
+
+
 async def measure(server: Server, tokens: int) -> dict[str, object]:
-    async with httpx.AsyncClient(base_url=server.base, timeout=600) as c:
+    async with client(server) as c:
         await server.ttft(c, "Warm-up", 4)
         out: dict[str, object] = {"short": await short_ttft(server, c)}
         out["cold"], out["warm"] = await warm_turns(server, c, 40)
@@ -141,7 +148,7 @@ async def measure(server: Server, tokens: int) -> dict[str, object]:
 
 
 async def measure_chat(server: Server) -> dict[str, object]:
-    async with httpx.AsyncClient(base_url=server.base, timeout=600) as c:
+    async with client(server) as c:
         await server.ttft(c, "Warm-up", 4)
         out: dict[str, object] = {"short": await short_ttft(server, c)}
         out["chat"] = await long_chat(server, c)
@@ -229,8 +236,11 @@ def main() -> None:
                                          "-c", str(ctx * parallel), "-np", str(parallel), "-t", str(args.threads),
                                          "-tb", str(args.threads), "-b", "512", "-ub", "512"],
                         args.port + 1, "llama-server")
-        with theirs:
-            peer = asyncio.run(measure(theirs, args.tokens))
+        try:
+            with theirs:
+                peer = asyncio.run(measure(theirs, args.tokens))
+        except (httpx.HTTPError, SystemExit) as exc:
+            print(f"llama-server run failed, its column is skipped: {exc!r}")
     gapped, contiguous, unified = gap_ratio(model, args.threads)
 
     def ms(x: object) -> str:
