@@ -4,9 +4,10 @@ Prints, for koboldtui and (with ``--llama-server PATH``) llama.cpp's own ``llama
 on the same GGUF, threads and slots:
   1. time to first token of a warm chat turn (a ~1,500-token history resent with one new
      line) against a short prompt's: target <= 2x, and <= llama-server's warm TTFT;
-  2. a 30-turn chat that outgrows a 1,024-token context (KoboldAI ``max_context_length``
-     1024: the engine cuts and shifts): every turn's TTFT <= 3x a short prompt's
-     (koboldtui only: llama-server refuses prompts beyond its context);
+  2. a 30-turn chat (a ~700-token log, then one short question per turn) that outgrows
+     a 1,024-token context (its own instance, --ctx 1024: the engine cuts and shifts):
+     every turn's TTFT after the cold first one <= 3x a short prompt's (koboldtui only:
+     llama-server refuses prompts beyond its context);
   3. 4 sequences in gapped slots (0,2,4,6) / contiguous slots (0,1,2,3), a bare
      llama_decode loop with the engine's context settings: target >= 0.9;
   4. 8-concurrent aggregate tok/s, koboldtui / llama-server: target >= 1.0.
@@ -115,10 +116,12 @@ async def warm_turns(server: Server, c: httpx.AsyncClient, entries: int) -> tupl
 
 
 async def long_chat(server: Server, c: httpx.AsyncClient, turns: int = 30) -> list[float]:
-    history = "[A log kept by a lighthouse keeper.]\n"
+    """A user typing one short line per turn after a long log: it outgrows 1,024 tokens
+    by turn ~8, and every later turn is cut (and shifted)."""
+    history = "[A log kept by a lighthouse keeper.]\n" + "".join(PARAGRAPH.format(i=i) for i in range(20))
     times = []
     for turn in range(turns):
-        history += PARAGRAPH.format(i=turn) + f"\nQuestion {turn}: what happened next?\nAnswer:"
+        history += f"\nQuestion {turn}: what happened next?\nAnswer:"
         t, answer = await server.ttft(c, history, 24, max_context=1024)
         history += answer + "\n"
         times.append(t)
