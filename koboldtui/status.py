@@ -57,6 +57,7 @@ class InstanceStatus:
                 tokens=int(q["tokens"]),
                 tokens_per_s=float(q["tokens_per_s"]),
                 age_s=float(q["age_s"]),
+                cached_tokens=int(q.get("cached_tokens", 0)),
             )
             for q in data.get("queue", [])
         )

@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -42,6 +42,7 @@ from koboldtui.engine.types import (
     GenerationResult,
     Origin,
     SamplingParams,
+    new_genkey,
 )
 from koboldtui.runtime import Runtime
 
@@ -164,9 +165,60 @@ def _finish(reason: FinishReason) -> str:
     return {FinishReason.LENGTH: "length", FinishReason.ABORT: "abort"}.get(reason, "stop")
 
 
-def _usage(result: GenerationResult) -> dict[str, int]:
+def _usage(result: GenerationResult) -> dict[str, Any]:
     return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens}
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": result.cached_tokens}}
+
+
+def _choices(runtime: Runtime, body: dict[str, Any], stream: bool) -> int:
+    """OpenAI ``n``: up to --parallel choices, decoded side by side from one prompt's KV."""
+    parallel = runtime.require_engine().parallel
+    n = get_int(body, "n", 1, lo=1, hi=parallel,
+                hint=f": this instance decodes at most --parallel ({parallel}) choices at once")
+    if n > 1 and stream:
+        raise BadRequest("'n' > 1 is not supported with 'stream': true yet; send n = 1 or stream = false", "n")
+    return n
+
+
+async def _several(request: Request, runtime: Runtime, gen: GenerationRequest, n: int, chat: bool) -> JSONResponse:
+    """n choices: n requests with the same prompt; the engine feeds the prompt once and copies
+    its KV to the others (each samples with its own seed: seed, seed + 1, ... when one is given)."""
+    seed = gen.sampling.seed
+    handles = [runtime.submit(replace(gen, genkey=new_genkey(), sampling=replace(
+        gen.sampling, seed=(seed + i) % 2**32 if seed >= 0 else -1))) for i in range(n)]
+
+    async def watch() -> None:  # one reader of the request: a disconnect aborts every choice
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        for handle in handles:
+            handle.abort()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        results = await asyncio.gather(*(h.result() for h in handles))
+    finally:
+        watcher.cancel()
+        for handle in handles:
+            handle.abort()  # no-op once finished
+    failed = next((r for r in results if r.error), None)
+    if failed is not None:
+        raise BadRequest(f"generation failed: {failed.error}", status=500)
+    choices: list[dict[str, Any]] = []
+    for i, result in enumerate(results):
+        if chat:
+            choices.append({"index": i, "message": {"role": "assistant", "content": result.text},
+                            "finish_reason": _finish(result.finish_reason), "logprobs": None})
+        else:
+            choices.append({"index": i, "text": result.text, "logprobs": None,
+                            "finish_reason": _finish(result.finish_reason)})
+    completion = sum(r.completion_tokens for r in results)
+    usage = _usage(results[0])
+    usage.update(completion_tokens=completion, total_tokens=results[0].prompt_tokens + completion)
+    return JSONResponse({"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
+                         "object": "chat.completion" if chat else "text_completion",
+                         "created": int(time.time()), "model": model_id(runtime),
+                         "choices": choices, "usage": usage})
 
 
 def openai_routes(runtime: Runtime) -> list[Route]:
@@ -174,7 +226,6 @@ def openai_routes(runtime: Runtime) -> list[Route]:
 
     async def build(body: dict[str, Any], chat: bool) -> tuple[GenerationRequest, Shape]:
         engine = runtime.require_engine()
-        get_int(body, "n", 1, lo=1, hi=1, hint=": one choice per request is supported")
         _refuse_tools(body)
         stops = get_str_list(body, "stop")
         if chat:
@@ -214,6 +265,9 @@ def openai_routes(runtime: Runtime) -> list[Route]:
         body = await json_body(request)
         gen, shape = await build(body, chat)
         stream = get_bool(body, "stream", False)
+        n = _choices(runtime, body, stream)
+        if n > 1:
+            return await _several(request, runtime, gen, n, chat)
         handle = runtime.submit(gen)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())

@@ -40,6 +40,10 @@ def status_routes(runtime: Runtime) -> list[Route]:
             ('{outcome="error"}', t.errors)])
         metric("generated_tokens_total", "counter", "Tokens generated.", [("", t.generated_tokens)])
         metric("prompt_tokens_total", "counter", "Prompt tokens processed.", [("", t.prompt_tokens)])
+        metric("prompt_tokens_cached_total", "counter", "Prompt tokens reused from a slot's cache.",
+               [("", t.prompt_tokens_cached)])
+        metric("context_shifts_total", "counter", "Times a slot's KV was shifted to drop old turns.",
+               [("", t.context_shifts)])
         metric("queue_depth", "gauge", "Requests waiting for a slot.", [("", snap.queue_depth)])
         metric("slots_busy", "gauge", "Sequence slots in use.", [("", snap.slots_busy)])
         metric("slots_total", "gauge", "Sequence slots (parallel).", [("", snap.parallel)])

@@ -24,6 +24,11 @@ class EngineConfig:
     max_queue: int = 64
     preempt: bool = False
     cancel_load: threading.Event | None = None  # set it to abandon a load in progress
+    # Sliding-window models (Gemma 2/3): llama.cpp keeps only the window (+ a micro-batch) of
+    # those layers, as llama-server does: less memory and faster steps, but their KV can be
+    # shifted only when --ctx fits in that window cache. KOBOLDTUI_SWA_FULL=1 keeps full-size
+    # window caches (KoboldCpp's default): context shift at any --ctx, at a cost (README).
+    swa_full: bool = field(default_factory=lambda: os.environ.get("KOBOLDTUI_SWA_FULL") == "1")
 
 
 DECODE_NICE = 5

@@ -4,9 +4,11 @@ One decode thread owns one llama.cpp context with ``parallel`` sequence slots. E
 step it builds one ``llama_batch`` holding one token for every generating sequence plus
 prompt chunks (up to ``n_batch`` tokens in all), calls ``llama_decode`` once, samples
 each sequence with its own native sampler chain, and streams text back to asyncio.
-A finished sequence's KV is freed and the next queued request takes its slot at the
-next step, so a request never waits for another to finish. Queue order: local before
-Horde; with ``preempt`` a local request may evict a Horde sequence (it resumes later).
+A finished sequence leaves its tokens and KV in its slot (the prompt cache, slots.py /
+prompt_cache.py); the next queued request takes the free slot holding the longest prefix
+of its prompt at the next step, so a request never waits for another to finish and a
+chat turn only processes what is new. Queue order: local before Horde; with ``preempt``
+a local request may evict a Horde sequence (it resumes later).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import llama_cpp
 from koboldtui.engine import native
 from koboldtui.engine.chat_template import render_chat
 from koboldtui.engine.engine_config import EngineConfig, lower_decode_priority, not_set
+from koboldtui.engine.prompt_cache import PromptCache
 from koboldtui.engine.prompt_fit import fit_prompt
 from koboldtui.engine.sampling import SamplerChain
 from koboldtui.engine.sequence import GenerationStream, Sequence, deliver
+from koboldtui.engine.slots import SlotPool, common_prefix
 from koboldtui.engine.types import (
     EngineClosedError,
     EngineSnapshot,
@@ -42,6 +46,9 @@ from koboldtui.engine.types import (
 
 log = logging.getLogger(__name__)
 RECENT_KEEP_S = 60.0  # finished requests stay in the status queue this long (the panel fades them)
+# A new local request with at most this many prompt tokens left to process (after the
+# prompt cache) interrupts the step in flight and gets a prompt-only step of its own.
+SHORT_PROMPT_TOKENS = 64
 
 
 class LlamaEngine:
@@ -75,7 +82,7 @@ class LlamaEngine:
             self._ctx = native.create_context(
                 self._model, n_ctx=self.n_ctx, n_batch=self._step_capacity,
                 n_ubatch=min(self.n_ubatch, self._step_capacity), n_seq_max=self.parallel,
-                threads=config.threads,
+                threads=config.threads, swa_full=config.swa_full,
             )
         except Exception:
             llama_cpp.llama_model_free(self._model)
@@ -84,6 +91,8 @@ class LlamaEngine:
         self.model_name = native.model_metadata(self._model, "general.name") or config.model_path.stem
         self.chat_template = native.model_chat_template(self._model)
         self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._cache = PromptCache(self._mem, llama_cpp.llama_model_n_swa(self._model))
+        self._pool = SlotPool(self.parallel)
         self._batch = llama_cpp.llama_batch_init(self._step_capacity, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)
         # Checked by llama.cpp's CPU backend between graph nodes (~3 % of a step here).
@@ -100,7 +109,8 @@ class LlamaEngine:
         self.interrupted_steps = 0
         self._interrupt = False  # set by submit(): abort the step in flight (see _should_interrupt)
         self._totals = {"requests": 0, "completed": 0, "aborted": 0, "errors": 0,
-                        "prompt_tokens": 0, "generated_tokens": 0}
+                        "prompt_tokens": 0, "generated_tokens": 0, "prompt_tokens_cached": 0,
+                        "context_shifts": 0}
         # Events for asyncio, sent once per decode step: one loop wake-up per step instead of
         # one per token per sequence (each wake-up competes with the decode threads for CPU).
         self._outbox: list[tuple[GenerationStream, Callable[..., None], tuple[object, ...]]] = []
@@ -144,17 +154,19 @@ class LlamaEngine:
         return stream
 
     def _should_interrupt(self, seq: Sequence) -> bool:
-        """A new local request with a short prompt cuts the step in flight short, if it could
-        take a slot right away: llama.cpp rolls the aborted step back and the engine redoes it
-        after the newcomer's prompt-only step, so its first token never waits a whole step."""
-        if seq.request.origin is not Origin.LOCAL or len(seq.to_feed) > self.n_batch:
+        """A new local request with a short prompt (after the prompt cache) cuts the step in
+        flight short, if it could take a slot right away: llama.cpp stops between micro-batches,
+        the engine keeps what was finished and redoes the rest after the newcomer's prompt-only
+        step, so its first token never waits a whole step."""
+        if seq.request.origin is not Origin.LOCAL or not self._decoding:
             return False
-        if not self._decoding:
+        free = [i for i, s in enumerate(self._slots) if s is None]
+        if not free and not (self.config.preempt and any(
+                s is not None and s.request.origin is Origin.HORDE for s in self._slots)):
             return False
-        if any(s is None for s in self._slots):
-            return True
-        return self.config.preempt and any(
-            s is not None and s.request.origin is Origin.HORDE for s in self._slots)
+        # list() takes a consistent copy: the decode thread may be growing or cutting a slot's record.
+        cached = max((common_prefix(list(self._pool.slots[i].cached), seq.to_feed) for i in free), default=0)
+        return len(seq.to_feed) - cached <= SHORT_PROMPT_TOKENS
 
     def abort(self, genkey: str) -> bool:
         """Abort a queued or running request; True if it was found."""
@@ -220,25 +232,93 @@ class LlamaEngine:
                 if victims:
                     victim = max(victims, key=lambda s: s.order)  # the newest Horde job loses least
                     self._release_slot(victim)
+                    self._orphan_twins(victim)
                     victim.prepare_resume()
                     heapq.heappush(self._pending, (victim.sort_key, victim))
                     continue
             if not free:
                 return
             heapq.heappop(self._pending)
-            seq.seq_id = free[0]
-            seq.state = RequestState.PROMPT
-            self._slots[free[0]] = seq
+            self._place(seq, free)
 
-    def _release_slot(self, seq: Sequence) -> None:
+    def _place(self, seq: Sequence, free: list[int]) -> None:
+        """Give ``seq`` the free slot that already holds most of its prompt, keep that part
+        of the KV (shifted if older turns were dropped) and feed only the rest."""
+        leader = self._twin_leader(seq)
+        if leader is not None:  # the same prompt is being fed right now: wait for a copy of it
+            slot = self._pool.cold(seq.request.origin, free)
+            self._cache.clear(slot)
+            self._pool.take(slot, seq.request.origin)
+            seq.seq_id, seq.n_past, seq.to_feed = slot.seq_id, 0, []
+            seq.twin_of = leader
+            leader.twins.append(seq)
+            seq.state = RequestState.PROMPT
+            self._slots[slot.seq_id] = seq
+            return
+        choice = self._pool.choose(seq.to_feed, seq.request.origin, free)
+        assert choice is not None
+        slot = choice.slot
+        reuse, shifted = self._cache.prepare(choice, seq.to_feed)
+        self._pool.take(slot, seq.request.origin)
+        seq.seq_id = slot.seq_id
+        seq.n_past = reuse
+        del seq.to_feed[:reuse]
+        if seq.preemptions == 0:
+            seq.cached_tokens = reuse
+            self._totals["prompt_tokens_cached"] += reuse
+        if shifted:
+            self._totals["context_shifts"] += 1
+        seq.state = RequestState.PROMPT
+        self._slots[slot.seq_id] = seq
+
+    def _twin_leader(self, seq: Sequence) -> Sequence | None:
+        """A running sequence still feeding exactly this prompt (OpenAI ``n`` > 1), if any."""
+        if seq.preemptions or seq.request.origin is not Origin.LOCAL or len(seq.prompt_tokens) < 2:
+            return None
+        for other in self._slots:
+            if (other is not None and other.state is RequestState.PROMPT and other.twin_of is None
+                    and not other.generated and other.preemptions == 0 and other.to_feed
+                    and other.prompt_tokens == seq.prompt_tokens and not other.aborted):
+                return other
+        return None
+
+    def _fork_twins(self, outputs: list[tuple[Sequence, int]]) -> None:
+        """Leaders whose prompt just completed: copy their KV to each waiting twin, which then
+        samples its first token from the leader's logits with its own sampler."""
+        for seq, index in list(outputs):
+            twins, seq.twins = seq.twins, []
+            for twin in twins:
+                if twin.twin_of is not seq or twin.aborted or twin.finish_reason is not None:
+                    continue
+                assert seq.seq_id is not None and twin.seq_id is not None
+                src, dst = self._pool.slots[seq.seq_id], self._pool.slots[twin.seq_id]
+                llama_cpp.llama_memory_seq_cp(self._mem, seq.seq_id, twin.seq_id, -1, -1)
+                dst.cached, dst.safe_from, dst.shifted = list(src.cached), src.safe_from, src.shifted
+                twin.n_past, twin.twin_of, twin.cached_tokens = seq.n_past, None, seq.cached_tokens
+                outputs.append((twin, index))
+
+    def _orphan_twins(self, seq: Sequence) -> None:
+        """A leader ended before its prompt was done: its twins feed the prompt themselves."""
+        for twin in seq.twins:
+            if twin.twin_of is seq:
+                twin.twin_of = None
+                twin.to_feed = list(twin.prompt_tokens)
+        seq.twins = []
+
+    def _release_slot(self, seq: Sequence, keep_cache: bool = True) -> None:
+        """Give the slot back; its tokens and KV stay for the next request unless told not to."""
         if seq.seq_id is not None:
-            llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+            slot = self._pool.slots[seq.seq_id]
+            self._pool.touch(slot)
+            if not keep_cache:
+                self._cache.clear(slot)
             self._slots[seq.seq_id] = None
             seq.seq_id = None
 
     def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
         """End a sequence: free its slot and sampler, flush text, hand the result to asyncio."""
-        self._release_slot(seq)
+        self._release_slot(seq, keep_cache=reason is not FinishReason.ERROR)
+        self._orphan_twins(seq)
         seq.finish_reason = reason
         seq.finished_at = time.monotonic()
         if reason is not FinishReason.ABORT and reason is not FinishReason.ERROR:
@@ -316,6 +396,33 @@ class LlamaEngine:
         return self._thread.is_alive(), (time.monotonic() - started) if started else 0.0
 
     def _step(self, active: list[Sequence]) -> None:
+        """One decode step: plan the batch, decode it, and sample what it produced."""
+        generating, prompt_takes, outputs = self._plan(active)
+        if self._batch.n_tokens == 0:
+            return
+        self._decoding = True
+        try:
+            rc = llama_cpp.llama_decode(self._ctx, self._batch)
+        finally:
+            self._decoding = False
+            self._interrupt = False
+        if rc == 2:  # interrupted for a new local request
+            self._keep_finished_work(generating, prompt_takes)
+            self.interrupted_steps += 1
+            return
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        # Positions advance only after a successful decode.
+        for seq in generating:
+            self._advance(seq, [seq.last_token])  # type: ignore[list-item]
+        for seq, chunk in prompt_takes:
+            self._advance(seq, chunk)
+        self._fork_twins(outputs)
+        self._sample(outputs)
+
+    def _plan(self, active: list[Sequence]) -> tuple[
+            list[Sequence], list[tuple[Sequence, list[int]]], list[tuple[Sequence, int]]]:
+        """Fill the batch: one token per generating sequence, then prompt chunks."""
         batch = self._batch
         n = 0
         outputs: list[tuple[Sequence, int]] = []
@@ -331,20 +438,21 @@ class LlamaEngine:
             n += 1
 
         generating = [s for s in active if s.state is RequestState.GENERATING and s.last_token is not None]
-        prompts = sorted((s for s in active if s.state is RequestState.PROMPT), key=lambda s: s.sort_key)
+        prompts = sorted((s for s in active if s.state is RequestState.PROMPT and s.twin_of is None),
+                         key=lambda s: s.sort_key)
         # A new local request with a short prompt gets a prompt-only step: its first token comes
         # after one small step instead of a full step of every sequence (TTFT under load), and
         # the others lose one step. Long prompts and Horde jobs never get this, so nothing
         # can stall the generating sequences for long.
         fast = [s for s in prompts if s.request.origin is Origin.LOCAL and not s.generated
-                and s.preemptions == 0 and len(s.to_feed) <= self.n_batch]
+                and s.preemptions == 0 and len(s.to_feed) <= SHORT_PROMPT_TOKENS]
         if fast and generating:
             generating, prompts = [], fast
         for seq in generating:  # one token for every generating sequence first: they never stall
             add(seq.last_token, seq.n_past, seq.seq_id, True)
             outputs.append((seq, n - 1))
         budget = self.n_batch - n
-        prompt_takes: list[tuple[Sequence, int]] = []
+        prompt_takes: list[tuple[Sequence, list[int]]] = []
         for seq in prompts:
             if budget <= 0:
                 break
@@ -353,40 +461,56 @@ class LlamaEngine:
             for i, token in enumerate(chunk):
                 add(token, seq.n_past + i, seq.seq_id, completes and i == len(chunk) - 1)
             budget -= len(chunk)
-            prompt_takes.append((seq, len(chunk)))
+            prompt_takes.append((seq, chunk))
             if completes:
                 outputs.append((seq, n - 1))
-        if n == 0:
-            return
         batch.n_tokens = n
-        self._decoding = True
-        try:
-            rc = llama_cpp.llama_decode(self._ctx, batch)
-        finally:
-            self._decoding = False
-            self._interrupt = False
-        if rc == 2:  # interrupted for a new local request
-            # llama.cpp rolls back the micro-batch it was in, but keeps the ones it finished
-            # (a mixed step is split per sequence): drop everything past what we counted.
-            for seq in generating + [seq for seq, _ in prompt_takes]:
-                llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, seq.n_past, -1)
-            self.interrupted_steps += 1
-            return
-        if rc != 0:
-            raise RuntimeError(f"llama_decode returned {rc}")
-        now = time.monotonic()
-        # Positions advance only after a successful decode.
+        return generating, prompt_takes, outputs
+
+    def _advance(self, seq: Sequence, tokens: list[int]) -> None:
+        """``tokens`` are in the sequence's KV now: move its position and its slot's record."""
+        assert seq.seq_id is not None
+        self._cache.fed(self._pool.slots[seq.seq_id], tokens)
+        seq.n_past += len(tokens)
+        if seq.state is RequestState.PROMPT:
+            del seq.to_feed[:len(tokens)]
+
+    def _keep_finished_work(self, generating: list[Sequence],
+                            prompt_takes: list[tuple[Sequence, list[int]]]) -> None:
+        """After an interrupted step: llama.cpp kept the micro-batches it finished. Prompt
+        tokens that landed stay (except a completing chunk's last token: its logits are gone);
+        a generating sequence's token is decoded again, since its logits are gone too."""
         for seq in generating:
-            seq.n_past += 1
-        for seq, take in prompt_takes:
-            seq.n_past += take
-            del seq.to_feed[:take]
+            self._roll_back_to(seq, seq.n_past)
+        for seq, chunk in prompt_takes:
+            assert seq.seq_id is not None
+            landed = int(llama_cpp.llama_memory_seq_pos_max(self._mem, seq.seq_id)) + 1 - seq.n_past
+            keep = max(0, min(landed, len(chunk) - (1 if len(chunk) == len(seq.to_feed) else 0)))
+            if self._roll_back_to(seq, seq.n_past + keep) and keep:
+                self._advance(seq, chunk[:keep])
+
+    def _roll_back_to(self, seq: Sequence, n_past: int) -> bool:
+        """Drop the sequence's KV past ``n_past``; where the memory cannot drop part of a
+        sequence (recurrent/hybrid models), feed the whole sequence again. False then."""
+        assert seq.seq_id is not None
+        slot = self._pool.slots[seq.seq_id]
+        if self._cache.rollback(slot, n_past):
+            return True
+        seq.to_feed = list(seq.prompt_tokens) + list(seq.generated)  # generated ends with last_token
+        seq.n_past = 0
+        seq.last_token = None
+        seq.state = RequestState.PROMPT
+        return False
+
+    def _sample(self, outputs: list[tuple[Sequence, int]]) -> None:
+        """Sample every sequence that got logits, outside the lock that submit/abort/snapshot
+        take; then, under it, stream the text and finish what is done."""
+        now = time.monotonic()
+        sampled = [(seq, cast(SamplerChain, seq.sampler).sample(self._ctx, index))
+                   for seq, index in outputs if not seq.aborted and seq.finish_reason is None]
         generated_now = 0
         with self._cond:
-            for seq, index in outputs:
-                if seq.aborted or seq.finish_reason is not None:
-                    continue
-                token = cast(SamplerChain, seq.sampler).sample(self._ctx, index)
+            for seq, token in sampled:
                 seq.state = RequestState.GENERATING
                 if self.vocab.is_eog(token) and not seq.request.ban_eos:
                     self._finish(seq, FinishReason.STOP)

@@ -1,4 +1,9 @@
-"""Make a request's prompt fit its context: cut from the left (KoboldAI) or refuse (OpenAI)."""
+"""Make a request's prompt fit its context: cut from the left (KoboldAI) or refuse (OpenAI).
+
+The cut keeps the request's first ``n_keep`` tokens (memory, system prompt) and drops the
+oldest tokens after them, so the engine can line the rest up with a slot's cached KV and
+shift it (ContextShift) instead of processing the whole context again.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +30,13 @@ def fit_prompt(vocab: Vocab, request: GenerationRequest, n_ctx_per_seq: int) -> 
     budget = limit - max_tokens
     if len(tokens) <= budget:
         return tokens, max_tokens, 0
-    # The kept prefix (BOS, KoboldAI memory: request.n_keep) survives; the oldest text after it goes.
-    head = max(request.n_keep, 1 if vocab.add_bos and tokens[0] == vocab.bos else 0)
-    head = max(0, min(head, budget - 1))  # at least the prompt's last token stays
+    head = kept_head(tokens, request.n_keep, budget, vocab.bos if vocab.add_bos else None)
     fitted = tokens[:head] + tokens[len(tokens) - (budget - head):]
     return fitted, max_tokens, len(tokens) - len(fitted)
+
+
+def kept_head(tokens: list[int], n_keep: int, budget: int, bos: int | None) -> int:
+    """How many leading tokens survive a cut: the request's ``n_keep`` (memory / system
+    prompt), at least the BOS token, at most half the budget (the newest text must fit too)."""
+    head = max(n_keep, 1 if bos is not None and tokens and tokens[0] == bos else 0)
+    return min(head, budget // 2) if head > 1 else min(head, budget)

@@ -98,6 +98,11 @@ class Sequence:
         self.state = RequestState.QUEUED
         self.aborted = False
         self.preemptions = 0
+        self.cached_tokens = 0  # prompt tokens found in the slot's cache at admission
+        # Twins (OpenAI ``n``): identical prompts admitted together. The leader feeds the prompt;
+        # each twin waits in its own slot and gets a copy of the leader's KV (llama_memory_seq_cp).
+        self.twin_of: Sequence | None = None
+        self.twins: list[Sequence] = []
         self.queued_at = time.monotonic()
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
@@ -120,6 +125,7 @@ class Sequence:
     def prepare_resume(self) -> None:
         """After preemption: everything decoded so far must be fed again as prompt."""
         self.to_feed = list(self.prompt_tokens) + list(self.generated)
+        self.twin_of = None
         self.last_token = None
         self.n_past = 0
         self.seq_id = None
@@ -141,6 +147,7 @@ class Sequence:
             tokens=len(self.generated),
             tokens_per_s=round(self.tokens_per_s(now), 2),
             age_s=round(now - self.queued_at, 2),
+            cached_tokens=self.cached_tokens,
         )
 
     def result(self, error: str | None = None) -> GenerationResult:
@@ -158,4 +165,5 @@ class Sequence:
             error=error,
             stop_text=self.stops.matched,
             logprobs=tuple(lp) if (lp := getattr(self.sampler, "logprobs", None)) is not None else None,
+            cached_tokens=self.cached_tokens,
         )

@@ -90,6 +90,9 @@ class GenerationRequest:
     ``context - max_tokens`` (KoboldAI/KoboldCpp behaviour); False = reject a prompt
     that does not fit with ``PromptTooLongError`` (OpenAI behaviour).
     ``max_context``: the client's own ``max_context_length`` (capped by the engine's).
+    ``n_keep``: number of leading prompt tokens never discarded when the prompt is cut to
+    fit (KoboldAI ``memory``, a system prompt): the cut, and a context shift of the cached
+    KV, drop the oldest tokens *after* them (llama.cpp's ``n_keep``; 0 keeps only BOS).
     """
 
     prompt: str
@@ -134,6 +137,7 @@ class GenerationResult:
     error: str | None = None
     stop_text: str | None = None  # the stop sequence that ended the text (it is not in ``text``)
     logprobs: tuple[TokenLogprob, ...] | None = None  # per sampled token, when asked for
+    cached_tokens: int = 0  # prompt tokens whose KV was reused from an earlier request
 
     @property
     def tokens_per_s(self) -> float:
@@ -187,6 +191,7 @@ class QueueEntry:
     tokens: int
     tokens_per_s: float
     age_s: float
+    cached_tokens: int = 0  # prompt tokens found in the slot's cache (not processed again)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -205,6 +210,8 @@ class EngineTotals:
     generated_tokens: int = 0
     last_tokens_per_s: float = 0.0  # aggregate generation speed over the last few seconds
     interrupted_steps: int = 0  # decode steps cut short so a new local request starts at once
+    prompt_tokens_cached: int = 0  # prompt tokens reused from a slot's cache instead of processed
+    context_shifts: int = 0  # times a slot's KV was shifted to drop old turns instead of recomputed
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,280 @@
+"""Slots that remember, measured side by side in one run (issue 9's benchmarks).
+
+Prints, for koboldtui and (with ``--llama-server PATH``) llama.cpp's own ``llama-server``
+on the same GGUF, threads and slots:
+  1. time to first token of a warm chat turn (a ~1,500-token history resent with one new
+     line) against a short prompt's: target <= 2x, and <= llama-server's warm TTFT;
+  2. a 30-turn chat (a ~700-token log, then one short question per turn) that outgrows
+     a 1,024-token context (its own instance, --ctx 1024: the engine cuts and shifts):
+     every turn's TTFT after the cold first one <= 3x a short prompt's (koboldtui only:
+     llama-server refuses prompts beyond its context);
+  3. 4 sequences in gapped slots (0,2,4,6) / contiguous slots (0,1,2,3), a bare
+     llama_decode loop with the engine's context settings: target >= 0.9;
+  4. 8-concurrent aggregate tok/s, koboldtui / llama-server: target >= 1.0.
+Runs never overlap. Build llama-server from the llama.cpp that llama-cpp-python 0.3.36
+vendors (see the README); without it that column is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from koboldtui.config import physical_cores  # noqa: E402
+from koboldtui.models.bundled import resolve_model_path  # noqa: E402
+
+PARAGRAPH = ("Entry {i}. The tide came in early today and the keeper wrote it down: wind from the "
+             "north-west, a grey sky, two fishing boats at noon and a cargo ship at four. ")
+LONG_PROMPTS = [f"Story {i}: In a small village by the sea, there lived" for i in range(8)]
+
+
+class Server:
+    """One HTTP server under test: how to start it and how to ask it for a completion."""
+
+    def __init__(self, name: str, argv: list[str], port: int, kind: str) -> None:
+        self.name, self.argv, self.port, self.kind = name, argv, port, kind
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.base + "/health").status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.proc.kill()
+        raise SystemExit(f"{self.name} did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(30)
+
+    def body(self, prompt: str, n: int, stream: bool, max_context: int | None = None) -> tuple[str, dict]:
+        if self.kind == "koboldtui":
+            body = {"prompt": prompt, "max_length": n, "temperature": 0, "rep_pen": 1.0,
+                    "ban_eos_token": True}
+            if max_context:
+                body["max_context_length"] = max_context
+            return ("/api/extra/generate/stream" if stream else "/api/v1/generate"), body
+        return "/completion", {"prompt": prompt, "n_predict": n, "temperature": 0, "ignore_eos": True,
+                               "stream": stream, "cache_prompt": True}
+
+    async def ttft(self, c: httpx.AsyncClient, prompt: str, n: int = 8,
+                   max_context: int | None = None) -> tuple[float, str]:
+        """Seconds to the first streamed token, and the whole text."""
+        path, body = self.body(prompt, n, True, max_context)
+        t0 = time.perf_counter()
+        first = 0.0
+        text = []
+        async with c.stream("POST", path, json=body) as r:
+            r.raise_for_status()
+            async for line in r.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = json.loads(line[5:])
+                piece = data.get("token") if self.kind == "koboldtui" else data.get("content")
+                if piece:
+                    first = first or time.perf_counter() - t0
+                    text.append(piece)
+        return first or time.perf_counter() - t0, "".join(text)
+
+    async def generate(self, c: httpx.AsyncClient, prompt: str, n: int) -> None:
+        path, body = self.body(prompt, n, False)
+        (await c.post(path, json=body)).raise_for_status()
+
+
+async def short_ttft(server: Server, c: httpx.AsyncClient) -> float:
+    return statistics.median([(await server.ttft(c, f"Hello number {i}!", 4))[0] for i in range(5)])
+
+
+async def warm_turns(server: Server, c: httpx.AsyncClient, entries: int) -> tuple[float, float]:
+    """TTFT of the first (cold) turn of a long chat, and the median of the next warm turns."""
+    history = "".join(PARAGRAPH.format(i=i) for i in range(entries))
+    cold, answer = await server.ttft(c, history, 16)
+    warm = []
+    for turn in range(5):
+        history += answer + f"\nQuestion {turn}: what happened next?\nAnswer:"
+        t, answer = await server.ttft(c, history, 16)
+        warm.append(t)
+    return cold, statistics.median(warm)
+
+
+async def long_chat(server: Server, c: httpx.AsyncClient, turns: int = 30) -> list[float]:
+    """A user typing one short line per turn after a long log: it outgrows 1,024 tokens
+    by turn ~8, and every later turn is cut (and shifted)."""
+    history = "[A log kept by a lighthouse keeper.]\n" + "".join(PARAGRAPH.format(i=i) for i in range(20))
+    times = []
+    for turn in range(turns):
+        history += f"\nQuestion {turn}: what happened next?\nAnswer:"
+        t, answer = await server.ttft(c, history, 24, max_context=1024)
+        history += answer + "\n"
+        times.append(t)
+    return times
+
+
+async def concurrent_rate(server: Server, c: httpx.AsyncClient, n: int) -> float:
+    t0 = time.perf_counter()
+    await asyncio.gather(*(server.generate(c, p, n) for p in LONG_PROMPTS))
+    return n * len(LONG_PROMPTS) / (time.perf_counter() - t0)
+
+
+def client(server: Server) -> httpx.AsyncClient:
+    # A fresh connection per request: llama-server drops idle keep-alive connections, which
+    # httpx would otherwise reuse and fail on.
+    return httpx.AsyncClient(base_url=server.base, timeout=600,
+                             limits=httpx.Limits(max_keepalive_connections=0))
+
+
+async def measure(server: Server, tokens: int) -> dict[str, object]:
+    async with client(server) as c:
+        await server.ttft(c, "Warm-up", 4)
+        out: dict[str, object] = {"short": await short_ttft(server, c)}
+        out["cold"], out["warm"] = await warm_turns(server, c, 40)
+        out["rate8"] = await concurrent_rate(server, c, tokens)
+    return out
+
+
+async def measure_chat(server: Server) -> dict[str, object]:
+    async with client(server) as c:
+        await server.ttft(c, "Warm-up", 4)
+        out: dict[str, object] = {"short": await short_ttft(server, c)}
+        out["chat"] = await long_chat(server, c)
+        out["status"] = (await c.get("/api/koboldtui/status")).json()["totals"]
+    return out
+
+
+def koboldtui_server(model: Path, port: int, ctx: int, parallel: int, threads: int) -> Server:
+    return Server("koboldtui", [sys.executable, "-m", "koboldtui.cli", "serve", "--model", str(model),
+                                "--port", str(port), "--ctx", str(ctx), "--parallel", str(parallel),
+                                "--threads", str(threads)], port, "koboldtui")
+
+
+def gap_ratio(model: Path, threads: int, steps: int = 48) -> tuple[float, float, float]:
+    """tok/s of 4 sequences at seq ids 0,2,4,6 vs 0,1,2,3 (the engine's context settings),
+    and the gapped rate with a unified KV cache for comparison."""
+    import llama_cpp
+
+    from koboldtui.engine import native
+
+    model_p, _ = native.load_model(model, gpu_layers=0)
+
+    def run(ids: list[int], unified: bool) -> float:
+        ctx = native.create_context(model_p, n_ctx=1024 * 8, n_batch=512, n_ubatch=512, n_seq_max=8,
+                                    threads=threads)
+        if unified:
+            llama_cpp.llama_free(ctx)
+            params = llama_cpp.llama_context_default_params()
+            params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = 1024 * 8, 512, 512, 8
+            params.n_threads = params.n_threads_batch = threads
+            params.kv_unified, params.n_outputs_max, params.swa_full = True, 8, False
+            ctx = llama_cpp.llama_init_from_model(model_p, params)
+        batch = llama_cpp.llama_batch_init(512, 0, 1)
+        tok = native.Vocab(model_p).tokenize("Once upon a time")
+        k = 0
+        for s in ids:
+            for i, t in enumerate(tok):
+                batch.token[k], batch.pos[k], batch.n_seq_id[k], batch.logits[k] = t, i, 1, 0
+                batch.seq_id[k][0] = s
+                k += 1
+        batch.n_tokens = k
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+        t0 = time.perf_counter()
+        for step in range(steps):
+            for j, s in enumerate(ids):
+                batch.token[j], batch.pos[j], batch.n_seq_id[j], batch.logits[j] = 100 + j, len(tok) + step, 1, 1
+                batch.seq_id[j][0] = s
+            batch.n_tokens = len(ids)
+            assert llama_cpp.llama_decode(ctx, batch) == 0
+        rate = steps * len(ids) / (time.perf_counter() - t0)
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(ctx)
+        return rate
+
+    rates: dict[str, list[float]] = {"contiguous": [], "gapped": [], "unified": []}
+    for _ in range(3):  # interleaved, so a burst of load on the machine hits all three alike
+        rates["contiguous"].append(run([0, 1, 2, 3], False))
+        rates["gapped"].append(run([0, 2, 4, 6], False))
+        rates["unified"].append(run([0, 2, 4, 6], True))
+    contiguous, gapped, unified = (statistics.median(rates[k]) for k in ("contiguous", "gapped", "unified"))
+    llama_cpp.llama_model_free(model_p)
+    return gapped, contiguous, unified
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--tokens", type=int, default=48, help="tokens per request in the 8-concurrent run")
+    parser.add_argument("--threads", type=int, default=physical_cores())
+    parser.add_argument("--llama-server", default=None, help="path of a llama-server binary (optional)")
+    parser.add_argument("--port", type=int, default=5097)
+    args = parser.parse_args()
+    model = resolve_model_path(args.model)
+    os.environ.setdefault("KOBOLDTUI_LLAMA_VERBOSE", "0")
+    ctx, parallel = 2048, 8
+    print(f"model {model.name}, {args.threads} threads, --ctx {ctx} per slot, {parallel} slots\n")
+
+    with koboldtui_server(model, args.port, ctx, parallel, args.threads) as ours:
+        k = asyncio.run(measure(ours, args.tokens))
+    with koboldtui_server(model, args.port + 2, 1024, 2, args.threads) as chat_server:
+        kc = asyncio.run(measure_chat(chat_server))
+    peer = None
+    if args.llama_server and Path(args.llama_server).exists():
+        theirs = Server("llama-server", [args.llama_server, "-m", str(model), "--port", str(args.port + 1),
+                                         "-c", str(ctx * parallel), "-np", str(parallel), "-t", str(args.threads),
+                                         "-tb", str(args.threads), "-b", "512", "-ub", "512"],
+                        args.port + 1, "llama-server")
+        try:
+            with theirs:
+                peer = asyncio.run(measure(theirs, args.tokens))
+        except (httpx.HTTPError, SystemExit) as exc:
+            print(f"llama-server run failed, its column is skipped: {exc!r}")
+    gapped, contiguous, unified = gap_ratio(model, args.threads)
+
+    def ms(x: object) -> str:
+        return f"{float(x) * 1000:.0f} ms"  # type: ignore[arg-type]
+
+    print("| | koboldtui | llama-server |")
+    print("|---|---|---|")
+    for key, label in (("short", "short prompt TTFT"), ("cold", "first turn TTFT (~1,600 tokens, cold)"),
+                       ("warm", "next turn TTFT (warm, median of 5)")):
+        print(f"| {label} | {ms(k[key])} | {ms(peer[key]) if peer else '-'} |")
+    print(f"| 8 concurrent, aggregate tok/s | {k['rate8']:.1f} | {peer['rate8'] if peer else '-'} |")
+    print()
+    warm_ratio = float(k["warm"]) / float(k["short"])  # type: ignore[arg-type]
+    print(f"warm turn / short prompt TTFT = {warm_ratio:.2f}  (target <= 2)")
+    if peer:
+        print(f"warm turn TTFT koboldtui / llama-server = {float(k['warm']) / float(peer['warm']):.2f}  (target <= 1)")
+        print(f"8-concurrent tok/s koboldtui / llama-server = {float(k['rate8']) / float(peer['rate8']):.2f}  "
+              "(target >= 1.0)")
+    chat = kc["chat"]
+    assert isinstance(chat, list)
+    short = float(kc["short"])  # type: ignore[arg-type]
+    print(f"30-turn chat beyond --ctx 1024 (its own instance, 2 slots): short prompt TTFT {ms(short)}, "
+          f"worst turn TTFT {ms(max(chat))}, median {ms(statistics.median(chat))}; worst / short = "
+          f"{max(chat) / short:.2f}, worst of turns 2-30 / short = {max(chat[1:]) / short:.2f}  (target <= 3)")
+    totals = kc["status"]
+    assert isinstance(totals, dict)
+    print(f"koboldtui totals: prompt_tokens {totals['prompt_tokens']}, cached {totals.get('prompt_tokens_cached')}, "
+          f"context_shifts {totals.get('context_shifts')}")
+    print(f"4 sequences gapped (0,2,4,6) / contiguous (0,1,2,3) = {gapped / contiguous:.2f}  (target >= 0.9); "
+          f"unified KV, gapped / split contiguous = {unified / contiguous:.2f}")
+
+
+if __name__ == "__main__":
+    main()
