@@ -31,8 +31,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from koboldtui.config import physical_cores  # noqa: E402
-from koboldtui.models.bundled import resolve_model_path  # noqa: E402
+from koboldtui.config import physical_cores
+from koboldtui.models.bundled import resolve_model_path
 
 PARAGRAPH = ("Entry {i}. The tide came in early today and the keeper wrote it down: wind from the "
              "north-west, a grey sky, two fishing boats at noon and a cargo ship at four. ")

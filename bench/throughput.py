@@ -26,8 +26,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from koboldtui.config import physical_cores  # noqa: E402
-from koboldtui.models.bundled import resolve_model_path  # noqa: E402
+from koboldtui.config import physical_cores
+from koboldtui.models.bundled import resolve_model_path
 
 PROMPTS = [f"Story {i}: In a small village by the sea, there lived" for i in range(8)]
 

@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def client(shared_models_dir):
     model = next(shared_models_dir.glob("*.gguf"))
-    with running_instance(ServeConfig(ctx=256, parallel=2, batch_size=64), model) as (base, _):
-        with httpx.Client(base_url=base, timeout=60) as c:
-            yield c
+    with running_instance(ServeConfig(ctx=256, parallel=2, batch_size=64), model) as (base, _), \
+            httpx.Client(base_url=base, timeout=60) as c:
+        yield c
 
 
 def test_second_chat_turn_reports_cached_tokens_everywhere(client):

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from koboldtui.control.command import probe_command_health
-from koboldtui.control.process import LAUNCH_TOKEN_ENV, environ_has
 from koboldtui.control.probe import Health, fetch_status, instance_identity, probe_health
-from koboldtui.control.process import cmdline_has, pid_alive
+from koboldtui.control.process import LAUNCH_TOKEN_ENV, cmdline_has, environ_has, pid_alive
 from koboldtui.store.instances import Launch
 
 
