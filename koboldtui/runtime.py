@@ -230,18 +230,22 @@ class Runtime:
             raise NotReadyError("the model is still loading: retry in a few seconds")
         return self.engine
 
-    def submit(self, request: GenerationRequest) -> GenerationHandle:
-        """Queue a request; local ones shut the Horde's window until ``window_s`` after they end."""
-        if self.stopping:
-            raise NotReadyError("the instance is shutting down: send the request to it again "
-                                "once it has restarted")
+    async def submit(self, request: GenerationRequest) -> GenerationHandle:
+        """Queue a request; local ones shut the Horde's window until ``window_s`` after they end.
+
+        The prompt is tokenized in a worker thread (``engine.submit_async``): the event loop
+        keeps answering /health and other clients meanwhile."""
+        self._refuse_if_stopping()
         engine = self.require_engine()
         local = request.origin is Origin.LOCAL
         if local:
             self.gate.local_started()
         try:
-            handle = engine.submit(request)
-        except Exception:
+            handle = await engine.submit_async(request)
+            if self.stopping:  # the stop signal came while the prompt was tokenized
+                handle.abort()
+                self._refuse_if_stopping()
+        except BaseException:  # an EngineError, or the client went away while it was tokenized
             if local:
                 self.gate.local_finished()
             raise
@@ -258,6 +262,11 @@ class Runtime:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return handle
+
+    def _refuse_if_stopping(self) -> None:
+        if self.stopping:
+            raise NotReadyError("the instance is shutting down: send the request to it again "
+                                "once it has restarted")
 
     async def _track(self, handle: GenerationHandle, local: bool) -> None:
         try:

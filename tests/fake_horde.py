@@ -464,6 +464,9 @@ class ScriptedEngine:
         self.running.add(handle)
         return handle
 
+    async def submit_async(self, request: GenerationRequest) -> ScriptedHandle:
+        return self.submit(request)
+
     def release_all(self, finish: FinishReason = FinishReason.LENGTH) -> None:
         for handle in list(self.running):
             handle.release(finish)

@@ -60,7 +60,7 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
 
     async def generate(request: Request) -> JSONResponse:
         gen, options = await request_from_body(runtime, await json_body(request))
-        handle = runtime.submit(gen)
+        handle = await runtime.submit(gen)
         result = await result_unless_disconnected(request, handle)
         if result.error:
             raise BadRequest(f"generation failed: {result.error}", status=500)
@@ -74,7 +74,7 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
 
     async def generate_stream(request: Request) -> StreamingResponse:
         gen, options = await request_from_body(runtime, await json_body(request))
-        handle = runtime.submit(gen)
+        handle = await runtime.submit(gen)
 
         async def events() -> AsyncIterator[bytes]:
             try:

@@ -185,8 +185,15 @@ async def _several(request: Request, runtime: Runtime, gen: GenerationRequest, n
     """n choices: n requests with the same prompt; the engine feeds the prompt once and copies
     its KV to the others (each samples with its own seed: seed, seed + 1, ... when one is given)."""
     seed = gen.sampling.seed
-    handles = [runtime.submit(replace(gen, genkey=new_genkey(), sampling=replace(
-        gen.sampling, seed=(seed + i) % 2**32 if seed >= 0 else -1))) for i in range(n)]
+    handles: list[GenerationHandle] = []
+    try:
+        for i in range(n):
+            handles.append(await runtime.submit(replace(gen, genkey=new_genkey(), sampling=replace(
+                gen.sampling, seed=(seed + i) % 2**32 if seed >= 0 else -1))))
+    except BaseException:  # a full queue (or a client gone) for a later choice: drop the others
+        for handle in handles:
+            handle.abort()
+        raise
 
     async def watch() -> None:  # one reader of the request: a disconnect aborts every choice
         while (await request.receive())["type"] != "http.disconnect":
@@ -268,7 +275,7 @@ def openai_routes(runtime: Runtime) -> list[Route]:
         n = _choices(runtime, body, stream)
         if n > 1:
             return await _several(request, runtime, gen, n, chat)
-        handle = runtime.submit(gen)
+        handle = await runtime.submit(gen)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         model = model_id(runtime)

@@ -47,8 +47,13 @@ class TextEngine(Protocol):
     def submit(self, request: GenerationRequest) -> GenerationHandle:
         """Queue a request; raises QueueFullError / PromptTooLongError / EngineClosedError.
 
-        Must be called from the asyncio event loop that consumes the handle.
+        Must be called from the asyncio event loop that consumes the handle; it may
+        tokenize there, so servers call ``submit_async``.
         """
+        ...
+
+    async def submit_async(self, request: GenerationRequest) -> GenerationHandle:
+        """``submit`` with the tokenizing done off the event loop (same errors)."""
         ...
 
     def abort(self, genkey: str) -> bool: ...

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import NamedTuple, cast
 
 import llama_cpp
 
@@ -49,6 +49,21 @@ RECENT_KEEP_S = 60.0  # finished requests stay in the status queue this long (th
 # A new local request with at most this many prompt tokens left to process (after the
 # prompt cache) interrupts the step in flight and gets a prompt-only step of its own.
 SHORT_PROMPT_TOKENS = 64
+
+
+class _Prepared(NamedTuple):
+    """A request's fitted prompt and sampler chain, built off the event loop."""
+
+    prompt: list[int]
+    max_tokens: int
+    truncated: int
+    sampler: SamplerChain
+
+
+def _free_unused(work: asyncio.Future[_Prepared]) -> None:
+    """Free the sampler of a request whose submitter was cancelled while it was prepared."""
+    if not work.cancelled() and work.exception() is None:
+        work.result().sampler.free()
 
 
 class LlamaEngine:
@@ -132,20 +147,57 @@ class LlamaEngine:
                            eos_token=self.vocab.token_text(self.vocab.eos))
 
     def submit(self, request: GenerationRequest) -> GenerationStream:
-        """Queue a request (see TextEngine.submit); call from the event loop that reads it."""
-        loop = asyncio.get_running_loop()
-        prompt, max_tokens, truncated = fit_prompt(self.vocab, request, self.n_ctx_per_seq)
-        stream = GenerationStream(request, loop, self.abort)
-        sampler = SamplerChain(request.sampling, self.vocab, request.ban_eos, prompt, self.n_ctx_per_seq)
+        """Queue a request (see TextEngine.submit); call from the event loop that reads it.
+
+        Tokenizes and builds the sampler on the caller's thread: servers use ``submit_async``."""
+        self._check_room()
+        return self._enqueue(request, self._prepare(request))
+
+    async def submit_async(self, request: GenerationRequest) -> GenerationStream:
+        """``submit`` with the slow part (tokenizing, fitting, building the sampler, which may
+        compile a grammar) in a worker thread, so a big prompt never stalls the event loop:
+        only the room check and the enqueue run on it. A full queue or a closing engine raises
+        before any work; a caller cancelled meanwhile leaves nothing behind."""
+        self._check_room()
+        work = asyncio.get_running_loop().run_in_executor(None, self._prepare, request)
+        try:
+            prepared = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(_free_unused)
+            raise
+        return self._enqueue(request, prepared)
+
+    def _check_room(self) -> None:
+        """Raise EngineClosedError / QueueFullError now rather than after tokenizing."""
         with self._cond:
             if self._closing:
-                sampler.free()
                 raise EngineClosedError()
-            if sum(1 for _, waiting in self._pending if not waiting.aborted) >= self.config.max_queue:
-                sampler.free()
+            if self._queued_locked() >= self.config.max_queue:
+                raise QueueFullError(self.config.max_queue)
+
+    def _queued_locked(self) -> int:
+        return sum(1 for _, waiting in self._pending if not waiting.aborted)
+
+    def _prepare(self, request: GenerationRequest) -> _Prepared:
+        """Tokenize, fit and build the sampler chain: thread-safe (read-only on the vocab)."""
+        prompt, max_tokens, truncated = fit_prompt(self.vocab, request, self.n_ctx_per_seq)
+        sampler = SamplerChain(request.sampling, self.vocab, request.ban_eos, prompt, self.n_ctx_per_seq)
+        return _Prepared(prompt, max_tokens, truncated, sampler)
+
+    def _enqueue(self, request: GenerationRequest, prepared: _Prepared) -> GenerationStream:
+        """Queue a prepared request (cheap: the event loop's part of a submit)."""
+        loop = asyncio.get_running_loop()
+        stream = GenerationStream(request, loop, self.abort)
+        with self._cond:
+            if self._closing:
+                prepared.sampler.free()
+                raise EngineClosedError()
+            if self._queued_locked() >= self.config.max_queue:
+                prepared.sampler.free()
                 raise QueueFullError(self.config.max_queue)
             self._order += 1
-            seq = Sequence(stream, prompt, max_tokens, truncated, self._order, sampler)
+            seq = Sequence(stream, prepared.prompt, prepared.max_tokens, prepared.truncated, self._order,
+                           prepared.sampler)
             heapq.heappush(self._pending, (seq.sort_key, seq))
             self._totals["requests"] += 1
             if self._should_interrupt(seq):

@@ -281,7 +281,7 @@ async def run_job_generation(
     """
     try:
         request = job_request(job.payload, limits, index=index)
-        handle = engine.submit(request)
+        handle = await engine.submit_async(request)
         on_handle(request, handle)
         if deadline is None:
             result = await handle.result()
