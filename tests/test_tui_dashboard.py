@@ -119,7 +119,10 @@ async def test_focus_keys_and_abort_selected_request() -> None:
         for key, panel in (("1", "gpus"), ("2", "horde"), ("4", "batch"), ("5", "instances"), ("3", "queue")):
             await pilot.press(key)
             assert app.focused is not None and app.focused.id == panel
-        await pilot.press("down", "a")  # second row: the running Horde job
+        await pilot.press("down", "a")  # second row: the running Horde job: it asks first
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "faulted" in str(app.screen.question)
+        await pilot.press("y")
         await wait_for(pilot, lambda: ("abort", "main", "KTUIhorde0000001") in backend.calls)
 
 
@@ -144,7 +147,7 @@ async def test_queue_rows_update_in_place_and_finished_rows_fade_out() -> None:
         done = row_key("main", "KTUIa1b2c3d4e5f6")
         assert "[dim]" in str(queue.cells(done)[3])  # finished: dimmed, still shown
         vanished = row_key("main", "KTUIq00000000003")
-        assert "done" in str(queue.cells(vanished)[3])  # gone from the status: shown as ended
+        assert "ended" in str(queue.cells(vanished)[3])  # gone from the status: ended, not "done"
         clock.advance(10.5)
         await repoll(pilot, app)
         assert queue.cells(done) is None and queue.cells(vanished) is None
@@ -260,23 +263,37 @@ async def test_first_run_creates_and_starts_an_instance_on_the_bundled_model() -
         assert app.screen.query_one(InstancesTable).cells("default") is not None
 
 
-@pytest.mark.parametrize(("answer", "stop"), [("enter", True), ("n", False)])
-async def test_quit_asks_whether_to_stop_running_instances(answer: str, stop: bool) -> None:
+async def test_q_leaves_instances_running_and_says_so() -> None:
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
         await pilot.press("q")
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press(answer)
         await asyncio.sleep(0.05)
-    assert app.stop_on_exit is stop
+    assert app.stop_on_exit is False
+    assert any("keep running (main)" in str(r) for r in app._exit_renderables)
+
+
+@pytest.mark.parametrize(("answer", "stop"), [("y", True), ("enter", None), ("n", None)])
+async def test_shift_q_stops_everything_after_a_yes(answer: str, stop: bool | None) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("Q")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "4 requests in flight will be aborted" in app.screen.question
+        await pilot.press(answer)  # the default answer is no: requests would be lost
+        await asyncio.sleep(0.05)
+        if stop is None:
+            assert app.is_running and app.screen.id == "dashboard"
+    if stop:
+        assert app.stop_on_exit is True
 
 
 async def test_escape_on_quit_question_keeps_the_panel_open() -> None:
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
-        await pilot.press("q", "escape")
+        await pilot.press("Q", "escape")
         assert app.screen.id == "dashboard" and app.is_running
 
 

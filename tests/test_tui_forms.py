@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual.widgets import Input, Log, Static, TextArea
+from textual.widgets import Input, Static, TextArea
 
 from koboldtui.tui.screens.confirm import ConfirmScreen
 from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
@@ -145,11 +145,11 @@ async def test_log_view_shows_the_instance_log() -> None:
         await settle(pilot, app)
         await pilot.press("l")
         await wait_for(pilot, lambda: isinstance(app.screen, LogScreen) and app.screen.lines)
-        log = app.screen.query_one(Log)
-        assert log.line_count == 30 and "line 29" in log.lines[-1]
+        screen = app.screen
+        assert len(screen.shown) == 30 and "line 29" in screen.shown[-1]
         backend.log.append("line 30: slot 0 released")
         await pilot.press("r")
-        await wait_for(pilot, lambda: app.screen.query_one(Log).line_count == 31)
+        await wait_for(pilot, lambda: len(screen.shown) == 31)
 
 
 async def test_batch_form_shows_ubatch_and_reloads_with_new_size() -> None:
@@ -169,7 +169,10 @@ async def test_batch_form_shows_ubatch_and_reloads_with_new_size() -> None:
         await pilot.press("enter")
         assert app.screen is screen  # invalid: stays open
         screen.query_one(Input).value = "2048"
-        await pilot.press("enter")
+        await pilot.press("enter")  # main has 4 requests in flight: the reload asks first
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "4 requests in flight (2 local, 2 Horde) will be aborted" in app.screen.question
+        await pilot.press("y")
         await wait_for(pilot, lambda: ("set_batch_size", "main", 2048) in backend.calls)
 
 
@@ -182,8 +185,8 @@ async def test_model_key_picks_confirms_and_switches_with_progress() -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen) and app.screen.models)
         await pilot.press("down", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        assert "Mistral-7B" in app.screen.question
-        await pilot.press("enter")
+        assert "Mistral-7B" in app.screen.question and "4 requests in flight" in app.screen.question
+        await pilot.press("y")  # requests in flight: the default answer is no
         target = "/models/Mistral-7B-Instruct-v0.3-Q5_K_M.gguf"
         await wait_for(pilot, lambda: ("switch_model", "main", target) in backend.calls)
         await wait_for(pilot, lambda: app.screen.id == "dashboard")

@@ -95,6 +95,9 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
 
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: the Horde worker's routine pops (one every few seconds)
+    # would bury the log. The worker logs its own jobs and errors; httpx only warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = config_from_args(args)
     problems = config.validate()
     if problems:

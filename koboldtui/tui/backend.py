@@ -92,6 +92,7 @@ class CatalogModel:
     n_layers: int | None = None
     ctx_train: int | None = None
     quant: str = ""
+    error: str | None = None  # a broken file: listed with why, never pickable
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,19 @@ class FitEstimate:
 
 @dataclass
 class InstanceDraft:
-    """What the new/edit form produces: the serve config plus the GPU set (empty = CPU)."""
+    """What the new/edit form produces: the serve config plus the GPU set (empty = CPU).
+
+    ``stored_gpus`` / ``stored_gpu_uuids`` remember the spec's own selection ("cpu", "auto"
+    or a list) and what it meant when the form opened, so saving an unchanged form keeps
+    it exactly (a CPU instance never turns into "auto").
+    """
 
     config: ServeConfig = field(default_factory=ServeConfig)
     gpu_uuids: tuple[str, ...] = ()
     auto_restart: bool = True
+    autostart: bool = True
+    stored_gpus: str | tuple[str, ...] | None = None
+    stored_gpu_uuids: tuple[str, ...] = ()
 
 
 class PanelBackend(Protocol):

@@ -14,7 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header
+from textual.widgets import DataTable, Footer, Header, Input
 
 from koboldtui.tui.backend import GpuReport, InstanceView
 from koboldtui.tui.widgets.gpu_panel import GpuPanel
@@ -46,6 +46,8 @@ DASHBOARD_BINDINGS = [
     Binding("l", "app.show_log", "Log", id="show-log", show=False, tooltip="Show the selected instance's log"),
     Binding("a,delete", "app.abort_request", "Abort", id="abort-request", show=False,
             tooltip="Abort the request selected in the queue"),
+    Binding("slash", "filter_queue", "Filter", id="queue-filter", show=False,
+            tooltip="Filter the queue by id, origin, instance or state (esc clears)"),
     Binding("w", "app.horde('start')", "Horde on", id="horde-start", show=False,
             tooltip="Start the selected instance's Horde worker"),
     Binding("W", "app.horde('stop')", "Horde off", id="horde-stop", show=False,
@@ -63,8 +65,9 @@ class DashboardScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = list(DASHBOARD_BINDINGS)
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (100, "-wide")]
 
-    def __init__(self, clock: Callable[[], float], tick_s: float | None, fade_after_s: float) -> None:
-        super().__init__(id="dashboard")
+    def __init__(self, clock: Callable[[], float], tick_s: float | None, fade_after_s: float,
+                 screen_id: str = "dashboard") -> None:
+        super().__init__(id=screen_id)
         self._clock = clock
         self._tick_s = tick_s
         self._fade_after_s = fade_after_s
@@ -79,10 +82,13 @@ class DashboardScreen(Screen):
             with Horizontal(id="row-mid", classes="row"):
                 yield InstancesTable(id="instances", classes="panel")
                 yield BatchTable(id="batch", classes="panel")
+            yield Input(placeholder="filter the queue: id, origin, instance or state · esc clears",
+                        id="queue-filter")
             yield QueueTable(self._fade_after_s, id="queue", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#queue-filter", Input).display = False
         self._ready = True
         self.query_one(InstancesTable).focus(scroll_visible=False)  # start at the top: GPUs first
         app = self.app
@@ -90,6 +96,28 @@ class DashboardScreen(Screen):
             self.show_instances(app.instances, app.selected_instance, app.clock())  # type: ignore[attr-defined]
         if getattr(app, "gpu_polls_done", 0):
             self.show_gpus(app.gpu_report)  # type: ignore[attr-defined]
+
+    def action_filter_queue(self) -> None:
+        field = self.query_one("#queue-filter", Input)
+        field.display = True
+        field.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "queue-filter":
+            self.query_one(QueueTable).set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "queue-filter":
+            self.query_one(QueueTable).focus()
+
+    def key_escape(self) -> None:
+        """Escape on the dashboard clears the queue filter (it has nothing else to close)."""
+        field = self.query_one("#queue-filter", Input)
+        if field.display:
+            field.value = ""
+            field.display = False
+            self.query_one(QueueTable).set_filter("")
+            self.query_one(QueueTable).focus()
 
     def action_focus_panel(self, panel_id: str) -> None:
         widget = self.query_one(f"#{panel_id}")
@@ -116,6 +144,12 @@ class DashboardScreen(Screen):
             self.query_one(GpuPanel).show_report(report)
         except NoMatches:  # torn down while the poll ran
             return
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on an instance opens its details (why it failed, its settings, its log)."""
+        if isinstance(event.data_table, InstancesTable) and event.row_key.value:
+            self.app.select_instance(event.row_key.value)  # type: ignore[attr-defined]
+            self.app.action_instance_detail()  # type: ignore[attr-defined]
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """The instances (or batch) cursor picks the instance every key acts on."""

@@ -14,7 +14,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
+from koboldtui.tui.screens.modal import PanelModal
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static, Switch
 
 from koboldtui.config import HordeSettings
@@ -39,7 +39,7 @@ def _float(text: str) -> float | None:
         return None
 
 
-class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
+class InstanceFormScreen(PanelModal[InstanceDraft | None]):
     """Returns the edited draft on save, None on cancel."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -136,7 +136,7 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
             self.app.call_from_thread(self.notify, f"could not list models: {gauges.plain(exc)}",
                                       severity="warning")
             models = []
-        self.app.call_from_thread(self._fill_models, models)
+        self.from_thread(self._fill_models, models)
 
     def _fill_models(self, models: list[CatalogModel]) -> None:
         select = self.query_one("#model", Select)
@@ -173,7 +173,7 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
             problem = self.backend.port_problem(port, self.original_name)
         except Exception as exc:  # noqa: BLE001 - shown under the field, never raised
             problem = f"could not check the port: {exc}"
-        self.app.call_from_thread(self._show_port, problem)
+        self.from_thread(self._show_port, problem)
 
     def _show_port(self, problem: str | None) -> None:
         self.port_message = problem
@@ -207,7 +207,7 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
             else:
                 var = "$success" if est.fits else "$error"
                 text = f"[{var}]{gauges.plain(est.text)}[/]"
-        self.app.call_from_thread(self._show_fit, text)
+        self.from_thread(self._show_fit, text)
 
     def _show_fit(self, text: str) -> None:
         self.fit_text = text

@@ -8,7 +8,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
+from koboldtui.tui.screens.modal import PanelModal
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -18,7 +18,7 @@ from koboldtui.tui.backend import CatalogModel, PanelBackend
 MAX_UBATCH = 1024
 
 
-class ModelPickerScreen(ModalScreen[str | None]):
+class ModelPickerScreen(PanelModal[str | None]):
     """Pick a GGUF from the catalogue; returns its path (or None on escape)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="picker-cancel")]
@@ -43,14 +43,14 @@ class ModelPickerScreen(ModalScreen[str | None]):
         self.query_one(OptionList).focus()
         self._load()
 
-    @work(thread=True, exclusive=True, group="picker-catalog")
+    @work(thread=True, exclusive=True, group="picker-catalog", exit_on_error=False)
     def _load(self) -> None:
         try:
             models = self.backend.catalog()
         except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
-            self.app.call_from_thread(self._status, f"[$error]cannot list models: {gauges.plain(exc)}[/]")
+            self.from_thread(self._status, f"[$error]cannot list models: {gauges.plain(exc)}[/]")
             return
-        self.app.call_from_thread(self._fill, models)
+        self.from_thread(self._fill, models)
 
     def _status(self, text: str) -> None:
         self.query_one("#picker-status", Static).update(text)
@@ -74,7 +74,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class BatchFormScreen(ModalScreen[int | None]):
+class BatchFormScreen(PanelModal[int | None]):
     """Enter a new n_batch; shows n_ubatch = min(n_batch, 1024) as you type."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="batch-cancel")]

@@ -9,14 +9,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
+from koboldtui.tui.screens.modal import PanelModal
 from textual.widgets import Input, Static, TextArea
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import PanelBackend
 
 
-class PromptScreen(ModalScreen[None]):
+class PromptScreen(PanelModal[None]):
     """A prompt line and the streamed answer; enter sends, esc closes (and stops streaming)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close", id="prompt-close")]
@@ -52,19 +52,19 @@ class PromptScreen(ModalScreen[None]):
         self._stop = threading.Event()
         self._stream(prompt, self._stop)
 
-    @work(thread=True, group="prompt-stream")
+    @work(thread=True, group="prompt-stream", exit_on_error=False)
     def _stream(self, prompt: str, stop: threading.Event) -> None:
         try:
             for token in self.backend.stream_prompt(self.instance, prompt, self.max_tokens):
                 if stop.is_set():
                     return  # closing the generator closes the HTTP stream: the instance aborts
-                self.app.call_from_thread(self._append, token, stop)
+                self.from_thread(self._append, token, stop)
         except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             if not stop.is_set():
-                self.app.call_from_thread(self._finish, f"[$error]{gauges.plain(exc)}[/]")
+                self.from_thread(self._finish, f"[$error]{gauges.plain(exc)}[/]")
             return
         if not stop.is_set():
-            self.app.call_from_thread(self._finish, None)
+            self.from_thread(self._finish, None)
 
     def _append(self, token: str, stop: threading.Event) -> None:
         if stop.is_set():  # a token of an earlier prompt, already queued: drop it

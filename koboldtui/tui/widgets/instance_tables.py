@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import InstanceView
+from koboldtui.tui.failure_reason import short_reason
 from koboldtui.tui.widgets.keyed_table import KeyedTable
 
 STATE_STYLE = {
@@ -23,11 +24,21 @@ STATE_STYLE = {
 
 
 def _model_name(inst: InstanceView, width: int = 22) -> str:
-    if inst.status is not None:
-        name = inst.status.engine.model_name
-    else:
-        name = inst.model.rsplit("/", 1)[-1] if inst.model else "bundled"
+    """The model's file name (two files may share one GGUF general.name, never one path)."""
+    path = inst.status.engine.model_path if inst.status is not None and inst.status.engine.model_path else inst.model
+    name = path.rsplit("/", 1)[-1] if path else "bundled"
+    if name.endswith(".gguf"):
+        name = name[:-5]
     return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def state_cell(inst: InstanceView, reason_width: int = 40) -> str:
+    """The state word; a failed instance says why ("failed: exited with code 1 — …")."""
+    style = STATE_STYLE.get(inst.state, "")
+    word = f"[{style}]{inst.state}[/]" if style else inst.state
+    if inst.state == "failed":
+        return f"{word}: [$error]{gauges.plain(short_reason(inst.last_error, reason_width))}[/]"
+    return word
 
 
 class InstancesTable(KeyedTable):
@@ -47,8 +58,7 @@ class InstancesTable(KeyedTable):
     def show(self, instances: Iterable[InstanceView]) -> None:
         rows: dict[str, tuple[object, ...]] = {}
         for inst in instances:
-            style = STATE_STYLE.get(inst.state, "")
-            state = f"[{style}]{inst.state}[/]" if style else inst.state
+            state = state_cell(inst)
             rows[inst.name] = (
                 gauges.plain(inst.name),
                 gauges.plain(_model_name(inst)),
@@ -59,7 +69,7 @@ class InstancesTable(KeyedTable):
                 gauges.duration(inst.uptime_s) if inst.running else "-",
             )
         self.sync_rows(rows)
-        self.border_subtitle = "n new · e edit · s start · x stop · m model · l log"
+        self.border_subtitle = "enter details · n new · e edit · s start · x stop · m model · l log"
 
 
 def slots_cell(busy: int, total: int, width: int = 8) -> str:
