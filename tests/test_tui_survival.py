@@ -121,7 +121,8 @@ async def type_fast(app, keys: list[str]) -> None:
         char = key if len(key) == 1 else CHARS.get(name)
         app.post_message(events.Key(name, char))
         await asyncio.sleep(0)
-    await asyncio.sleep(0.01)
+    while app._message_queue.qsize() > 30:  # fast, but never hours of backlog on a loaded machine
+        await asyncio.sleep(0.005)
 
 
 @pytest.mark.slow
@@ -129,23 +130,29 @@ async def test_thousands_of_random_keys_never_end_the_panel() -> None:
     """Seeded, so a failure replays; bounded in time so CI stays fast on a loaded machine."""
     rng = random.Random(1312)
     backend = FakeBackend()
-    app = make_app(backend, refresh_s=0.2, gpu_refresh_s=0.5)
+    app = make_app(backend, refresh_s=0.5, gpu_refresh_s=1.0)
     keys = [k for k in KEYS]
     weights = [WEIGHTS.get(k, 1) for k in keys]
     pressed = 0
     screens: set[str] = set()
-    deadline = time.monotonic() + 40
+    started = time.monotonic()
+    deadline = started + 25
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot, app)
-        while pressed < 3000 and time.monotonic() < deadline:
+        while pressed < 2000 and time.monotonic() < deadline:
             batch = rng.choices(keys, weights, k=20)
             await type_fast(app, batch)
             pressed += len(batch)
             screens.add(type(app.screen).__name__)
             assert app.is_running, f"the panel exited after {pressed} keys"
-        await pilot.press("escape", "escape", "escape", "escape")
+        t_keys = time.monotonic()
+        await type_fast(app, ["escape"] * 6)
         await pilot.pause(0.1)
         assert app.is_running
-    assert app.faults == [], app.faults
-    assert pressed >= 1000, f"only {pressed} keys in 40 s"
+    print(f"typing took {t_keys - started:.1f} s, closing {time.monotonic() - t_keys:.1f} s")
+    print(f"{pressed} keys, screens {sorted(screens)}, Textual races ignored {app.ignored_races},"
+          f" resets {app.screen_resets}")
+    assert app.faults == [], app.fault_log.read_text()[-4000:] if app.fault_log.exists() else app.faults
+    # 2000 keys in about 15 s on an idle 2-core VM; a loaded CI box gets fewer in its 25 s
+    assert pressed >= 400, f"only {pressed} keys in 25 s"
     assert len(screens) >= 6, screens  # the run visited most dialogs, not just the dashboard

@@ -25,7 +25,7 @@ from koboldtui.tui.failure_reason import short_reason
 from koboldtui.tui.fault_guard import FaultGuard
 from koboldtui.tui.keymap import load_keymap
 from koboldtui.tui.messages import CatalogLoaded, GpusPolled, InstancesPolled
-from koboldtui.tui.palette import ModelSwitchProvider
+from koboldtui.tui.palette import ModelSwitchProvider, PanelCommandPalette
 from koboldtui.tui.screens.confirm import ConfirmScreen
 from koboldtui.tui.screens.dashboard import DASHBOARD_BINDINGS, DashboardScreen
 from koboldtui.tui.screens.help import HelpScreen, help_entries
@@ -282,9 +282,9 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
 
     def action_command_palette(self) -> None:
         """One palette at a time: a fast second ctrl+p lands before the first has mounted."""
-        if any(s.id == "--command-palette" for s in self.screen_stack):
+        if not self.use_command_palette or any(s.id == "--command-palette" for s in self.screen_stack):
             return
-        super().action_command_palette()
+        self.push_screen(PanelCommandPalette(id="--command-palette"))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

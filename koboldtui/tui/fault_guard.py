@@ -61,6 +61,7 @@ class FaultGuard:
         self._fault_times.append(now)
         if self.fault_log is not None:
             try:
+                self.fault_log.parent.mkdir(parents=True, exist_ok=True)
                 with self.fault_log.open("a", encoding="utf-8") as out:
                     out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {where}\n")
                     out.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
@@ -90,6 +91,15 @@ class FaultGuard:
                 super()._handle_exception(error)  # type: ignore[misc]
             return True
 
+    def _on_key(self, event: Any) -> None:
+        """A key that arrives while the app shuts down (no screen left) is dropped, not fatal.
+
+        Textual calls every class's ``_on_key`` along the MRO; ``prevent_default`` stops the
+        App's own one, which would ask for a screen that is no longer there.
+        """
+        if not getattr(self, "screen_stack", None):
+            event.prevent_default()
+
     def _handle_exception(self, error: Exception) -> None:
         """An exception escaped a handler: report it; exit only on a storm or before the UI runs."""
         running = getattr(self, "is_running", False) and not getattr(self, "_exit_renderables", None)
@@ -99,11 +109,12 @@ class FaultGuard:
             pump = None
         worker = isinstance(error, WorkerFailed)  # a worker's failure leaves every loop running
         if running and (worker or pump is not self) and not isinstance(error, (KeyboardInterrupt, SystemExit)):
-            if is_textual_race(error):
-                self.ignored_races += 1
-                self._schedule_reset()
-                return
             inner = error.error if isinstance(error, WorkerFailed) else error
+            if is_textual_race(inner):
+                self.ignored_races += 1
+                if not worker:
+                    self._schedule_reset()
+                return
             if self.report_fault("worker" if worker else "handler", inner):
                 if not worker:
                     self._schedule_reset()

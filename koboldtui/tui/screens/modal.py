@@ -31,6 +31,9 @@ class PanelModal(ModalScreen[ResultT], Generic[ResultT]):
         if self.dismissed or not self.is_attached or self.app.screen is not self:
             return AwaitComplete.nothing()
         self.dismissed = True
+        if not self.is_mounted:  # esc before the dialog finished mounting: close right after
+            self.call_after_refresh(lambda: ModalScreen.dismiss(self, result))
+            return AwaitComplete.nothing()
         return super().dismiss(result)
 
     def from_thread(self, callback: Callable[..., Any], *args: Any) -> None:
