@@ -78,7 +78,7 @@ def fake_status(name: str, port: int, horde: dict, queue: tuple[QueueEntry, ...]
 
 def busy_horde(remaining_s: float = 14.2) -> dict:
     return {
-        "state": "paused", "window_s": 20.0, "remaining_s": remaining_s, "jobs_done": 128,
+        "state": "paused_local", "window_s": 20.0, "remaining_s": remaining_s, "jobs_done": 128,
         "jobs_faulted": 2, "jobs_dropped": 1, "kudos_session": 1840.5, "kudos_total": 52311,
         "username": "kobold_fan#4242", "worker_name": "kobold-box", "worker_id": "w-1", "tokens_per_s": 38.7,
         "skipped": {"max_context_length": 3, "models": 1},
@@ -113,6 +113,8 @@ class FakeBackend:
         self._lock = threading.Lock()
         self.drafts: dict[str, InstanceDraft] = {}
         self.states: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # last_error of failed instances
+        self.horde_state = "paused_local"
         if instances:
             main = ServeConfig(name="main", port=5001, gpu_layers=99, horde=HordeSettings(
                 enabled=True, worker_name="kobold-box", api_key="secret-key"))
@@ -135,6 +137,8 @@ class FakeBackend:
                 status = None
                 if state == "ready":
                     horde = busy_horde(self.horde_remaining) if draft.config.horde.enabled else {}
+                    if horde:
+                        horde["state"] = self.horde_state
                     status = fake_status(name, draft.config.port, horde, self.queue if name == "main" else (),
                                          n_batch=draft.config.batch_size, parallel=draft.config.parallel)
                 gpus = ",".join(str(g.index) for g in self.gpus if g.uuid in draft.gpu_uuids) or "CPU"
@@ -142,7 +146,7 @@ class FakeBackend:
                     name=name, state=state, port=draft.config.port, model=draft.config.model or "bundled",
                     gpus=gpus, pid=4242 if state == "ready" else None, restarts=1 if name == "main" else 0,
                     uptime_s=3723.0 if state == "ready" else None,
-                    last_error=None, status=status,
+                    last_error=self.errors.get(name) if state == "failed" else None, status=status,
                 ))
             return views
         finally:

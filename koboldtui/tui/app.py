@@ -87,6 +87,7 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         self.gpu_report = GpuReport()
         self.selected_instance: str | None = None
         self.stop_on_exit = False
+        self.exit_message: str | None = None
         self.prompt_max_tokens = 200
         self.polls_done = 0
         self.gpu_polls_done = 0
@@ -303,10 +304,11 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         self.stop_on_exit = False
         if running:
             names = ", ".join(running)
-            self.exit(message=(
-                f"koboldtui: {len(running)} instance{'s' if len(running) > 1 else ''} keep running ({names}); "
+            self.exit_message = (
+                f"koboldtui: {len(running)} instance{'s keep' if len(running) > 1 else ' keeps'} running ({names}); "
                 "`koboldtui` reattaches to them, `koboldtui stop NAME` stops one, Q in the panel stops all."
-            ))
+            )
+            self.exit(message=self.exit_message)
         else:
             self.exit()
 

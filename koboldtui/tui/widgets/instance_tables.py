@@ -37,7 +37,8 @@ def state_cell(inst: InstanceView, reason_width: int = 40) -> str:
     style = STATE_STYLE.get(inst.state, "")
     word = f"[{style}]{inst.state}[/]" if style else inst.state
     if inst.state == "failed":
-        return f"{word}: [$error]{gauges.plain(short_reason(inst.last_error, reason_width))}[/]"
+        # DataTable cells are Rich markup (no theme variables): the word is bold reverse already
+        return f"{word}: {gauges.plain(short_reason(inst.last_error, reason_width))}"
     return word
 
 
