@@ -124,7 +124,11 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
 
     def on_mount(self) -> None:
         self.query_one("#port" if self.original_name else "#name", Input).focus()
-        self._load_catalog()
+        cached = getattr(self.app, "catalog_models", None)
+        if cached is not None:  # the app keeps the catalogue fresh in a worker: no rescan here
+            self._fill_models(list(cached))
+        else:
+            self._load_catalog()
         self._check_port()
         self._estimate_fit()
 
@@ -142,7 +146,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         select = self.query_one("#model", Select)
         options = [("bundled (Gemma 3 270M)", BUNDLED)]
         options += [(f"{m.name} · {m.size_bytes / 2**30:.1f} GiB {m.quant}".strip(), m.path) for m in models
-                    if m.path != BUNDLED]
+                    if m.path != BUNDLED and m.error is None]
         current = self.draft.config.model or BUNDLED
         if current not in {v for _, v in options}:
             options.append((current.rsplit("/", 1)[-1], current))

@@ -41,7 +41,11 @@ class ModelPickerScreen(PanelModal[str | None]):
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()
-        self._load()
+        cached = getattr(self.app, "catalog_models", None)
+        if cached is not None:  # the app keeps the catalogue fresh in a worker: open at once
+            self._fill(list(cached))
+        else:
+            self._load()
 
     @work(thread=True, exclusive=True, group="picker-catalog", exit_on_error=False)
     def _load(self) -> None:
@@ -59,12 +63,19 @@ class ModelPickerScreen(PanelModal[str | None]):
         self.models = models
         options = self.query_one(OptionList)
         options.clear_options()
-        for m in models:
+        usable = [m for m in models if m.error is None]
+        broken = [m for m in models if m.error is not None]
+        for m in usable:
             mark = " [$accent](current)[/]" if m.path == self.current or m.name == self.current else ""
             size = f"{m.size_bytes / 2**30:.1f} GiB" if m.size_bytes else ""
             options.add_option(Option(f"{gauges.plain(m.name)}  [$text-muted]{size} {gauges.plain(m.quant)}[/]{mark}", id=m.path))
-        self._status(f"{len(models)} models" if models else "[$warning]no GGUF models found: add a folder in the catalogue[/]")
-        if models:
+        for m in broken:  # listed with the reason, never pickable
+            options.add_option(Option(f"[$error]✗ {gauges.plain(m.name)}[/]  [$text-muted]{gauges.plain(m.error)}[/]",
+                                      id=f"broken:{m.path}", disabled=True))
+        note = f" · {len(broken)} broken (cannot be read)" if broken else ""
+        self._status(f"{len(usable)} models{note}" if usable
+                     else "[$warning]no GGUF models found: put GGUFs in the models folder or `koboldtui models add-dir PATH`[/]")
+        if usable:
             options.highlighted = 0
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
