@@ -109,3 +109,22 @@ async def test_horde_words_never_contradict_the_worker_state() -> None:
         assert "submit timed out" not in screen_text(app)  # recovered: no stale red error
         horde = app.screen.query_one("#horde")
         assert horde.outer_size.height == 8
+
+
+async def test_horde_view_lists_every_worker_with_history() -> None:
+    from koboldtui.tui.screens.horde_view import HordeScreen
+
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await repoll(pilot, app)
+        await pilot.press("H")
+        await wait_for(pilot, lambda: isinstance(app.screen, HordeScreen))
+        text = screen_text(app)
+        assert "Horde contribution" in text and "paused for local requests" in text
+        assert "1,840" in text and "52,311" in text
+        assert "max_context_length 3" in text  # what the worker can say about requests it did not get
+        assert len(app.horde_history.workers["main"].kudos) == 2
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen.id == "dashboard")

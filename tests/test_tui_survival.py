@@ -102,7 +102,7 @@ async def test_a_failing_action_is_a_toast(monkeypatch) -> None:
 
 # Every key the panel binds or a person might hit, minus the ones that leave it.
 KEYS = (
-    list("123456789nesxRmbgpliawWzZ/?yjkrf")
+    list("123456789nesxRmbgpliawWzZH/?yjkrf")
     + ["up", "down", "left", "right", "pageup", "pagedown", "home", "end", "enter", "escape",
        "tab", "shift+tab", "space", "ctrl+p", "ctrl+s", "f1", "delete", "backspace"]
 )

@@ -29,6 +29,7 @@ from koboldtui.tui.palette import ModelSwitchProvider, PanelCommandPalette
 from koboldtui.tui.screens.confirm import ConfirmScreen
 from koboldtui.tui.screens.dashboard import DASHBOARD_BINDINGS, DashboardScreen
 from koboldtui.tui.screens.help import HelpScreen, help_entries
+from koboldtui.tui.screens.horde_view import HordeHistory, HordeScreen
 from koboldtui.tui.themes import DEFAULT_THEME, LoadedThemes, load_themes, theme_dirs
 
 Clock = Callable[[], float]
@@ -82,6 +83,7 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         self.catalog_models: list[CatalogModel] | None = None  # None until the first load
         self.catalog_error: str | None = None
         self._states: dict[str, str] = {}
+        self.horde_history = HordeHistory()
         self.first_run = first_run
         self.instances: tuple[InstanceView, ...] = ()
         self.gpu_report = GpuReport()
@@ -145,6 +147,7 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
             ("prompt", PromptScreen), ("log", LogScreen), ("model picker", ModelPickerScreen),
             ("batch size", BatchFormScreen), ("model switch", SwitchProgressScreen),
             ("questions", ConfirmScreen), ("help", HelpScreen), ("instance details", InstanceDetailScreen),
+            ("Horde view", HordeScreen),
         ]
         groups = [("anywhere", [b for b in cls.BINDINGS if isinstance(b, Binding)]),
                   ("dashboard", list(DASHBOARD_BINDINGS))]
@@ -188,6 +191,7 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
             self.sub_title = message.error
         else:
             self._announce_failures(message.instances)
+            self.horde_history.record(message.instances)
             self.instances = message.instances
             if self.selected_instance not in {i.name for i in self.instances}:
                 self.selected_instance = self.instances[0].name if self.instances else None
@@ -281,6 +285,11 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         entries = help_entries(self.binding_groups(), self.keymap_overrides)
         self.push_screen(HelpScreen(entries, str(self.paths.config_file)))
 
+    def action_horde_view(self) -> None:
+        """H: every Horde worker, kudos and jobs over time, recent jobs."""
+        if not isinstance(self.screen, HordeScreen):
+            self.push_screen(HordeScreen(self.instances, self.horde_history))
+
     def action_command_palette(self) -> None:
         """One palette at a time: a fast second ctrl+p lands before the first has mounted."""
         if not self.use_command_palette or any(s.id == "--command-palette" for s in self.screen_stack):
@@ -294,6 +303,7 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         yield SystemCommand("Prompt", "Send a prompt to the selected instance", self.action_prompt)
         yield SystemCommand("Switch model", "Pick a model for the selected instance", self.action_pick_model)
         yield SystemCommand("Instance log", "Show the selected instance's log", self.action_show_log)
+        yield SystemCommand("Horde contribution", "Every worker, kudos and jobs over time", self.action_horde_view)
 
     def action_quit(self) -> None:  # ctrl+q: the same as q
         self.action_quit_panel()

@@ -56,6 +56,7 @@ DASHBOARD_BINDINGS = [
             tooltip="Put the Horde worker into maintenance"),
     Binding("Z", "app.horde('maintenance-off')", "Clear maint.", id="horde-maintenance-clear", show=False,
             tooltip="Take the Horde worker out of maintenance"),
+    Binding("H", "app.horde_view", "Horde", id="horde-view", tooltip="Horde contribution: every worker, kudos and jobs over time"),
 ]
 
 

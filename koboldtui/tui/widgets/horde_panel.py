@@ -35,9 +35,32 @@ HELD_WORDS = {
     "backoff": "the Horde did not answer: retrying",
 }
 ERROR_STATES = frozenset({"error", "backoff", "maintenance"})
+# The worker's state in the panel's words (the raw word stays in the status JSON).
+STATE_WORDS = {
+    "starting": "starting",
+    "idle": "idle · asks the Horde for jobs",
+    "popping": "asking the Horde for a job",
+    "generating": "generating for the Horde",
+    "paused_local": "paused for local requests",
+    "paused": "paused for local requests",
+    "maintenance": "in maintenance",
+    "backoff": "waiting to retry",
+    "error": "stopped by an error",
+    "stopping": "stopping",
+    "stopped": "stopped",
+}
+
+
+def state_words(state: str) -> str:
+    """How the card names a worker state."""
+    return STATE_WORDS.get(state, state)
 
 STATE_VARIABLE = {
     "running": "$success",
+    "generating": "$success",
+    "popping": "$success",
+    "paused_local": "$warning",
+    "backoff": "$warning",
     "working": "$success",
     "idle": "$success",
     "paused": "$warning",
@@ -76,7 +99,7 @@ def horde_lines(inst: InstanceView | None) -> tuple[str, str]:
     var = STATE_VARIABLE.get(state, "$foreground")
     user = gauges.plain(horde.get("username") or "?")
     worker = gauges.plain(horde.get("worker_name") or horde.get("worker_id") or "")
-    title = f"[b]{gauges.plain(inst.name)}[/]: [b {var}]{gauges.plain(state)}[/]  [$text-muted]{worker}[/]"
+    title = f"[b]{gauges.plain(inst.name)}[/]: [b {var}]{gauges.plain(state_words(state))}[/]  [$text-muted]{worker}[/]"
     lines = [
         (
             f"jobs [b]{_num(horde.get('jobs_done'))}[/] done · {_num(horde.get('jobs_faulted'))} faulted"
@@ -134,4 +157,4 @@ class HordePanel(Vertical, can_focus=True):
             if state == "backoff" and horde.get("backoff_s"):
                 held += f" in {float(horde['backoff_s']):.0f} s"
             countdown.disable(held)
-        self.border_subtitle = "w start · W stop · z maint · Z clear"
+        self.border_subtitle = "H view · w start · W stop · z maint · Z clear"

@@ -70,7 +70,7 @@ class InstancesTable(KeyedTable):
                 gauges.duration(inst.uptime_s) if inst.running else "-",
             )
         self.sync_rows(rows)
-        self.border_subtitle = "enter details · n new · e edit · s start · x stop · m model · l log"
+        self.border_subtitle = "enter details · s start · x stop · m model · l log"
 
 
 def slots_cell(busy: int, total: int, width: int = 8) -> str:
