@@ -256,3 +256,30 @@ async def test_a_second_prompt_replaces_the_first_stream() -> None:
         await wait_for(pilot, lambda: "done" in static_text(screen, "#prompt-status"))
         await pilot.pause(0.2)
         assert screen.query_one(TextArea).text == "new text"
+
+
+async def test_form_errors_sit_next_to_their_fields_in_the_panels_words() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        form = await open_new_form(pilot, app)
+        await set_input(pilot, form, "#name", "lender")
+        await set_input(pilot, form, "#parallel", "0")
+        await set_input(pilot, form, "#threads", "-2")
+        form.query_one("#horde_enabled").value = True
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        assert "parallel slots (e) 0 must be between 1 and 256" in static_text(form, "#parallel-msg")
+        assert "at least 1" in static_text(form, "#threads-msg")
+        assert "Horde API key field" in static_text(form, "#horde_key-msg")
+        assert "--" not in static_text(form, "#form-errors")  # no CLI flags in the panel
+        await set_input(pilot, form, "#parallel", "2")
+        await set_input(pilot, form, "#threads", "3")
+        form.query_one("#horde_enabled").value = False
+        form.query_one("#auto_restart").value = False
+        form.query_one("#autostart").value = False
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "lender" in backend.drafts)
+        draft = backend.drafts["lender"]
+        assert draft.config.threads == 3 and not draft.auto_restart and not draft.autostart
