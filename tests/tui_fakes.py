@@ -122,6 +122,7 @@ class FakeBackend:
         self.states: dict[str, str] = {}
         self.errors: dict[str, str] = {}  # last_error of failed instances
         self.horde_state = "paused_local"
+        self.horde_kudos_bump = 0  # screenshots grow the worker's totals between polls
         if instances:
             main = ServeConfig(name="main", port=5001, gpu_layers=99, horde=HordeSettings(
                 enabled=True, worker_name="kobold-box", api_key="secret-key"))
@@ -146,6 +147,9 @@ class FakeBackend:
                     horde = busy_horde(self.horde_remaining) if draft.config.horde.enabled else {}
                     if horde:
                         horde["state"] = self.horde_state
+                        bump = self.horde_kudos_bump
+                        horde["kudos_session"] += 14.5 * bump + (bump % 3) * 6
+                        horde["jobs_done"] += bump
                     status = fake_status(name, draft.config.port, horde, self.queue if name == "main" else (),
                                          n_batch=draft.config.batch_size, parallel=draft.config.parallel)
                 gpus = ",".join(str(g.index) for g in self.gpus if g.uuid in draft.gpu_uuids) or "CPU"

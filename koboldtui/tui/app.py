@@ -191,7 +191,7 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
             self.sub_title = message.error
         else:
             self._announce_failures(message.instances)
-            self.horde_history.record(message.instances)
+            self.horde_history.record(message.instances, message.polled_at)
             self.instances = message.instances
             if self.selected_instance not in {i.name for i in self.instances}:
                 self.selected_instance = self.instances[0].name if self.instances else None

@@ -32,6 +32,13 @@ class WorkerHistory:
 
     kudos: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     jobs: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+
+    def per_minute(self, points: deque[float]) -> float:
+        """Growth per minute over the kept history, by the poll times."""
+        if len(points) < 2 or len(self.times) < 2 or self.times[-1] <= self.times[0]:
+            return 0.0
+        return (points[-1] - points[0]) * 60.0 / (self.times[-1] - self.times[0])
 
 
 class HordeHistory:
@@ -40,8 +47,8 @@ class HordeHistory:
     def __init__(self) -> None:
         self.workers: dict[str, WorkerHistory] = {}
 
-    def record(self, instances: Iterable[InstanceView]) -> None:
-        """Add one point per instance that runs a worker."""
+    def record(self, instances: Iterable[InstanceView], now: float) -> None:
+        """Add one point (at ``now``, the poll's time) per instance that runs a worker."""
         for inst in instances:
             horde = inst.horde
             if not horde or horde.get("state") in (None, "off", "disabled"):
@@ -49,6 +56,7 @@ class HordeHistory:
             history = self.workers.setdefault(inst.name, WorkerHistory())
             history.kudos.append(_float(horde.get("kudos_session")))
             history.jobs.append(_float(horde.get("jobs_done")))
+            history.times.append(now)
 
 
 def _float(value: Any) -> float:
@@ -56,13 +64,6 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
-
-
-def _rate(points: deque[float]) -> float:
-    """Growth per minute over the kept history (one point per poll, about a second apart)."""
-    if len(points) < 2:
-        return 0.0
-    return (points[-1] - points[0]) * 60.0 / (len(points) - 1)
 
 
 def honest_lines(horde: dict[str, Any]) -> list[str]:
@@ -100,8 +101,8 @@ class HordeScreen(PanelModal[None]):
                 for inst in self._workers():
                     history = self.history.workers.get(inst.name, WorkerHistory())
                     yield Static(
-                        f"[b]{gauges.plain(inst.name)}[/]  kudos +{_rate(history.kudos):.1f}/min"
-                        f" · jobs +{_rate(history.jobs):.2f}/min", classes="horde-view-heading")
+                        f"[b]{gauges.plain(inst.name)}[/]  kudos +{history.per_minute(history.kudos):.1f}/min"
+                        f" · jobs +{history.per_minute(history.jobs):.2f}/min while the panel watched", classes="horde-view-heading")
                     with Horizontal(classes="horde-sparks"):
                         yield Static("kudos", classes="spark-label")
                         yield Sparkline(list(history.kudos) or [0.0], classes="kudos-spark")
