@@ -84,7 +84,7 @@ async def horde_view(pilot) -> None:
         app.clock.advance(5.0)
         before = app.polls_done
         app.poll_now()
-        await _until(pilot, lambda: app.polls_done > before)
+        await _until(pilot, lambda before=before: app.polls_done > before)
     await pilot.press("H")
     await _until(pilot, lambda: type(app.screen).__name__ == "HordeScreen")
     await pilot.pause(0.1)
@@ -110,8 +110,8 @@ FAILED_LOG = [
     "2026-12-03 10:00:01,112 INFO koboldtui.serve: koboldtui serve chat-cpu on 127.0.0.1:5002",
     "2026-12-03 10:00:01,140 INFO koboldtui.serve: loading /models/Llama-3.1-8B-Instruct-Q4_K_M.gguf",
     "llama_model_loader: loaded meta data with 33 key-value pairs and 292 tensors",
-    "llama_model_load: error loading model: tensor 'blk.17.ffn_down.weight' data is not within the file "
-    "bounds, model is corrupted or incomplete",
+    ("llama_model_load: error loading model: tensor 'blk.17.ffn_down.weight' data is not within the file "
+     "bounds, model is corrupted or incomplete"),
     "llama_load_model_from_file: failed to load model",
     "2026-12-03 10:00:02,004 ERROR koboldtui.serve: the model failed to load: download it again",
 ]

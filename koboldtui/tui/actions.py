@@ -14,8 +14,8 @@ from textual.worker import Worker, WorkerState
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import FINISHED_REQUEST_STATES, InstanceDraft, InstanceView
 from koboldtui.tui.screens.confirm import ConfirmScreen
-from koboldtui.tui.screens.instance_detail import InstanceDetailScreen
 from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
+from koboldtui.tui.screens.instance_detail import InstanceDetailScreen
 from koboldtui.tui.screens.instance_form import InstanceFormScreen
 from koboldtui.tui.screens.log_view import LogScreen
 from koboldtui.tui.screens.pickers import BatchFormScreen, ModelPickerScreen

@@ -73,7 +73,7 @@ class FaultGuard:
                 f"{gauges.plain(text)}{gauges.plain(where_log)}\nThe panel goes on; please report this.",
                 title="Panel error", severity="error", timeout=10,
             )
-        except Exception:  # noqa: BLE001 - reporting must never raise
+        except Exception:  # noqa: BLE001, S110 - reporting must never raise; the log file has it
             pass
         storm = len(self._fault_times) == STORM_COUNT and now - self._fault_times[0] < STORM_WINDOW_S
         return not storm

@@ -7,8 +7,9 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from koboldtui.tui.screens.modal import PanelModal
 from textual.widgets import Button, Static
+
+from koboldtui.tui.screens.modal import PanelModal
 
 
 class ConfirmScreen(PanelModal[bool | None]):

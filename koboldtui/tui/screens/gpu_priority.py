@@ -14,11 +14,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from koboldtui.tui.screens.modal import PanelModal
 from textual.widgets import DataTable, Static
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import GpuReport, GpuView, PanelBackend
+from koboldtui.tui.screens.modal import PanelModal
 
 
 class GpuPriorityScreen(PanelModal[None]):

@@ -9,8 +9,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.markup import escape
-from koboldtui.tui.screens.modal import PanelModal
 from textual.widgets import DataTable, Static
+
+from koboldtui.tui.screens.modal import PanelModal
 
 
 @dataclass(frozen=True)

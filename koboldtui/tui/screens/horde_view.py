@@ -124,8 +124,8 @@ class HordeScreen(PanelModal[None]):
             return ["[$text-muted]recent jobs: this worker lists none yet[/]"]
         models = inst.horde.get("models") or []
         model = gauges.plain(models[0]) if isinstance(models, list) and models else "?"
-        lines = [f"[b]recent jobs[/] on {model}  [$text-muted]newest first: tokens · tok/s · kudos · result"
-                 " (the Horde does not tell workers how long the requester waited)[/]"]
+        lines = [(f"[b]recent jobs[/] on {model}  [$text-muted]newest first: tokens · tok/s · kudos · result"
+                  " (the Horde does not tell workers how long the requester waited)[/]")]
         for job in jobs[-6:][::-1]:
             if isinstance(job, dict):
                 ok = job.get("state") == "ok"

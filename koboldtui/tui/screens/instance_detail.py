@@ -33,8 +33,8 @@ def spec_lines(draft: InstanceDraft | None, inst: InstanceView) -> list[str]:
     return [
         f"model      {gauges.plain(c.model or 'bundled (Gemma 3 270M)')}",
         f"port       {c.port} on {gauges.plain(c.host)}   GPUs {gauges.plain(inst.gpus)}   gpu layers {c.gpu_layers}",
-        f"context    {c.ctx}   parallel slots {c.parallel}   batch size {c.batch_size}"
-        f"   threads {c.threads if c.threads else 'auto'}",
+        (f"context    {c.ctx}   parallel slots {c.parallel}   batch size {c.batch_size}"
+         f"   threads {c.threads if c.threads else 'auto'}"),
         f"Horde      {horde}",
         f"restart    {'after a crash' if draft.auto_restart else 'never'}",
     ]

@@ -14,7 +14,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from koboldtui.tui.screens.modal import PanelModal
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static, Switch
 
 from koboldtui.config import HordeSettings
@@ -22,6 +21,7 @@ from koboldtui.models.bundled import BUNDLED_MODEL_ALIAS as BUNDLED
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceDraft, PanelBackend
 from koboldtui.tui.panel_words import panel_words
+from koboldtui.tui.screens.modal import PanelModal
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 # Which field a problem belongs to, by the words it uses (config.validate speaks CLI flags).

@@ -8,12 +8,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from koboldtui.tui.screens.modal import PanelModal
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import CatalogModel, PanelBackend
+from koboldtui.tui.screens.modal import PanelModal
 
 MAX_UBATCH = 1024
 

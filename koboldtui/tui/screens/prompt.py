@@ -9,11 +9,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from koboldtui.tui.screens.modal import PanelModal
 from textual.widgets import Input, Static, TextArea
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import PanelBackend
+from koboldtui.tui.screens.modal import PanelModal
 
 
 class PromptScreen(PanelModal[None]):

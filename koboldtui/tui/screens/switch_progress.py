@@ -8,11 +8,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from koboldtui.tui.screens.modal import PanelModal
 from textual.widgets import ProgressBar, Static
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import PanelBackend
+from koboldtui.tui.screens.modal import PanelModal
 
 
 class SwitchProgressScreen(PanelModal[bool]):

@@ -27,8 +27,7 @@ def _model_name(inst: InstanceView, width: int = 22) -> str:
     """The model's file name (two files may share one GGUF general.name, never one path)."""
     path = inst.status.engine.model_path if inst.status is not None and inst.status.engine.model_path else inst.model
     name = path.rsplit("/", 1)[-1] if path else "bundled"
-    if name.endswith(".gguf"):
-        name = name[:-5]
+    name = name.removesuffix(".gguf")
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
