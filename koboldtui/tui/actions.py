@@ -215,9 +215,17 @@ class PanelActions:
         inst = self.selected()
         if inst is None:
             return
-        current = inst.status.engine.model_path if inst.status else inst.model
-        self.push_screen(ModelPickerScreen(self.backend, inst.name, current),
-                         lambda path: self.request_model_switch(path) if path else None)
+        current = inst.model or "bundled"  # the spec's model: "bundled" or a path, as the catalogue names it
+
+        def picked(path: str | None) -> None:
+            if not path:
+                return
+            if path == current:
+                self.notify(f"{inst.name} already runs {path.rsplit('/', 1)[-1]}", severity="warning")
+                return
+            self.request_model_switch(path)
+
+        self.push_screen(ModelPickerScreen(self.backend, inst.name, current), picked)
 
     def request_model_switch(self: KoboldPanel, model: str) -> None:
         """Confirm, then stop → start the selected instance on ``model`` with progress."""

@@ -16,6 +16,8 @@ REWRITES: tuple[tuple[str, str], ...] = (
     (r"POST /api/koboldtui/horde/maintenance \{\"on\": false\}", "Z on the dashboard"),
     (r"\(POST /api/koboldtui/horde/maintenance[^)]*\)", "(Z on the dashboard)"),
     (r"`?koboldtui instance edit \S+ --autostart`?", "the autostart switch of the form (e)"),
+    (r"fewer --gpu-layers", "fewer GPU layers (gpu_layers in the form, e)"),
+    (r"a smaller --ctx", "a smaller context (ctx in the form, e)"),
     (r"--horde-key", "the Horde API key field (e)"),
     (r"--horde-name", "the worker name field (e)"),
     (r"--horde-window", "the Horde window field (e)"),

@@ -42,7 +42,7 @@ def state_cell(inst: InstanceView, reason_width: int = 40) -> str:
 
 
 class InstancesTable(KeyedTable):
-    """Name, model, port, GPUs, state, restarts, uptime; s starts, x stops."""
+    """Name, model, port, GPUs, restarts, uptime, state (and why it failed); s starts, x stops."""
 
     BORDER_TITLE = "Instances"
     COLUMNS = (
@@ -50,9 +50,9 @@ class InstancesTable(KeyedTable):
         ("model", "model"),
         ("port", "port"),
         ("gpus", "GPUs"),
-        ("state", "state"),
         ("restarts", "rst"),
         ("uptime", "uptime"),
+        ("state", "state"),  # last: a failed instance's reason may run to the edge
     )
 
     def show(self, instances: Iterable[InstanceView]) -> None:
@@ -64,9 +64,9 @@ class InstancesTable(KeyedTable):
                 gauges.plain(_model_name(inst)),
                 str(inst.port),
                 gauges.plain(inst.gpus or "CPU"),
-                state,
                 str(inst.restarts),
                 gauges.duration(inst.uptime_s) if inst.running else "-",
+                state,
             )
         self.sync_rows(rows)
         self.border_subtitle = "enter details · s start · x stop · m model · l log"
