@@ -305,3 +305,23 @@ async def test_theme_choice_is_saved() -> None:
         assert app.theme == "phosphor"
         app.theme = "kobold-light"
         await wait_for(pilot, lambda: backend.settings.get("theme") == "kobold-light")
+
+
+async def test_footer_keys_follow_the_focused_panel_and_slash_filters_the_queue() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        footer = screen_text(app).splitlines()[-1]
+        assert "Start" in footer and "Abort" not in footer  # the instances table has focus
+        await pilot.press("3")
+        await pilot.pause(0.1)
+        footer = screen_text(app).splitlines()[-1]
+        assert "Abort" in footer and "Filter" in footer and "Start" not in footer
+        await pilot.press("slash", *"horde")
+        queue = app.screen.query_one(QueueTable)
+        await wait_for(pilot, lambda: queue.row_count == 2)
+        assert "2 match /horde" in queue.border_subtitle
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: queue.row_count == 4)
+        await pilot.press("x")  # keys still work from any panel
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))

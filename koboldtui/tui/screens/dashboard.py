@@ -1,6 +1,6 @@
 """The dashboard: GPUs, Horde, Instances, Batch and Queue on one keyboard-driven screen.
 
-Bindings live here (not on the app) so they are inactive under modal forms; the actions
+Bindings (defined in keys.py) live here, not on the app, so they are inactive under modal forms; the actions
 they name live on the app, which the command palette reaches too.
 """
 
@@ -10,13 +10,14 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input
 
 from koboldtui.tui.backend import GpuReport, InstanceView
+from koboldtui.tui.keys import DASHBOARD_BINDINGS
 from koboldtui.tui.widgets.gpu_panel import GpuPanel
 from koboldtui.tui.widgets.horde_panel import HordePanel
 from koboldtui.tui.widgets.instance_tables import BatchTable, InstancesTable
@@ -24,40 +25,7 @@ from koboldtui.tui.widgets.queue_table import QueueTable
 
 PANEL_IDS = ("gpus", "horde", "queue", "batch", "instances")
 
-DASHBOARD_BINDINGS = [
-    Binding("1", "focus_panel('gpus')", "GPUs", id="focus-gpus", show=False, tooltip="Focus the GPUs/VRAM panel"),
-    Binding("2", "focus_panel('horde')", "Horde", id="focus-horde", show=False, tooltip="Focus the Horde panel"),
-    Binding("3", "focus_panel('queue')", "Queue", id="focus-queue", show=False, tooltip="Focus the request queue"),
-    Binding("4", "focus_panel('batch')", "Batch", id="focus-batch", show=False, tooltip="Focus the batch panel"),
-    Binding("5", "focus_panel('instances')", "Instances", id="focus-instances", show=False,
-            tooltip="Focus the instances table"),
-    Binding("n", "app.new_instance", "New", id="new-instance", tooltip="Create a new instance"),
-    Binding("e", "app.edit_instance", "Edit", id="edit-instance", show=False,
-            tooltip="Edit the selected instance (restarts it if running)"),
-    Binding("s", "app.start_instance", "Start", id="start-instance", tooltip="Start the selected instance"),
-    Binding("x", "app.stop_instance", "Stop", id="stop-instance", tooltip="Stop the selected instance"),
-    Binding("R", "app.restart_instance", "Restart", id="restart-instance", show=False,
-            tooltip="Restart the selected instance"),
-    Binding("m", "app.pick_model", "Model", id="switch-model", tooltip="Switch the selected instance to another model"),
-    Binding("b", "app.batch_size", "Batch", id="batch-size", show=False,
-            tooltip="Change the selected instance's batch size (reloads it)"),
-    Binding("g", "app.gpu_priority", "GPUs", id="gpu-priority", tooltip="Order and enable GPUs"),
-    Binding("p", "app.prompt", "Prompt", id="prompt", tooltip="Send a prompt to the selected instance"),
-    Binding("l", "app.show_log", "Log", id="show-log", show=False, tooltip="Show the selected instance's log"),
-    Binding("a,delete", "app.abort_request", "Abort", id="abort-request", show=False,
-            tooltip="Abort the request selected in the queue"),
-    Binding("slash", "filter_queue", "Filter", id="queue-filter", show=False,
-            tooltip="Filter the queue by id, origin, instance or state (esc clears)"),
-    Binding("w", "app.horde('start')", "Horde on", id="horde-start", show=False,
-            tooltip="Start the selected instance's Horde worker"),
-    Binding("W", "app.horde('stop')", "Horde off", id="horde-stop", show=False,
-            tooltip="Stop the selected instance's Horde worker"),
-    Binding("z", "app.horde('maintenance-on')", "Maintenance", id="horde-maintenance", show=False,
-            tooltip="Put the Horde worker into maintenance"),
-    Binding("Z", "app.horde('maintenance-off')", "Clear maint.", id="horde-maintenance-clear", show=False,
-            tooltip="Take the Horde worker out of maintenance"),
-    Binding("H", "app.horde_view", "Horde", id="horde-view", tooltip="Horde contribution: every worker, kudos and jobs over time"),
-]
+
 
 
 class DashboardScreen(Screen):

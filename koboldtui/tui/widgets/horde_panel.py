@@ -10,14 +10,16 @@ and the card keeps one height whatever it says.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import InstanceView
+from koboldtui.tui.keys import panel_bindings
 from koboldtui.tui.panel_words import panel_words
 from koboldtui.tui.widgets.countdown import LocalPriorityCountdown
 
@@ -125,6 +127,8 @@ def horde_lines(inst: InstanceView | None) -> tuple[str, str]:
 
 class HordePanel(Vertical, can_focus=True):
     """Worker state and countdown for the selected instance."""
+
+    BINDINGS: ClassVar[list[BindingType]] = panel_bindings("horde")
 
     BORDER_TITLE = "Horde"
 

@@ -7,10 +7,14 @@ switch, batch size, Horde and prompt keys all act on it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
+
+from textual.binding import BindingType
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import InstanceView
 from koboldtui.tui.failure_reason import short_reason
+from koboldtui.tui.keys import panel_bindings
 from koboldtui.tui.widgets.keyed_table import KeyedTable
 
 STATE_STYLE = {
@@ -43,6 +47,8 @@ def state_cell(inst: InstanceView, reason_width: int = 40) -> str:
 
 class InstancesTable(KeyedTable):
     """Name, model, port, GPUs, restarts, uptime, state (and why it failed); s starts, x stops."""
+
+    BINDINGS: ClassVar[list[BindingType]] = panel_bindings("instances")
 
     BORDER_TITLE = "Instances"
     COLUMNS = (
@@ -82,6 +88,8 @@ def slots_cell(busy: int, total: int, width: int = 8) -> str:
 
 class BatchTable(KeyedTable):
     """n_batch, n_ubatch (= min(n_batch, 1024)) and busy slots per instance; b changes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = panel_bindings("batch")
 
     BORDER_TITLE = "Batch"
     COLUMNS = (

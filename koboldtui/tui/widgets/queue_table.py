@@ -10,9 +10,13 @@ when its instance stopped, else "ended" (never claimed "done"). ``filter_text`` 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
+
+from textual.binding import BindingType
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import FINISHED_REQUEST_STATES, InstanceView
+from koboldtui.tui.keys import panel_bindings
 from koboldtui.tui.widgets.keyed_table import KeyedTable
 
 FADE_AFTER_S = 10.0
@@ -29,6 +33,8 @@ def split_key(key: str) -> tuple[str, str]:
 
 class QueueTable(KeyedTable):
     """All requests across instances; ``a`` aborts the selected one."""
+
+    BINDINGS: ClassVar[list[BindingType]] = panel_bindings("queue")
 
     BORDER_TITLE = "Queue"
     COLUMNS = (
