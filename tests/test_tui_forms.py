@@ -131,6 +131,16 @@ async def test_prompt_streams_tokens_and_restarts_the_countdown() -> None:
         await wait_for(pilot, lambda: "done" in static_text(screen, "#prompt-status"))
         assert screen.query_one(TextArea).text == "Once upon a time."
         assert ("stream_prompt", "main", "Hi") in backend.calls
+        status = static_text(screen, "#prompt-status")
+        assert "5 tokens" in status and "first after" in status and "tok/s" in status
+        screen.query_one("#prompt-max", Input).value = "64"
+        screen.query_one("#prompt-temp", Input).value = "hot"
+        screen.query_one("#prompt-input", Input).focus()
+        await pilot.press("enter")
+        assert "temperature must be a number" in static_text(screen, "#prompt-status")
+        screen.query_one("#prompt-temp", Input).value = "0.3"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: backend.last_sampling == (64, 0.3))
         await pilot.press("escape")
         await repoll(pilot, app)
         from koboldtui.tui.widgets.countdown import LocalPriorityCountdown
@@ -232,7 +242,7 @@ async def test_a_second_prompt_replaces_the_first_stream() -> None:
     backend = FakeBackend()
     release = threading.Event()
 
-    def slow_then_fast(instance: str, prompt: str, max_tokens: int):
+    def slow_then_fast(instance: str, prompt: str, max_tokens: int, temperature=None):
         backend.calls.append(("stream_prompt", instance, prompt))
         if prompt == "first":
             yield "old-1 "

@@ -266,8 +266,10 @@ class FakeBackend:
     def horde_maintenance(self, instance: str, enabled: bool) -> None:
         self._track("horde_maintenance", instance, enabled)
 
-    def stream_prompt(self, instance: str, prompt: str, max_tokens: int) -> Iterator[str]:
+    def stream_prompt(self, instance: str, prompt: str, max_tokens: int,
+                      temperature: float | None = None) -> Iterator[str]:
         self._track("stream_prompt", instance, prompt)
+        self.last_sampling = (max_tokens, temperature)
         self.horde_remaining = 20.0  # a local request restarts the window
         yield from self.stream_tokens
 

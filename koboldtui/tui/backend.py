@@ -178,7 +178,8 @@ class PanelBackend(Protocol):
 
     def horde_maintenance(self, instance: str, enabled: bool) -> None: ...
 
-    def stream_prompt(self, instance: str, prompt: str, max_tokens: int) -> Iterator[str]:
+    def stream_prompt(self, instance: str, prompt: str, max_tokens: int,
+                      temperature: float | None = None) -> Iterator[str]:
         """Send a local request (it restarts the Horde countdown) and yield tokens as they come."""
 
     def log_tail(self, instance: str, lines: int = 200) -> list[str]: ...
