@@ -32,7 +32,8 @@ class DashboardScreen(Screen):
     """Live overview; redrawn from poll messages, never by polling itself."""
 
     BINDINGS: ClassVar[list[BindingType]] = list(DASHBOARD_BINDINGS)
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (100, "-wide")]
+    # side by side only from 120 columns: between 100 and 119 uptime and slots clipped
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (120, "-wide")]
 
     def __init__(self, clock: Callable[[], float], tick_s: float | None, fade_after_s: float,
                  screen_id: str = "dashboard") -> None:
