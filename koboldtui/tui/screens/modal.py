@@ -36,6 +36,12 @@ class PanelModal(ModalScreen[ResultT], Generic[ResultT]):
             return AwaitComplete.nothing()
         return super().dismiss(result)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys that reach a dialog before it is built, or after it closed, do nothing."""
+        if not self.is_mounted or self.dismissed:
+            return False
+        return super().check_action(action, parameters)
+
     def from_thread(self, callback: Callable[..., Any], *args: Any) -> None:
         """From a worker thread: run ``callback`` on the UI thread unless the dialog closed meanwhile."""
 
