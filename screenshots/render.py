@@ -75,6 +75,49 @@ async def horde_busy(pilot) -> None:
     await pilot.pause()
 
 
+async def horde_view(pilot) -> None:
+    """The Horde contribution view after a few polls (sparklines need some history)."""
+    app = pilot.app
+    await dashboard(pilot)
+    for step in range(12):
+        app.backend.horde_kudos_bump = step  # the worker's totals grow, a poll every 5 s
+        app.clock.advance(5.0)
+        before = app.polls_done
+        app.poll_now()
+        await _until(pilot, lambda before=before: app.polls_done > before)
+    await pilot.press("H")
+    await _until(pilot, lambda: type(app.screen).__name__ == "HordeScreen")
+    await pilot.pause(0.1)
+
+
+async def failed_detail(pilot) -> None:
+    """A failed instance: the reason in its row, and Enter's detail pane with the log tail."""
+    app = pilot.app
+    await dashboard(pilot)
+    app.backend.states["chat-cpu"] = "failed"
+    app.backend.errors["chat-cpu"] = FAILED_LOAD
+    app.backend.log = FAILED_LOG
+    before = app.polls_done
+    app.poll_now()
+    await _until(pilot, lambda: app.polls_done > before)
+    app.clear_notifications()
+    await pilot.press("5", "down", "enter")
+    await _until(pilot, lambda: type(app.screen).__name__ == "InstanceDetailScreen" and app.screen.tail)
+    await pilot.pause(0.1)
+
+
+FAILED_LOG = [
+    "2026-12-03 10:00:01,112 INFO koboldtui.serve: koboldtui serve chat-cpu on 127.0.0.1:5002",
+    "2026-12-03 10:00:01,140 INFO koboldtui.serve: loading /models/Llama-3.1-8B-Instruct-Q4_K_M.gguf",
+    "llama_model_loader: loaded meta data with 33 key-value pairs and 292 tensors",
+    ("llama_model_load: error loading model: tensor 'blk.17.ffn_down.weight' data is not within the file "
+     "bounds, model is corrupted or incomplete"),
+    "llama_load_model_from_file: failed to load model",
+    "2026-12-03 10:00:02,004 ERROR koboldtui.serve: the model failed to load: download it again",
+]
+FAILED_LOAD = "exited with code 1; restarting in 8 s\nlast log lines:\n" + "\n".join("  " + x for x in FAILED_LOG[-3:])
+
+
 SHOTS = [
     ("dashboard-120x40.svg", lambda: panel(), (120, 40), dashboard),
     ("dashboard-80x24.svg", lambda: panel(), (80, 24), dashboard),
@@ -83,6 +126,8 @@ SHOTS = [
     ("gpu-priority-120x40.svg", lambda: panel(), (120, 40), gpu_priority),
     ("horde-countdown-120x40.svg", lambda: panel(theme="horde-night"), (120, 40), horde_busy),
     ("dashboard-phosphor-120x40.svg", lambda: panel(theme="phosphor"), (120, 40), dashboard),
+    ("horde-view-120x40.svg", lambda: panel(theme="horde-night"), (120, 40), horde_view),
+    ("failed-instance-120x40.svg", lambda: panel(), (120, 40), failed_detail),
 ]
 
 

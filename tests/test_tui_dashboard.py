@@ -60,7 +60,7 @@ async def test_dashboard_shows_gpus_instances_batch_and_queue() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
         inst = app.screen.query_one(InstancesTable)
-        assert inst.cells("main")[2] == "5001" and "ready" in inst.cells("main")[4]
+        assert inst.cells("main")[2] == "5001" and "ready" in inst.cells("main")[6]
         assert inst.cells("chat-cpu")[3] == "CPU"
         batch = app.screen.query_one(BatchTable)
         assert batch.cells("main")[1:4] == ("512", "512", "▮▮▮▯ 3/4")
@@ -91,7 +91,7 @@ async def test_start_stop_restart_keys_act_on_selected_instance() -> None:
         assert app.selected_instance == "chat-cpu"
         await pilot.press("s")
         await wait_for(pilot, lambda: ("start_instance", "chat-cpu") in backend.calls)
-        await wait_for(pilot, lambda: "ready" in str(app.screen.query_one(InstancesTable).cells("chat-cpu")[4]))
+        await wait_for(pilot, lambda: "ready" in str(app.screen.query_one(InstancesTable).cells("chat-cpu")[6]))
         await pilot.press("x")
         await wait_for(pilot, lambda: ("stop_instance", "chat-cpu") in backend.calls)
         await pilot.press("R")
@@ -119,7 +119,10 @@ async def test_focus_keys_and_abort_selected_request() -> None:
         for key, panel in (("1", "gpus"), ("2", "horde"), ("4", "batch"), ("5", "instances"), ("3", "queue")):
             await pilot.press(key)
             assert app.focused is not None and app.focused.id == panel
-        await pilot.press("down", "a")  # second row: the running Horde job
+        await pilot.press("down", "a")  # second row: the running Horde job: it asks first
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "faulted" in str(app.screen.question)
+        await pilot.press("y")
         await wait_for(pilot, lambda: ("abort", "main", "KTUIhorde0000001") in backend.calls)
 
 
@@ -144,7 +147,7 @@ async def test_queue_rows_update_in_place_and_finished_rows_fade_out() -> None:
         done = row_key("main", "KTUIa1b2c3d4e5f6")
         assert "[dim]" in str(queue.cells(done)[3])  # finished: dimmed, still shown
         vanished = row_key("main", "KTUIq00000000003")
-        assert "done" in str(queue.cells(vanished)[3])  # gone from the status: shown as ended
+        assert "ended" in str(queue.cells(vanished)[3])  # gone from the status: ended, not "done"
         clock.advance(10.5)
         await repoll(pilot, app)
         assert queue.cells(done) is None and queue.cells(vanished) is None
@@ -260,23 +263,37 @@ async def test_first_run_creates_and_starts_an_instance_on_the_bundled_model() -
         assert app.screen.query_one(InstancesTable).cells("default") is not None
 
 
-@pytest.mark.parametrize(("answer", "stop"), [("enter", True), ("n", False)])
-async def test_quit_asks_whether_to_stop_running_instances(answer: str, stop: bool) -> None:
+async def test_q_leaves_instances_running_and_says_so() -> None:
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
         await pilot.press("q")
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press(answer)
         await asyncio.sleep(0.05)
-    assert app.stop_on_exit is stop
+    assert app.stop_on_exit is False
+    assert "1 instance keeps running (main)" in (app.exit_message or "")
+
+
+@pytest.mark.parametrize(("answer", "stop"), [("y", True), ("enter", None), ("n", None)])
+async def test_shift_q_stops_everything_after_a_yes(answer: str, stop: bool | None) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("Q")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "4 requests in flight will be aborted" in app.screen.question
+        await pilot.press(answer)  # the default answer is no: requests would be lost
+        await asyncio.sleep(0.05)
+        if stop is None:
+            assert app.is_running and app.screen.id == "dashboard"
+    if stop:
+        assert app.stop_on_exit is True
 
 
 async def test_escape_on_quit_question_keeps_the_panel_open() -> None:
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
-        await pilot.press("q", "escape")
+        await pilot.press("Q", "escape")
         assert app.screen.id == "dashboard" and app.is_running
 
 
@@ -288,3 +305,23 @@ async def test_theme_choice_is_saved() -> None:
         assert app.theme == "phosphor"
         app.theme = "kobold-light"
         await wait_for(pilot, lambda: backend.settings.get("theme") == "kobold-light")
+
+
+async def test_footer_keys_follow_the_focused_panel_and_slash_filters_the_queue() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        footer = screen_text(app).splitlines()[-1]
+        assert "Start" in footer and "Abort" not in footer  # the instances table has focus
+        await pilot.press("3")
+        await pilot.pause(0.1)
+        footer = screen_text(app).splitlines()[-1]
+        assert "Abort" in footer and "Filter" in footer and "Start" not in footer
+        await pilot.press("slash", *"horde")
+        queue = app.screen.query_one(QueueTable)
+        await wait_for(pilot, lambda: queue.row_count == 2)
+        assert "2 match /horde" in queue.border_subtitle
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: queue.row_count == 4)
+        await pilot.press("x")  # keys still work from any panel
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual.widgets import Input, Log, Static, TextArea
+from textual.widgets import Input, Static, TextArea
 
 from koboldtui.tui.screens.confirm import ConfirmScreen
 from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
@@ -131,6 +131,16 @@ async def test_prompt_streams_tokens_and_restarts_the_countdown() -> None:
         await wait_for(pilot, lambda: "done" in static_text(screen, "#prompt-status"))
         assert screen.query_one(TextArea).text == "Once upon a time."
         assert ("stream_prompt", "main", "Hi") in backend.calls
+        status = static_text(screen, "#prompt-status")
+        assert "5 tokens" in status and "first after" in status and "tok/s" in status
+        screen.query_one("#prompt-max", Input).value = "64"
+        screen.query_one("#prompt-temp", Input).value = "hot"
+        screen.query_one("#prompt-input", Input).focus()
+        await pilot.press("enter")
+        assert "temperature must be a number" in static_text(screen, "#prompt-status")
+        screen.query_one("#prompt-temp", Input).value = "0.3"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: backend.last_sampling == (64, 0.3))
         await pilot.press("escape")
         await repoll(pilot, app)
         from koboldtui.tui.widgets.countdown import LocalPriorityCountdown
@@ -145,11 +155,11 @@ async def test_log_view_shows_the_instance_log() -> None:
         await settle(pilot, app)
         await pilot.press("l")
         await wait_for(pilot, lambda: isinstance(app.screen, LogScreen) and app.screen.lines)
-        log = app.screen.query_one(Log)
-        assert log.line_count == 30 and "line 29" in log.lines[-1]
+        screen = app.screen
+        assert len(screen.shown) == 30 and "line 29" in screen.shown[-1]
         backend.log.append("line 30: slot 0 released")
         await pilot.press("r")
-        await wait_for(pilot, lambda: app.screen.query_one(Log).line_count == 31)
+        await wait_for(pilot, lambda: len(screen.shown) == 31)
 
 
 async def test_batch_form_shows_ubatch_and_reloads_with_new_size() -> None:
@@ -169,7 +179,10 @@ async def test_batch_form_shows_ubatch_and_reloads_with_new_size() -> None:
         await pilot.press("enter")
         assert app.screen is screen  # invalid: stays open
         screen.query_one(Input).value = "2048"
-        await pilot.press("enter")
+        await pilot.press("enter")  # main has 4 requests in flight: the reload asks first
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "4 requests in flight (2 local, 2 Horde) will be aborted" in app.screen.question
+        await pilot.press("y")
         await wait_for(pilot, lambda: ("set_batch_size", "main", 2048) in backend.calls)
 
 
@@ -182,8 +195,8 @@ async def test_model_key_picks_confirms_and_switches_with_progress() -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen) and app.screen.models)
         await pilot.press("down", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        assert "Mistral-7B" in app.screen.question
-        await pilot.press("enter")
+        assert "Mistral-7B" in app.screen.question and "4 requests in flight" in app.screen.question
+        await pilot.press("y")  # requests in flight: the default answer is no
         target = "/models/Mistral-7B-Instruct-v0.3-Q5_K_M.gguf"
         await wait_for(pilot, lambda: ("switch_model", "main", target) in backend.calls)
         await wait_for(pilot, lambda: app.screen.id == "dashboard")
@@ -229,7 +242,7 @@ async def test_a_second_prompt_replaces_the_first_stream() -> None:
     backend = FakeBackend()
     release = threading.Event()
 
-    def slow_then_fast(instance: str, prompt: str, max_tokens: int):
+    def slow_then_fast(instance: str, prompt: str, max_tokens: int, temperature=None):
         backend.calls.append(("stream_prompt", instance, prompt))
         if prompt == "first":
             yield "old-1 "
@@ -253,3 +266,30 @@ async def test_a_second_prompt_replaces_the_first_stream() -> None:
         await wait_for(pilot, lambda: "done" in static_text(screen, "#prompt-status"))
         await pilot.pause(0.2)
         assert screen.query_one(TextArea).text == "new text"
+
+
+async def test_form_errors_sit_next_to_their_fields_in_the_panels_words() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        form = await open_new_form(pilot, app)
+        await set_input(pilot, form, "#name", "lender")
+        await set_input(pilot, form, "#parallel", "0")
+        await set_input(pilot, form, "#threads", "-2")
+        form.query_one("#horde_enabled").value = True
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        assert "parallel slots (e) 0 must be between 1 and 256" in static_text(form, "#parallel-msg")
+        assert "at least 1" in static_text(form, "#threads-msg")
+        assert "Horde API key field" in static_text(form, "#horde_key-msg")
+        assert "--" not in static_text(form, "#form-errors")  # no CLI flags in the panel
+        await set_input(pilot, form, "#parallel", "2")
+        await set_input(pilot, form, "#threads", "3")
+        form.query_one("#horde_enabled").value = False
+        form.query_one("#auto_restart").value = False
+        form.query_one("#autostart").value = False
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "lender" in backend.drafts)
+        draft = backend.drafts["lender"]
+        assert draft.config.threads == 3 and not draft.auto_restart and not draft.autostart

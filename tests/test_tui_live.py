@@ -36,7 +36,7 @@ async def test_first_run_starts_a_real_instance_streams_a_prompt_and_stops_on_qu
             await wait_for(pilot, lambda: any(i.state == "ready" and i.status for i in app.instances), timeout=120)
             await pilot.pause(0.6)
             table = app.screen.query_one(InstancesTable)
-            assert "ready" in str(table.cells("default")[4])
+            assert "ready" in str(table.cells("default")[6])
             batch = app.screen.query_one(BatchTable).cells("default")
             assert batch[1] == "512" and batch[2] == "512"
             text = screen_text(app)
@@ -48,9 +48,9 @@ async def test_first_run_starts_a_real_instance_streams_a_prompt_and_stops_on_qu
             await wait_for(pilot, lambda: prompt.tokens > 0, timeout=60)
             await wait_for(pilot, lambda: "done" in str(prompt.query_one("#prompt-status").render()), timeout=60)
             assert prompt.query_one(TextArea).text == prompt.output and prompt.output.strip()
-            await pilot.press("escape", "q")
+            await pilot.press("escape", "Q")  # Q: stop everything and quit (q leaves them running)
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-            await pilot.press("enter")
+            await pilot.press("y")
         assert app.stop_on_exit is True
         pid = next(i.pid for i in app.instances if i.name == "default")
     finally:
@@ -68,3 +68,31 @@ async def test_first_run_starts_a_real_instance_streams_a_prompt_and_stops_on_qu
         await asyncio.sleep(0.1)
     else:
         pytest.fail(f"instance pid {pid} still runs after quitting with 'stop them'")
+
+
+def test_saving_an_unchanged_form_keeps_the_gpu_choice_and_stop_sticks() -> None:
+    """e then ctrl+s must never turn a CPU instance into 'auto' (it would take GPUs on a GPU box);
+    an instance the person stopped stays stopped in the next panel (autostart off)."""
+    from dataclasses import replace
+
+    from koboldtui.config import ServeConfig
+    from koboldtui.tui.backend import InstanceDraft
+
+    backend = LiveBackend()
+    try:
+        backend.save_instance(InstanceDraft(ServeConfig(name="cpu-one", port=5301, gpu_layers=0), ()), None)
+        assert backend.registry.get("cpu-one").gpus == "cpu" and backend.registry.get("cpu-one").autostart
+        backend.save_instance(backend.draft_for("cpu-one"), "cpu-one")
+        assert backend.registry.get("cpu-one").gpus == "cpu"
+        backend.registry.edit("cpu-one", {"gpus": "auto"})
+        draft = backend.draft_for("cpu-one")
+        backend.save_instance(replace(draft, config=replace(draft.config, ctx=4096)), "cpu-one")
+        assert backend.registry.get("cpu-one").gpus == "auto" and backend.registry.get("cpu-one").ctx == 4096
+        backend.stop_instance("cpu-one")
+        assert backend.registry.get("cpu-one").autostart is False
+        view = next(v for v in backend.instances() if v.name == "cpu-one")
+        assert view.state == "stopped"  # not autostarted by the panel's first poll
+        # 'auto' on a machine without a GPU means the CPU, and the row says so
+        assert view.gpus == ("CPU" if not backend.gpu_report().gpus else "auto")
+    finally:
+        backend.close(stop_instances=True)

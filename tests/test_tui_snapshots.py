@@ -98,3 +98,40 @@ def test_gpu_priority(snap_compare, size) -> None:
         await settled(pilot)
 
     assert snap_compare(panel(), terminal_size=size, run_before=open_priority)
+
+
+def test_horde_view(snap_compare) -> None:
+    async def open_view(pilot) -> None:
+        await drawn(pilot)
+        await pilot.press("H")
+        for _ in range(300):
+            if type(pilot.app.screen).__name__ == "HordeScreen":
+                break
+            await pilot.pause(0.01)
+        await pilot.pause(0.1)
+
+    assert snap_compare(panel(), terminal_size=(120, 40), run_before=open_view)
+
+
+def test_failed_instance_detail(snap_compare) -> None:
+    async def open_detail(pilot) -> None:
+        app = pilot.app
+        await drawn(pilot)
+        app.backend.states["chat-cpu"] = "failed"
+        app.backend.errors["chat-cpu"] = (
+            "exited with code 1\nlast log lines:\n  llama_model_load: error loading model: bad magic")
+        before = app.polls_done
+        app.poll_now()
+        for _ in range(300):
+            if app.polls_done > before:
+                break
+            await pilot.pause(0.01)
+        app.clear_notifications()
+        await pilot.press("5", "down", "enter")
+        for _ in range(300):
+            if type(app.screen).__name__ == "InstanceDetailScreen" and app.screen.tail:
+                break
+            await pilot.pause(0.01)
+        await pilot.pause(0.1)
+
+    assert snap_compare(panel(), terminal_size=(120, 40), run_before=open_detail)

@@ -78,11 +78,18 @@ def fake_status(name: str, port: int, horde: dict, queue: tuple[QueueEntry, ...]
 
 def busy_horde(remaining_s: float = 14.2) -> dict:
     return {
-        "state": "paused", "window_s": 20.0, "remaining_s": remaining_s, "jobs_done": 128,
+        "state": "paused_local", "window_s": 20.0, "remaining_s": remaining_s, "jobs_done": 128,
         "jobs_faulted": 2, "jobs_dropped": 1, "kudos_session": 1840.5, "kudos_total": 52311,
         "username": "kobold_fan#4242", "worker_name": "kobold-box", "worker_id": "w-1", "tokens_per_s": 38.7,
         "skipped": {"max_context_length": 3, "models": 1},
         "last_error": "submit timed out after 30 s; the job was resent",
+        "pops": 412, "empty_pops": 251, "models": ["koboldcpp/gemma-3-270m-it"],
+        "recent_jobs": [
+            {"tokens": 180, "tokens_per_s": 39.2, "state": "ok", "kudos": 14.5},
+            {"tokens": 240, "tokens_per_s": 37.1, "state": "ok", "kudos": 19.0},
+            {"tokens": 0, "tokens_per_s": 0.0, "state": "faulted", "kudos": 0.0},
+            {"tokens": 96, "tokens_per_s": 41.0, "state": "ok", "kudos": 7.8},
+        ],
     }
 
 
@@ -116,6 +123,8 @@ class FakeBackend:
         self.facts: dict[str, object] = {}  # what a command/remote server says (FlavourFacts)
         self.errors: dict[str, str] = {}  # last_error per instance (e.g. an unreachable remote)
         self.vram: dict[str, float] = {}  # MiB per instance, as NVML-by-pid would say
+        self.horde_state = "paused_local"
+        self.horde_kudos_bump = 0  # screenshots grow the worker's totals between polls
         if instances:
             main = ServeConfig(name="main", port=5001, gpu_layers=99, horde=HordeSettings(
                 enabled=True, worker_name="kobold-box", api_key="secret-key"))
@@ -138,6 +147,11 @@ class FakeBackend:
                 status = None
                 if state == "ready" and draft.kind == "serve":
                     horde = busy_horde(self.horde_remaining) if draft.config.horde.enabled else {}
+                    if horde:
+                        horde["state"] = self.horde_state
+                        bump = self.horde_kudos_bump
+                        horde["kudos_session"] += 14.5 * bump + (bump % 3) * 6
+                        horde["jobs_done"] += bump
                     status = fake_status(name, draft.config.port, horde, self.queue if name == "main" else (),
                                          n_batch=draft.config.batch_size, parallel=draft.config.parallel)
                 gpus = ",".join(str(g.index) for g in self.gpus if g.uuid in draft.gpu_uuids) or "CPU"
@@ -145,8 +159,8 @@ class FakeBackend:
                     name=name, state=state, port=draft.config.port, model=draft.config.model or "bundled",
                     gpus=gpus, pid=4242 if state == "ready" else None, restarts=1 if name == "main" else 0,
                     uptime_s=3723.0 if state == "ready" else None,
-                    last_error=self.errors.get(name), status=status,
-                    kind=draft.kind, facts=self.facts.get(name), vram_mib=self.vram.get(name),
+                    last_error=self.errors.get(name) if state in ("failed", "unreachable") else None,
+                    status=status, kind=draft.kind, facts=self.facts.get(name), vram_mib=self.vram.get(name),
                 ))
             return views
         finally:
@@ -255,8 +269,10 @@ class FakeBackend:
     def horde_maintenance(self, instance: str, enabled: bool) -> None:
         self._track("horde_maintenance", instance, enabled)
 
-    def stream_prompt(self, instance: str, prompt: str, max_tokens: int) -> Iterator[str]:
+    def stream_prompt(self, instance: str, prompt: str, max_tokens: int,
+                      temperature: float | None = None) -> Iterator[str]:
         self._track("stream_prompt", instance, prompt)
+        self.last_sampling = (max_tokens, temperature)
         self.horde_remaining = 20.0  # a local request restarts the window
         yield from self.stream_tokens
 

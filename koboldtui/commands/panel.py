@@ -44,7 +44,6 @@ def run_panel(args: argparse.Namespace) -> int:
     finally:
         if app.stop_on_exit:
             print("koboldtui: stopping the running instances…", file=sys.stderr)
-        else:
-            print("koboldtui: instances left running; `koboldtui` reattaches to them", file=sys.stderr)
+        # else the panel printed which instances keep running (and how to stop them)
         backend.close(stop_instances=app.stop_on_exit)
     return int(app.return_code or 0)

@@ -146,6 +146,9 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
 
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: the Horde worker's routine pops (one every few seconds)
+    # would bury the log. The worker logs its own jobs and errors; httpx only warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     for problem in getattr(args, "config_problems", []):
         print(f"koboldtui serve: {problem}", file=sys.stderr)
     if getattr(args, "config_problems", []):

@@ -59,12 +59,16 @@ class HordeStats:
     user_refreshed_at: float | None = None
     user_refresh_s: float = 60.0
     _speeds: deque[float] = field(default_factory=lambda: deque(maxlen=10))
+    # The panel's Horde view lists the last jobs (read-only; added by the panel's issue 12).
+    recent_jobs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
+    _unsubmitted: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
 
     def record_speed(self, tokens: int, tokens_per_s: float) -> None:
         """One finished Horde job's generation speed (kept for the last 10 jobs)."""
         self.tokens_generated += max(0, tokens)
         if tokens_per_s > 0:
             self._speeds.append(tokens_per_s)
+        self._unsubmitted.append({"tokens": max(0, tokens), "tokens_per_s": round(tokens_per_s, 2)})
 
     @property
     def tokens_per_s(self) -> float:
@@ -84,6 +88,8 @@ class HordeStats:
         else:
             self.jobs_faulted += 1
         self.kudos_session += reward
+        job = self._unsubmitted.popleft() if state == "ok" and self._unsubmitted else {"tokens": 0, "tokens_per_s": 0.0}
+        self.recent_jobs.append({**job, "state": state, "kudos": round(reward, 2)})
 
     def record_skipped(self, skipped: Any) -> None:
         """Keep the server's latest non-empty reasons why requests passed this worker by."""
@@ -146,6 +152,7 @@ class HordeStats:
             "last_drop": dict(self.last_drop) if self.last_drop else None,
             "pops": self.pops,
             "empty_pops": self.empty_pops,
+            "recent_jobs": list(self.recent_jobs),
         }
 
 

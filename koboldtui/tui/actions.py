@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from textual.worker import Worker, WorkerState
 
-from koboldtui.tui.backend import InstanceDraft, InstanceView
+from koboldtui.tui import gauges
+from koboldtui.tui.backend import FINISHED_REQUEST_STATES, InstanceDraft, InstanceView
 from koboldtui.tui.screens.confirm import ConfirmScreen
 from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
+from koboldtui.tui.screens.instance_detail import InstanceDetailScreen
 from koboldtui.tui.screens.instance_form import InstanceFormScreen
 from koboldtui.tui.screens.log_view import LogScreen
 from koboldtui.tui.screens.pickers import BatchFormScreen, ModelPickerScreen
@@ -33,6 +35,39 @@ HORDE_ACTIONS = {
 }
 
 
+def in_flight(inst: InstanceView) -> tuple[int, int]:
+    """(local, Horde) requests the instance is working on or holding in its queue."""
+    if inst.status is None:
+        return 0, 0
+    local = horde = 0
+    for q in inst.status.engine.queue:
+        if q.state.value in FINISHED_REQUEST_STATES:
+            continue
+        if q.origin.value == "horde":
+            horde += 1
+        else:
+            local += 1
+    return local, horde
+
+
+def active_requests(inst: InstanceView) -> int:
+    """How many requests a stop of this instance would abort."""
+    return sum(in_flight(inst))
+
+
+def loss_words(inst: InstanceView) -> str:
+    """'3 requests in flight (1 local, 2 Horde) will be aborted …' or '' when idle."""
+    local, horde = in_flight(inst)
+    total = local + horde
+    if not total:
+        return ""
+    parts = [p for p in (f"{local} local" if local else "", f"{horde} Horde" if horde else "") if p]
+    text = f"{total} request{'s' if total != 1 else ''} in flight ({', '.join(parts)}) will be aborted"
+    if horde:
+        text += "; the Horde counts aborted jobs as faulted"
+    return text + "."
+
+
 class PanelActions:
     """Mixin for ``KoboldPanel``: one method per key the dashboard offers."""
 
@@ -40,8 +75,8 @@ class PanelActions:
         """Run a blocking backend call in a worker; success/failure arrive as notifications."""
 
         def call() -> Any:
-            fn(*args)
-            return done
+            result = fn(*args)
+            return done if done is not None else (result if isinstance(result, str) else None)
 
         self.run_worker(call, name=label, group=ACTION_GROUP, thread=True, exit_on_error=False)
 
@@ -51,12 +86,28 @@ class PanelActions:
         if worker.group != ACTION_GROUP:
             return
         if event.state == WorkerState.ERROR:
-            self.notify(f"{worker.name} failed: {worker.error}", title="Action failed", severity="error", timeout=10)
+            self.notify(f"{worker.name} failed: {worker.error}", title="Action failed", severity="error", timeout=10,
+                        markup=False)
             self.poll_now()
         elif event.state == WorkerState.SUCCESS:
             if worker.result:
-                self.notify(str(worker.result))
+                self.notify(str(worker.result), markup=False)
             self.poll_now()
+
+    def confirm_loss(self: KoboldPanel, inst: InstanceView, doing: str, then: Callable[[], None]) -> None:
+        """Run ``then`` now when the instance is idle; else say what is lost and wait for a yes."""
+        words = loss_words(inst)
+        if not words:
+            then()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                then()
+
+        self.push_screen(ConfirmScreen(
+            f"{doing} {gauges.plain(inst.name)}?\n[$warning]{words}[/]",
+            yes=doing, no="Keep it running", default_yes=False), answered)
 
     def selected(self: KoboldPanel) -> InstanceView | None:
         """The instance the keys act on; tells the person when there is none."""
@@ -117,28 +168,64 @@ class PanelActions:
 
     def action_start_instance(self: KoboldPanel) -> None:
         inst = self.selected()
-        if inst is not None:
-            self.run_backend(f"starting {inst.name}", self.backend.start_instance, inst.name, done=f"{inst.name} starting")
+        if inst is None:
+            return
+        if inst.running:
+            self.notify(f"{inst.name} is {inst.state} already; R restarts it", severity="warning")
+            return
+        self.run_backend(f"starting {inst.name}", self.backend.start_instance, inst.name,
+                         done=f"{inst.name}: start requested; its row shows loading, then ready (or why it failed)")
 
     def action_stop_instance(self: KoboldPanel) -> None:
         inst = self.selected()
-        if inst is not None:
-            self.run_backend(f"stopping {inst.name}", self.backend.stop_instance, inst.name, done=f"{inst.name} stopped")
+        if inst is None:
+            return
+        if not inst.running:
+            self.notify(f"{inst.name} is {inst.state}: nothing to stop", severity="warning")
+            return
+        self.confirm_loss(inst, "Stop", lambda: self.run_backend(
+            f"stopping {inst.name}", self.backend.stop_instance, inst.name,
+            done=f"{inst.name} stopped; it stays stopped (also in the next panel) until you start it with s"))
 
     def action_restart_instance(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is not None:
-            self.run_backend(f"restarting {inst.name}", self.backend.restart_instance, inst.name,
-                             done=f"{inst.name} restarting")
+            self.confirm_loss(inst, "Restart", lambda: self.run_backend(
+                f"restarting {inst.name}", self.backend.restart_instance, inst.name,
+                done=f"{inst.name}: restart requested"))
+
+    def action_instance_detail(self: KoboldPanel) -> None:
+        """Enter on an instance: its settings, last error, exit code and log tail."""
+        inst = self.selected()
+        if inst is None:
+            return
+
+        def chosen(what: str | None) -> None:
+            if what == "log":
+                self.action_show_log()
+            elif what == "start":
+                self.action_start_instance()
+            elif what == "edit":
+                self.action_edit_instance()
+
+        self.push_screen(InstanceDetailScreen(self.backend, inst), chosen)
 
     # model switch ------------------------------------------------------------------------
     def action_pick_model(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is None:
             return
-        current = inst.status.engine.model_path if inst.status else inst.model
-        self.push_screen(ModelPickerScreen(self.backend, inst.name, current),
-                         lambda path: self.request_model_switch(path) if path else None)
+        current = inst.model or "bundled"  # the spec's model: "bundled" or a path, as the catalogue names it
+
+        def picked(path: str | None) -> None:
+            if not path:
+                return
+            if path == current:
+                self.notify(f"{inst.name} already runs {path.rsplit('/', 1)[-1]}", severity="warning")
+                return
+            self.request_model_switch(path)
+
+        self.push_screen(ModelPickerScreen(self.backend, inst.name, current), picked)
 
     def request_model_switch(self: KoboldPanel, model: str) -> None:
         """Confirm, then stop → start the selected instance on ``model`` with progress."""
@@ -151,10 +238,12 @@ class PanelActions:
             if yes:
                 self.push_screen(SwitchProgressScreen(self.backend, inst.name, model), lambda _ok: self.poll_now())
 
+        words = loss_words(inst)
+        lost = f"[$warning]{words}[/]" if words else "[$text-muted]No requests are in flight.[/]"
         self.push_screen(ConfirmScreen(
-            f"Switch {inst.name} to {short}?\n[$text-muted]It stops the instance (running requests are aborted),"
-            " then starts it on the new model.[/]",
-            yes="Switch", no="Keep current", default_yes=True), answered)
+            f"Switch {gauges.plain(inst.name)} to {gauges.plain(short)}?\n"
+            f"It stops the instance, then starts it on the new model. {lost}",
+            yes="Switch", no="Keep current", default_yes=not words), answered)
 
     # batch, GPUs, prompt, log ------------------------------------------------------------------
     def action_batch_size(self: KoboldPanel) -> None:
@@ -164,9 +253,12 @@ class PanelActions:
         current = inst.status.engine.n_batch if inst.status else 512
 
         def chosen(value: int | None) -> None:
-            if value is not None and value != current:
-                self.run_backend(f"setting the batch size of {inst.name}", self.backend.set_batch_size, inst.name,
-                                 value, done=f"{inst.name}: batch size {value}, reloading")
+            if value is None or value == current:
+                return
+            latest = next((i for i in self.instances if i.name == inst.name), inst)
+            self.confirm_loss(latest, "Reload", lambda: self.run_backend(
+                f"setting the batch size of {inst.name}", self.backend.set_batch_size, inst.name,
+                value, done=f"{inst.name}: batch size {value}" + (", reloading" if latest.running else "")))
 
         self.push_screen(BatchFormScreen(inst.name, current), chosen)
 
@@ -190,7 +282,31 @@ class PanelActions:
             self.notify("No request selected: focus the queue (3) and pick one", severity="warning")
             return
         instance, genkey = picked
-        self.run_backend(f"aborting {genkey}", self.backend.abort, instance, genkey, done=f"abort sent for {genkey}")
+        row = self.dashboard.query_one(QueueTable).request_state(instance, genkey)
+        if row is None or row[1] in FINISHED_REQUEST_STATES or row[1] in ("stopped", "ended"):
+            state = row[1] if row else "gone"
+            self.notify(f"request {genkey[-8:]} has ended already ({state}): nothing to abort", severity="warning")
+            return
+
+        def abort() -> None:
+            self.run_backend(f"aborting {genkey[-8:]}", self._abort, instance, genkey)
+
+        if row[0] == "horde":
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    abort()
+
+            self.push_screen(ConfirmScreen(
+                f"Abort Horde job {gauges.plain(genkey[-8:])} on {gauges.plain(instance)}?\n"
+                "[$warning]The worker reports it to the Horde as faulted (no kudos; many faults can put the"
+                " worker into maintenance).[/]", yes="Abort it", no="Let it finish", default_yes=False), answered)
+        else:
+            abort()
+
+    def _abort(self: KoboldPanel, instance: str, genkey: str) -> str:
+        known = self.backend.abort(instance, genkey)
+        return (f"request {genkey[-8:]} aborted" if known
+                else f"request {genkey[-8:]} had already ended on {instance}: nothing to abort")
 
     def action_horde(self: KoboldPanel, what: str) -> None:
         inst = self.selected()

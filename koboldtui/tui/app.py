@@ -18,29 +18,41 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from koboldtui.paths import AppPaths, app_paths
-from koboldtui.tui.actions import PanelActions
-from koboldtui.tui.backend import GpuReport, InstanceView, PanelBackend
+from koboldtui.tui import gauges
+from koboldtui.tui.actions import PanelActions, active_requests
+from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceView, PanelBackend
+from koboldtui.tui.failure_reason import short_reason
+from koboldtui.tui.fault_guard import FaultGuard
 from koboldtui.tui.keymap import load_keymap
-from koboldtui.tui.messages import GpusPolled, InstancesPolled
-from koboldtui.tui.palette import ModelSwitchProvider
+from koboldtui.tui.messages import CatalogLoaded, GpusPolled, InstancesPolled
+from koboldtui.tui.palette import ModelSwitchProvider, PanelCommandPalette
 from koboldtui.tui.screens.confirm import ConfirmScreen
 from koboldtui.tui.screens.dashboard import DASHBOARD_BINDINGS, DashboardScreen
 from koboldtui.tui.screens.help import HelpScreen, help_entries
+from koboldtui.tui.screens.horde_view import HordeHistory, HordeScreen
 from koboldtui.tui.themes import DEFAULT_THEME, LoadedThemes, load_themes, theme_dirs
 
 Clock = Callable[[], float]
 THEME_SETTING = "theme"
 
 
-class KoboldPanel(PanelActions, App[None]):
+class KoboldPanel(FaultGuard, PanelActions, App[None]):
     """The control panel; everything it knows about the world comes from ``backend``."""
 
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "koboldtui"
     COMMANDS = App.COMMANDS | {ModelSwitchProvider}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit_panel", "Quit", id="quit", tooltip="Quit (asks whether to stop running instances)"),
+        Binding("q", "quit_panel", "Quit", id="quit",
+                tooltip="Leave the panel; running instances keep serving (the next panel reattaches)"),
+        Binding("Q", "stop_all_and_quit", "Stop all & quit", id="quit-stop-all", show=False,
+                tooltip="Stop every running instance, then leave the panel (asks first)"),
         Binding("question_mark,f1", "help", "Help", id="help", tooltip="Show every key"),
+        # Textual's own keys, given ids here so help lists them and [keymap] can move them.
+        Binding("ctrl+p", "command_palette", "Palette", id="command-palette", show=False, priority=True,
+                tooltip="Open the command palette: every action and every model by name"),
+        Binding("ctrl+q", "quit", "Quit", id="quit-ctrl", show=False, priority=True,
+                tooltip="The same as q: leave the panel, instances keep running"),
     ]
 
     def __init__(
@@ -56,6 +68,7 @@ class KoboldPanel(PanelActions, App[None]):
         themes: LoadedThemes | None = None,
         theme_name: str | None = None,
         first_run: bool = True,
+        catalog_refresh_s: float = 30.0,
     ) -> None:
         super().__init__()
         self.backend = backend
@@ -65,11 +78,18 @@ class KoboldPanel(PanelActions, App[None]):
         self.countdown_tick_s = countdown_tick_s
         self.fade_after_s = fade_after_s
         self.paths = paths or app_paths()
+        self._init_fault_guard(self.paths.log_dir / "panel-errors.log")
+        self.catalog_refresh_s = catalog_refresh_s
+        self.catalog_models: list[CatalogModel] | None = None  # None until the first load
+        self.catalog_error: str | None = None
+        self._states: dict[str, str] = {}
+        self.horde_history = HordeHistory()
         self.first_run = first_run
         self.instances: tuple[InstanceView, ...] = ()
         self.gpu_report = GpuReport()
         self.selected_instance: str | None = None
         self.stop_on_exit = False
+        self.exit_message: str | None = None
         self.prompt_max_tokens = 200
         self.polls_done = 0
         self.gpu_polls_done = 0
@@ -96,20 +116,26 @@ class KoboldPanel(PanelActions, App[None]):
     def get_default_screen(self) -> Screen:
         return DashboardScreen(self.clock, self.countdown_tick_s, self.fade_after_s)
 
+    def fresh_dashboard(self, generation: int) -> DashboardScreen:
+        """A new dashboard to replace one whose widget died in a bug (see fault_guard)."""
+        return DashboardScreen(self.clock, self.countdown_tick_s, self.fade_after_s, f"dashboard-{generation}")
+
     def on_mount(self) -> None:
         if self.keymap_overrides:
             self.set_keymap(self.keymap_overrides)
         for problem in self.theme_problems + self.keymap_problems:
-            self.notify(problem, title="Config", severity="warning", timeout=8)
+            self.notify(problem, title="Config", severity="warning", timeout=8, markup=False)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self._poll_instances()
         self._poll_gpus()
+        self.refresh_catalog()
 
     @classmethod
     def binding_groups(cls) -> list[tuple[str, list[Binding]]]:
         """Every binding by where it works, for the help screen and keymap validation."""
         from koboldtui.tui.screens.confirm import ConfirmScreen
         from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
+        from koboldtui.tui.screens.instance_detail import InstanceDetailScreen
         from koboldtui.tui.screens.instance_form import InstanceFormScreen
         from koboldtui.tui.screens.log_view import LogScreen
         from koboldtui.tui.screens.pickers import BatchFormScreen, ModelPickerScreen
@@ -120,7 +146,8 @@ class KoboldPanel(PanelActions, App[None]):
             ("instance form", InstanceFormScreen), ("GPU priority", GpuPriorityScreen),
             ("prompt", PromptScreen), ("log", LogScreen), ("model picker", ModelPickerScreen),
             ("batch size", BatchFormScreen), ("model switch", SwitchProgressScreen),
-            ("questions", ConfirmScreen), ("help", HelpScreen),
+            ("questions", ConfirmScreen), ("help", HelpScreen), ("instance details", InstanceDetailScreen),
+            ("Horde view", HordeScreen),
         ]
         groups = [("anywhere", [b for b in cls.BINDINGS if isinstance(b, Binding)]),
                   ("dashboard", list(DASHBOARD_BINDINGS))]
@@ -134,9 +161,8 @@ class KoboldPanel(PanelActions, App[None]):
 
     @property
     def dashboard(self) -> DashboardScreen:
-        """The dashboard (always the bottom screen while the app runs)."""
-        screen = self.screen_stack[0]
-        assert isinstance(screen, DashboardScreen)
+        """The dashboard: the bottom screen (or the fresh one a fault reset put above it)."""
+        screen = next(s for s in reversed(self.screen_stack) if isinstance(s, DashboardScreen))
         return screen
 
     @property
@@ -164,6 +190,8 @@ class KoboldPanel(PanelActions, App[None]):
         if message.error:
             self.sub_title = message.error
         else:
+            self._announce_failures(message.instances)
+            self.horde_history.record(message.instances, message.polled_at)
             self.instances = message.instances
             if self.selected_instance not in {i.name for i in self.instances}:
                 self.selected_instance = self.instances[0].name if self.instances else None
@@ -176,6 +204,39 @@ class KoboldPanel(PanelActions, App[None]):
                 self._first_run_done = True
                 self.create_first_instance()
         self._instances_timer = self.set_timer(self.refresh_s, self._poll_instances)
+
+    def _announce_failures(self, instances: tuple[InstanceView, ...]) -> None:
+        """A toast when an instance turns failed: the reason, and where to read more."""
+        states = {i.name: i.state for i in instances}
+        for inst in instances:
+            before = self._states.get(inst.name)
+            if inst.state == "failed" and before is not None and before != "failed":
+                self.notify(
+                    f"{gauges.plain(inst.name)} failed: {gauges.plain(short_reason(inst.last_error, 120))}\n"
+                    "[$text-muted]enter on its row shows the details, l its log[/]",
+                    title="Instance failed", severity="error", timeout=15,
+                )
+        self._states = states
+
+    # model catalogue (cached: the palette and forms open without rescanning folders) ------
+    def refresh_catalog(self) -> None:
+        """Re-read the model catalogue in a worker; the cache answers meanwhile."""
+        self._catalog_worker()
+
+    @work(thread=True, exclusive=True, group="catalog", exit_on_error=False)
+    def _catalog_worker(self) -> None:
+        try:
+            models, error = list(self.backend.catalog()), None
+        except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
+            models, error = [], f"cannot list models: {exc}"
+        self.post_message(CatalogLoaded(tuple(models), error))
+
+    def on_catalog_loaded(self, message: CatalogLoaded) -> None:
+        if message.error is None or self.catalog_models is None:
+            self.catalog_models = list(message.models)
+        self.catalog_error = message.error
+        if self.catalog_refresh_s:
+            self.set_timer(self.catalog_refresh_s, self.refresh_catalog)
 
     def _poll_gpus(self) -> None:
         self._gpus_timer = None
@@ -224,6 +285,17 @@ class KoboldPanel(PanelActions, App[None]):
         entries = help_entries(self.binding_groups(), self.keymap_overrides)
         self.push_screen(HelpScreen(entries, str(self.paths.config_file)))
 
+    def action_horde_view(self) -> None:
+        """H: every Horde worker, kudos and jobs over time, recent jobs."""
+        if not isinstance(self.screen, HordeScreen):
+            self.push_screen(HordeScreen(self.instances, self.horde_history))
+
+    def action_command_palette(self) -> None:
+        """One palette at a time: a fast second ctrl+p lands before the first has mounted."""
+        if not self.use_command_palette or any(s.id == "--command-palette" for s in self.screen_stack):
+            return
+        self.push_screen(PanelCommandPalette(id="--command-palette"))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("New instance", "Create and start a new instance", self.action_new_instance)
@@ -231,30 +303,46 @@ class KoboldPanel(PanelActions, App[None]):
         yield SystemCommand("Prompt", "Send a prompt to the selected instance", self.action_prompt)
         yield SystemCommand("Switch model", "Pick a model for the selected instance", self.action_pick_model)
         yield SystemCommand("Instance log", "Show the selected instance's log", self.action_show_log)
+        yield SystemCommand("Horde contribution", "Every worker, kudos and jobs over time", self.action_horde_view)
 
-    def action_quit(self) -> None:  # ctrl+q goes through the same question
+    def action_quit(self) -> None:  # ctrl+q: the same as q
         self.action_quit_panel()
 
     def action_quit_panel(self) -> None:
+        """Leave the panel; instances are servers and keep running (the next panel reattaches)."""
         running = [i.name for i in self.instances if i.running]
+        self.stop_on_exit = False
+        if running:
+            names = ", ".join(running)
+            self.exit_message = (
+                f"koboldtui: {len(running)} instance{'s keep' if len(running) > 1 else ' keeps'} running ({names}); "
+                "`koboldtui` reattaches to them, `koboldtui stop NAME` stops one, Q in the panel stops all."
+            )
+            self.exit(message=self.exit_message)
+        else:
+            self.exit()
+
+    def action_stop_all_and_quit(self) -> None:
+        """Stop every running instance and leave, after a yes (it aborts requests in flight)."""
+        running = [i for i in self.instances if i.running]
         if not running:
+            self.stop_on_exit = True
             self.exit()
             return
+        busy = sum(active_requests(i) for i in running)
+        names = ", ".join(i.name for i in running)
+        lost = f" {busy} request{'s' if busy != 1 else ''} in flight will be aborted." if busy else ""
 
         def answered(stop: bool | None) -> None:
-            if stop is None:
-                return
-            self.stop_on_exit = stop
-            self.exit()
+            if stop:
+                self.stop_on_exit = True
+                self.exit()
 
-        names = ", ".join(running)
         self.push_screen(
             ConfirmScreen(
-                f"Stop the running instances ({names}) before quitting?\n"
-                "[$text-muted]No leaves them running; the next panel reattaches to them.[/]",
-                yes="Stop them and quit",
-                no="Leave running",
-                default_yes=True,
+                f"Stop {gauges.plain(names)} and quit?{lost}\n"
+                "[$text-muted]Those marked autostart start again with the next panel; x stops one for good.[/]",
+                yes="Stop all and quit", no="Keep them running", default_yes=False,
             ),
             answered,
         )

@@ -103,6 +103,7 @@ class CatalogModel:
     n_layers: int | None = None
     ctx_train: int | None = None
     quant: str = ""
+    error: str | None = None  # a broken file: listed with why, never pickable
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,12 @@ class FitEstimate:
 
 @dataclass
 class InstanceDraft:
-    """What the new/edit form produces: the serve config plus the GPU set (empty = CPU)."""
+    """What the new/edit form produces: the serve config plus the GPU set (empty = CPU).
+
+    ``stored_gpus`` / ``stored_gpu_uuids`` remember the spec's own selection ("cpu", "auto"
+    or a list) and what it meant when the form opened, so saving an unchanged form keeps
+    it exactly (a CPU instance never turns into "auto").
+    """
 
     config: ServeConfig = field(default_factory=ServeConfig)
     gpu_uuids: tuple[str, ...] = ()
@@ -126,6 +132,9 @@ class InstanceDraft:
     command: str = ""  # kind command: the server's command line with {port} (and {model})
     health: str = ""  # kind command: readiness path ("" = first known path answering 200)
     url: str = ""  # kind remote: http://host:port
+    autostart: bool = True
+    stored_gpus: str | tuple[str, ...] | None = None
+    stored_gpu_uuids: tuple[str, ...] = ()
 
 
 class PanelBackend(Protocol):
@@ -184,7 +193,8 @@ class PanelBackend(Protocol):
 
     def horde_maintenance(self, instance: str, enabled: bool) -> None: ...
 
-    def stream_prompt(self, instance: str, prompt: str, max_tokens: int) -> Iterator[str]:
+    def stream_prompt(self, instance: str, prompt: str, max_tokens: int,
+                      temperature: float | None = None) -> Iterator[str]:
         """Send a local request (it restarts the Horde countdown) and yield tokens as they come."""
 
     def log_tail(self, instance: str, lines: int = 200) -> list[str]: ...

@@ -50,9 +50,12 @@ class InstanceApi:
         self._post(instance, "/api/koboldtui/horde/maintenance",
                    {"on": enabled, "message": "paused from the koboldtui panel" if enabled else ""}, timeout=15)
 
-    def stream_prompt(self, instance: str, prompt: str, max_tokens: int) -> Iterator[str]:
+    def stream_prompt(self, instance: str, prompt: str, max_tokens: int,
+                      temperature: float | None = None) -> Iterator[str]:
         url, headers = self._base_url(instance)
-        body = {"prompt": prompt, "max_length": max_tokens}
+        body: dict[str, Any] = {"prompt": prompt, "max_length": max_tokens}
+        if temperature is not None:
+            body["temperature"] = temperature
         try:
             with httpx.stream("POST", url + "/api/extra/generate/stream", json=body, headers=headers,
                               timeout=httpx.Timeout(10.0, read=120.0)) as response:

@@ -30,6 +30,7 @@ from koboldtui.tui.backend import (
     ProgressCallback,
 )
 from koboldtui.tui.instance_api import InstanceApi
+from koboldtui.tui.panel_words import panel_words
 
 MIB = 1024 * 1024
 SWITCH_STEPS = {"starting": 0.45, "loading": 0.6, "ready": 1.0}
@@ -79,7 +80,7 @@ class LiveBackend(InstanceApi):
         except BackendError:
             raise
         except _errors() as exc:
-            raise BackendError(f"{what}: {exc}") from exc
+            raise BackendError(panel_words(f"{what}: {exc}")) from exc
 
     def _inventory(self):
         inventory = self.sampler.latest() or self.sampler.sample_now()
@@ -123,8 +124,9 @@ class LiveBackend(InstanceApi):
         vram = self._vram(snaps)
         return [
             InstanceView(
-                name=s.name, state=s.state.value, port=s.port, model=s.model, gpus=s.gpus or "auto",
-                pid=s.pid, restarts=s.restarts, uptime_s=s.uptime_s, last_error=s.last_error, status=st,
+                name=s.name, state=s.state.value, port=s.port, model=s.model, gpus=self._gpus_shown(s.gpus),
+                pid=s.pid, restarts=s.restarts, uptime_s=s.uptime_s,
+                last_error=panel_words(s.last_error) if s.last_error else None, status=st,
                 kind=s.kind, facts=f, vram_mib=vram.get(s.name),
             )
             for s, st, f in zip(snaps, statuses, facts)
@@ -153,6 +155,15 @@ class LiveBackend(InstanceApi):
             return facts_for(self.supervisor.flavours, spec, snap, api_key)
         except Exception:  # noqa: BLE001 - shown as "-", never raised into the UI
             return None
+
+    def _gpus_shown(self, gpus: str | None) -> str:
+        """'auto' resolved to what it means here: 'CPU' on a machine without a usable GPU."""
+        if gpus in (None, "", "auto"):
+            inventory = self.sampler.latest()
+            if inventory is not None and (not inventory.available or not inventory.gpus):
+                return "CPU"
+            return "auto"
+        return "CPU" if gpus == "cpu" else gpus
 
     def _status_of(self, snap) -> InstanceStatus | None:
         from koboldtui.control.probe import fetch_status
@@ -214,12 +225,17 @@ class LiveBackend(InstanceApi):
 
         with self._db_lock:
             entries = list_models(self.conn, self.paths)
+        counts: dict[str, int] = {}
+        for e in entries:
+            counts[e.name] = counts.get(e.name, 0) + 1
         return [
             CatalogModel(
-                name=e.name, path=BUNDLED if e.source == "bundled" else str(e.path), size_bytes=e.size or 0,
-                n_layers=e.layers, ctx_train=e.context_length, quant=e.quantization or "",
+                # two files with one name are told apart by their folder
+                name=e.name if counts[e.name] == 1 or e.path is None else f"{e.name} ({e.path.parent.name}/)",
+                path=BUNDLED if e.source == "bundled" else str(e.path), size_bytes=e.size or 0,
+                n_layers=e.layers, ctx_train=e.context_length, quant=e.quantization or "", error=e.error,
             )
-            for e in entries if e.error is None
+            for e in entries
         ]
 
     def _model_path(self, model: str | None) -> Path:
@@ -299,15 +315,22 @@ class LiveBackend(InstanceApi):
                 (inventory.by_index(int(ref)).uuid if ref.isdigit() and inventory.by_index(int(ref)) else ref)
                 for ref in spec.gpus
             )
-        return InstanceDraft(config, uuids, spec.restart == "on-failure", kind=spec.kind,
-                             command=spec.command, health=spec.health, url=spec.url)
+        return InstanceDraft(config, uuids, spec.restart == "on-failure", autostart=spec.autostart,
+                             stored_gpus=spec.gpus if isinstance(spec.gpus, str) else tuple(spec.gpus),
+                             stored_gpu_uuids=uuids, kind=spec.kind, command=spec.command,
+                             health=spec.health, url=spec.url)
 
     # changes ---------------------------------------------------------------------------
-    def _gpus_field(self, uuids: tuple[str, ...]) -> Any:
+    def _gpus_field(self, draft: InstanceDraft) -> Any:
+        """The spec's GPU selection: unchanged when the form left it alone (never cpu → auto)."""
+        uuids = draft.gpu_uuids
+        if draft.stored_gpus is not None and uuids == draft.stored_gpu_uuids:
+            stored = draft.stored_gpus
+            return stored if isinstance(stored, str) else list(stored)
+        if not uuids:
+            return "cpu"
         auto = tuple(d for d in self._auto_devices().split(",") if d)
-        if uuids == auto:
-            return "auto"
-        return list(uuids) if uuids else "cpu"
+        return "auto" if uuids == auto else list(uuids)
 
     def save_instance(self, draft: InstanceDraft, original_name: str | None) -> None:
         from koboldtui.control.registry import UNSET
@@ -316,11 +339,12 @@ class LiveBackend(InstanceApi):
         c = draft.config
         fields: dict[str, Any] = {
             "port": c.port, "model": c.model or BUNDLED, "host": c.host,
-            "gpus": self._gpus_field(draft.gpu_uuids), "gpu_layers": c.gpu_layers, "ctx": c.ctx,
+            "gpus": self._gpus_field(draft), "gpu_layers": c.gpu_layers, "ctx": c.ctx,
             "batch_size": c.batch_size, "parallel": c.parallel, "threads": c.threads,
             "max_queue": c.max_queue, "horde": replace(c.horde, api_key=""),
             "restart": "on-failure" if draft.auto_restart else "no",
             "kind": draft.kind, "command": draft.command, "health": draft.health, "url": draft.url,
+            "autostart": draft.autostart,
         }
         if draft.kind == "command":  # relative paths in the command: from where the panel runs
             kept = self.registry.get(original_name).workdir if original_name else ""
@@ -329,7 +353,7 @@ class LiveBackend(InstanceApi):
             fields.update(port=self._remote_port(draft.url, c.port), autostart=False)
         horde_key = c.horde.api_key or None
         if original_name is None:
-            spec = InstanceSpec(name=c.name, **{"autostart": True, **fields})
+            spec = InstanceSpec(name=c.name, **fields)
             self._guard(f"creating {c.name}", lambda: self.registry.add(spec, horde_key=horde_key, api_key=c.api_key))
         else:
             self._guard(f"saving {original_name}", lambda: self.registry.edit(
@@ -346,19 +370,35 @@ class LiveBackend(InstanceApi):
         except ValueError:
             return fallback  # the spec's own check words the bad URL
 
+    def _set_autostart(self, name: str, on: bool) -> None:
+        """Remember the person's last word: started instances come back with the next panel,
+        stopped ones stay stopped."""
+        with self._db_lock:
+            spec = self.registry.get(name)
+            if spec.kind != "remote" and spec.autostart != on:  # a remote is watched, never started
+                self.registry.edit(name, {"autostart": on})
+
     def start_instance(self, name: str) -> None:
-        self._guard(f"starting {name}", lambda: self.supervisor.start(name))
+        self._guard(f"starting {name}", lambda: self._set_autostart(name, True))
+        self._start(name)
 
     def stop_instance(self, name: str) -> None:
+        self._stop(name)
+        self._guard(f"stopping {name}", lambda: self._set_autostart(name, False))
+
+    def _start(self, name: str) -> None:
+        self._guard(f"starting {name}", lambda: self.supervisor.start(name))
+
+    def _stop(self, name: str) -> None:
         self._guard(f"stopping {name}", lambda: self.supervisor.stop(name))
 
     def restart_instance(self, name: str) -> None:
-        self.stop_instance(name)
-        self.start_instance(name)
+        self._stop(name)
+        self._start(name)
 
     def switch_model(self, name: str, model: str, progress: ProgressCallback) -> None:
         progress(f"stopping {name}", 0.1)
-        self.stop_instance(name)
+        self._stop(name)
         progress(f"saving the new model {Path(model).name}", 0.3)
         self._guard(f"switching {name}", lambda: self.registry.edit(name, {"model": model}))
         progress(f"starting {name}", 0.4)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from koboldtui.tui.backend import GpuReport, InstanceView
+from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceView
 
 
 @dataclass
@@ -35,3 +35,11 @@ class GpusPolled(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, GpusPolled)
+
+
+@dataclass
+class CatalogLoaded(Message):
+    """The model catalogue, read off the UI thread (or why it could not be read)."""
+
+    models: tuple[CatalogModel, ...]
+    error: str | None = None

@@ -7,11 +7,12 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from koboldtui.tui.screens.modal import PanelModal
 
-class ConfirmScreen(ModalScreen[bool | None]):
+
+class ConfirmScreen(PanelModal[bool | None]):
     """Answers True (yes), False (no) or None (escape: cancel)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -14,14 +14,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import GpuReport, GpuView, PanelBackend
+from koboldtui.tui.screens.modal import PanelModal
 
 
-class GpuPriorityScreen(ModalScreen[None]):
+class GpuPriorityScreen(PanelModal[None]):
     """Move GPUs up/down, enable/disable; saved through the backend on each key."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -119,7 +119,7 @@ class GpuPriorityScreen(ModalScreen[None]):
             self.app.call_from_thread(
                 self.notify, f"could not save the GPU order: {gauges.plain(exc)}", severity="error")
             return
-        self.app.call_from_thread(self._saved, cvd)
+        self.from_thread(self._saved, cvd)
 
     def _saved(self, cvd: str) -> None:
         self.saves += 1

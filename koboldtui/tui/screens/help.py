@@ -9,8 +9,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.markup import escape
-from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
+
+from koboldtui.tui.screens.modal import PanelModal
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def help_entries(groups: list[tuple[str, list[Binding]]], keymap: dict[str, str]
     return entries
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(PanelModal[None]):
     """Every key, what it does, and its id for ``[keymap]`` in config.toml."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss", "Close", id="help-close")]
@@ -54,7 +55,7 @@ class HelpScreen(ModalScreen[None]):
         self.config_file = config_file
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog wide"):
+        with Vertical(classes="dialog full"):
             yield Static("[b]Keys[/]  [$text-muted](esc closes · ctrl+p opens the command palette)[/]")
             yield DataTable(id="help-table", cursor_type="row")
             yield Static(
@@ -64,9 +65,9 @@ class HelpScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("key", "what it does", "where", "id")
+        table.add_columns("key", "id", "where", "what it does")
         for e in self.entries:
-            table.add_row(escape(e.keys), escape(e.description), e.where, e.binding_id)
+            table.add_row(escape(e.keys), e.binding_id, e.where, escape(e.description))
         table.focus()
 
     async def action_dismiss(self, result: None = None) -> None:

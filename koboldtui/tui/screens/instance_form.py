@@ -14,13 +14,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static, Switch
 
 from koboldtui.config import HordeSettings
 from koboldtui.models.bundled import BUNDLED_MODEL_ALIAS as BUNDLED
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceDraft, PanelBackend
+from koboldtui.tui.panel_words import panel_words
+from koboldtui.tui.screens.modal import PanelModal
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 KIND_OPTIONS = [
@@ -28,6 +29,25 @@ KIND_OPTIONS = [
     ("command (any server: KoboldCpp, llama-server, sd.cpp, whisper.cpp...)", "command"),
     ("remote (watch a server on another box)", "remote"),
 ]
+# Which field a problem belongs to, by the words it uses (config.validate speaks CLI flags).
+FIELD_OF_PROBLEM = (
+    ("parallel slots", "parallel"), ("the ctx field", "ctx"), ("the batch size", "batch_size"),
+    ("the threads field", "threads"), ("Horde API key field", "horde_key"), ("worker name field", "horde_name"),
+    ("Horde window field", "horde_window"), ("Horde URL field", "horde_url"),
+    ("name:", "name"), ("port", "port"), ("gpu_layers", "gpu_layers"), ("--ctx", "ctx"), ("ctx:", "ctx"),
+    ("--parallel", "parallel"), ("parallel:", "parallel"), ("--batch-size", "batch_size"),
+    ("batch_size:", "batch_size"), ("--threads", "threads"), ("threads:", "threads"),
+    ("API key", "horde_key"), ("--horde-key", "horde_key"), ("needs a name", "horde_name"),
+    ("--horde-name", "horde_name"), ("window", "horde_window"), ("--horde-url", "horde_url"),
+    ("Horde URL", "horde_url"),
+)
+FIELDS_WITH_MESSAGES = ("name", "ctx", "parallel", "batch_size", "threads", "horde_name", "horde_key",
+                        "horde_window", "horde_url")
+
+
+def field_of(problem: str) -> str | None:
+    """The form field a problem is about, or None (shown under the form only)."""
+    return next((field for word, field in FIELD_OF_PROBLEM if word in problem), None)
 
 
 def _int(text: str) -> int | None:
@@ -57,7 +77,7 @@ def _kind_problems(kind: str, command: str, health: str, url: str) -> list[str]:
     return []
 
 
-class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
+class InstanceFormScreen(PanelModal[InstanceDraft | None]):
     """Returns the edited draft on save, None on cancel."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -91,6 +111,7 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
                 yield Label("name")
                 yield Input(cfg.name, id="name", disabled=self.original_name is not None,
                             tooltip="instances cannot be renamed: add a new one instead")
+                yield Static("", id="name-msg", classes="field-msg")
                 yield Label("kind")
                 yield Select(KIND_OPTIONS, value=self.draft.kind, id="kind", allow_blank=False)
                 with Vertical(id="command-fields"):
@@ -117,12 +138,25 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
                     with Vertical():
                         yield Label("ctx")
                         yield Input(str(cfg.ctx), id="ctx", type="integer")
+                        yield Static("", id="ctx-msg", classes="field-msg")
                     with Vertical():
                         yield Label("parallel slots")
                         yield Input(str(cfg.parallel), id="parallel", type="integer")
+                        yield Static("", id="parallel-msg", classes="field-msg")
                     with Vertical():
                         yield Label("batch size")
                         yield Input(str(cfg.batch_size), id="batch_size", type="integer")
+                        yield Static("", id="batch_size-msg", classes="field-msg")
+                    with Vertical():
+                        yield Label("threads (blank = auto)")
+                        yield Input(str(cfg.threads or ""), id="threads", type="integer", placeholder="auto")
+                        yield Static("", id="threads-msg", classes="field-msg")
+                with Horizontal(classes="form-row switches"):
+                    yield Label("restart after a crash")
+                    yield Switch(self.draft.auto_restart, id="auto_restart")
+                    yield Label("start with the panel")
+                    yield Switch(self.draft.autostart, id="autostart")
+                # Instance kind (built-in / command line / remote URL) goes here: issue 13 adds it.
                 yield Label("GPUs (none ticked = CPU only; space ticks)")
                 if self.gpus.gpus:
                     yield SelectionList[str](
@@ -142,10 +176,19 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
                 yield Label("Horde worker")
                 with Horizontal(classes="form-row"):
                     yield Switch(cfg.horde.enabled, id="horde_enabled")
-                    yield Input(cfg.horde.worker_name, placeholder="worker name", id="horde_name")
+                    with Vertical():
+                        yield Input(cfg.horde.worker_name, placeholder="worker name", id="horde_name")
+                        yield Static("", id="horde_name-msg", classes="field-msg")
                 with Horizontal(classes="form-row"):
-                    yield Input(cfg.horde.api_key, placeholder="Horde API key", password=True, id="horde_key")
-                    yield Input(f"{cfg.horde.window_s:g}", placeholder="window s", id="horde_window")
+                    with Vertical():
+                        yield Input(cfg.horde.api_key, placeholder="Horde API key", password=True, id="horde_key")
+                        yield Static("", id="horde_key-msg", classes="field-msg")
+                    with Vertical():
+                        yield Input(f"{cfg.horde.window_s:g}", placeholder="window s", id="horde_window",
+                                    tooltip="local-priority window: seconds without Horde jobs after a local request")
+                        yield Static("", id="horde_window-msg", classes="field-msg")
+                yield Input(cfg.horde.url, placeholder="Horde URL", id="horde_url")
+                yield Static("", id="horde_url-msg", classes="field-msg")
             yield Static("", id="form-errors")
             with Horizontal(classes="buttons"):
                 yield Button("Save (ctrl+s)", id="save", variant="primary")
@@ -154,7 +197,11 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
     def on_mount(self) -> None:
         self.query_one("#port" if self.original_name else "#name", Input).focus()
         self._show_kind_fields()
-        self._load_catalog()
+        cached = getattr(self.app, "catalog_models", None)
+        if cached is not None:  # the app keeps the catalogue fresh in a worker: no rescan here
+            self._fill_models(list(cached))
+        else:
+            self._load_catalog()
         self._check_port()
         self._estimate_fit()
 
@@ -166,13 +213,13 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
             self.app.call_from_thread(self.notify, f"could not list models: {gauges.plain(exc)}",
                                       severity="warning")
             models = []
-        self.app.call_from_thread(self._fill_models, models)
+        self.from_thread(self._fill_models, models)
 
     def _fill_models(self, models: list[CatalogModel]) -> None:
         select = self.query_one("#model", Select)
         options = [("bundled (Gemma 3 270M)", BUNDLED)]
         options += [(f"{m.name} · {m.size_bytes / 2**30:.1f} GiB {m.quant}".strip(), m.path) for m in models
-                    if m.path != BUNDLED]
+                    if m.path != BUNDLED and m.error is None]
         current = self.draft.config.model or BUNDLED
         if current not in {v for _, v in options}:
             options.append((current.rsplit("/", 1)[-1], current))
@@ -219,7 +266,7 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
             problem = self.backend.port_problem(port, self.original_name)
         except Exception as exc:  # noqa: BLE001 - shown under the field, never raised
             problem = f"could not check the port: {exc}"
-        self.app.call_from_thread(self._show_port, problem)
+        self.from_thread(self._show_port, problem)
 
     def _show_port(self, problem: str | None) -> None:
         self.port_message = problem
@@ -253,7 +300,7 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
             else:
                 var = "$success" if est.fits else "$error"
                 text = f"[{var}]{gauges.plain(est.text)}[/]"
-        self.app.call_from_thread(self._show_fit, text)
+        self.from_thread(self._show_fit, text)
 
     def _show_fit(self, text: str) -> None:
         self.fit_text = text
@@ -264,7 +311,8 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
         """The draft the fields describe, and every problem in words."""
         problems: list[str] = []
         values = {k: self.query_one(f"#{k}", Input).value for k in
-                  ("name", "port", "gpu_layers", "ctx", "parallel", "batch_size", "horde_name", "horde_key", "horde_window")}
+                  ("name", "port", "gpu_layers", "ctx", "parallel", "batch_size", "threads", "horde_name",
+                   "horde_key", "horde_window", "horde_url")}
         name = values["name"].strip()
         if not NAME_RE.match(name):
             problems.append("name: use 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit")
@@ -277,6 +325,15 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
                 problems.append(f"{key}: {values[key]!r} is not a whole number")
                 number = getattr(self.draft.config, key)
             numbers[key] = number
+        threads: int | None = None
+        if values["threads"].strip():
+            threads = _int(values["threads"])
+            if threads is None or threads < 1:
+                problems.append(f"threads: {values['threads']!r} must be a whole number of at least 1 (blank = auto)")
+                threads = self.draft.config.threads
+        url = values["horde_url"].strip() or HordeSettings().url
+        if not url.startswith(("http://", "https://")):
+            problems.append(f"Horde URL: {url!r} must start with https:// (or http://)")
         if numbers["gpu_layers"] < -1:
             problems.append("gpu_layers: use -1 (all layers), 0 (CPU) or a layer count")
         window = _float(values["horde_window"])
@@ -290,15 +347,17 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
             worker_name=values["horde_name"].strip(),
             api_key=values["horde_key"].strip(),
             window_s=window,
+            url=url,
         )
         config = replace(
             self.draft.config,
             name=name or self.draft.config.name,
             model=None if model in (BUNDLED, Select.BLANK) else str(model),
             horde=horde,
+            threads=threads,
             **numbers,
         )
-        problems += config.validate()
+        problems += [panel_words(p) for p in config.validate() if not (p.startswith("port") and self.port_message)]
         kind = self._kind()
         command, health, url = (self.query_one(f"#{k}", Input).value.strip()
                                 for k in ("command", "health", "url"))
@@ -308,17 +367,29 @@ class InstanceFormScreen(ModalScreen[InstanceDraft | None]):
         draft = replace(self.draft, config=config, gpu_uuids=self._selected_gpus(), kind=kind,
                         command=command if kind == "command" else "",
                         health=health if kind == "command" else "",
-                        url=url if kind == "remote" else "")
-        return draft, problems
+                        url=url if kind == "remote" else "",
+                        auto_restart=self.query_one("#auto_restart", Switch).value,
+                        autostart=self.query_one("#autostart", Switch).value)
+        return draft, list(dict.fromkeys(problems))
 
     def action_save(self) -> None:
         draft, problems = self.build_draft()
+        self._show_problems(problems)
+        if not problems:
+            self.dismiss(draft)
+
+    def _show_problems(self, problems: list[str]) -> None:
+        """Each problem under its field (and all of them under the form, so none is scrolled away)."""
+        by_field: dict[str, list[str]] = {}
+        for problem in problems:
+            field = field_of(problem)
+            if field in FIELDS_WITH_MESSAGES:
+                by_field.setdefault(field, []).append(problem)
+        for field in FIELDS_WITH_MESSAGES:
+            text = "\n".join(gauges.plain(p) for p in by_field.get(field, []))
+            self.query_one(f"#{field}-msg", Static).update(f"[$error]{text}[/]" if text else "")
         errors = self.query_one("#form-errors", Static)
-        if problems:
-            errors.update("[$error]" + "\n".join(gauges.plain(p) for p in problems) + "[/]")
-            return
-        errors.update("")
-        self.dismiss(draft)
+        errors.update("[$error]" + "\n".join(gauges.plain(p) for p in problems) + "[/]" if problems else "")
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -8,17 +8,17 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import CatalogModel, PanelBackend
+from koboldtui.tui.screens.modal import PanelModal
 
 MAX_UBATCH = 1024
 
 
-class ModelPickerScreen(ModalScreen[str | None]):
+class ModelPickerScreen(PanelModal[str | None]):
     """Pick a GGUF from the catalogue; returns its path (or None on escape)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="picker-cancel")]
@@ -41,16 +41,20 @@ class ModelPickerScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()
-        self._load()
+        cached = getattr(self.app, "catalog_models", None)
+        if cached is not None:  # the app keeps the catalogue fresh in a worker: open at once
+            self._fill(list(cached))
+        else:
+            self._load()
 
-    @work(thread=True, exclusive=True, group="picker-catalog")
+    @work(thread=True, exclusive=True, group="picker-catalog", exit_on_error=False)
     def _load(self) -> None:
         try:
             models = self.backend.catalog()
         except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
-            self.app.call_from_thread(self._status, f"[$error]cannot list models: {gauges.plain(exc)}[/]")
+            self.from_thread(self._status, f"[$error]cannot list models: {gauges.plain(exc)}[/]")
             return
-        self.app.call_from_thread(self._fill, models)
+        self.from_thread(self._fill, models)
 
     def _status(self, text: str) -> None:
         self.query_one("#picker-status", Static).update(text)
@@ -59,12 +63,19 @@ class ModelPickerScreen(ModalScreen[str | None]):
         self.models = models
         options = self.query_one(OptionList)
         options.clear_options()
-        for m in models:
+        usable = [m for m in models if m.error is None]
+        broken = [m for m in models if m.error is not None]
+        for m in usable:
             mark = " [$accent](current)[/]" if m.path == self.current or m.name == self.current else ""
             size = f"{m.size_bytes / 2**30:.1f} GiB" if m.size_bytes else ""
             options.add_option(Option(f"{gauges.plain(m.name)}  [$text-muted]{size} {gauges.plain(m.quant)}[/]{mark}", id=m.path))
-        self._status(f"{len(models)} models" if models else "[$warning]no GGUF models found: add a folder in the catalogue[/]")
-        if models:
+        for m in broken:  # listed with the reason, never pickable
+            options.add_option(Option(f"[$error]✗ {gauges.plain(m.name)}[/]  [$text-muted]{gauges.plain(m.error)}[/]",
+                                      id=f"broken:{m.path}", disabled=True))
+        note = f" · {len(broken)} broken (cannot be read)" if broken else ""
+        self._status(f"{len(usable)} models{note}" if usable
+                     else "[$warning]no GGUF models found: put GGUFs in the models folder or `koboldtui models add-dir PATH`[/]")
+        if usable:
             options.highlighted = 0
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
@@ -74,7 +85,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class BatchFormScreen(ModalScreen[int | None]):
+class BatchFormScreen(PanelModal[int | None]):
     """Enter a new n_batch; shows n_ubatch = min(n_batch, 1024) as you type."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="batch-cancel")]

@@ -1,22 +1,27 @@
-"""Send a local request to an instance and watch it stream (it restarts the Horde countdown)."""
+"""Send a local request to an instance and watch it stream (it restarts the Horde countdown).
+
+Max tokens and temperature are set next to the prompt; the status line shows the time to
+first token and the tokens per second, so the box doubles as a quick speed check.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import ClassVar
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Input, Static, TextArea
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, Label, Static, TextArea
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import PanelBackend
+from koboldtui.tui.screens.modal import PanelModal
 
 
-class PromptScreen(ModalScreen[None]):
+class PromptScreen(PanelModal[None]):
     """A prompt line and the streamed answer; enter sends, esc closes (and stops streaming)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close", id="prompt-close")]
@@ -26,58 +31,107 @@ class PromptScreen(ModalScreen[None]):
         self.backend = backend
         self.instance = instance
         self.max_tokens = max_tokens
+        self.temperature: float | None = None
         self.output = ""
         self.tokens = 0
+        self.sent_at = 0.0
+        self.ttft_s: float | None = None
         self._stop = threading.Event()
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
             yield Static(f"[b]Prompt[/] → {gauges.plain(self.instance)}  [$text-muted]enter send · esc close[/]")
             yield Input(placeholder="Write a prompt and press enter", id="prompt-input")
+            with Horizontal(classes="form-row prompt-settings"):
+                yield Label("max tokens")
+                yield Input(str(self.max_tokens), id="prompt-max", type="integer")
+                yield Label("temperature")
+                yield Input("", id="prompt-temp", placeholder="instance default")
             yield TextArea("", id="prompt-output", read_only=True, soft_wrap=True)
             yield Static("", id="prompt-status")
 
     def on_mount(self) -> None:
         self.query_one("#prompt-input", Input).focus()
 
+    def _settings(self) -> tuple[int, float | None] | str:
+        """(max tokens, temperature or None) from the fields, or what is wrong with them."""
+        try:
+            max_tokens = int(self.query_one("#prompt-max", Input).value.strip())
+        except ValueError:
+            return "max tokens must be a whole number"
+        if not 1 <= max_tokens <= 4096:
+            return "max tokens must be between 1 and 4096"
+        text = self.query_one("#prompt-temp", Input).value.strip()
+        if not text:
+            return max_tokens, None
+        try:
+            temperature = float(text)
+        except ValueError:
+            return "temperature must be a number like 0.7 (blank: the instance's default)"
+        if not 0.0 <= temperature <= 5.0:
+            return "temperature must be between 0 and 5"
+        return max_tokens, temperature
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "prompt-input":
+            self.query_one("#prompt-input", Input).focus()
+            return
         prompt = event.value.strip()
         if not prompt:
             self.query_one("#prompt-status", Static).update("[$warning]type a prompt first[/]")
             return
-        self.output, self.tokens = "", 0
+        settings = self._settings()
+        if isinstance(settings, str):
+            self.query_one("#prompt-status", Static).update(f"[$error]{gauges.plain(settings)}[/]")
+            return
+        self.max_tokens, self.temperature = settings
+        self.output, self.tokens, self.ttft_s = "", 0, None
+        self.sent_at = time.monotonic()
         self.query_one("#prompt-output", TextArea).text = ""
         self.query_one("#prompt-status", Static).update("[$warning]streaming…[/]")
         self._stop.set()  # a stream still running for the previous prompt stops writing here
         self._stop = threading.Event()
         self._stream(prompt, self._stop)
 
-    @work(thread=True, group="prompt-stream")
+    @work(thread=True, group="prompt-stream", exit_on_error=False)
     def _stream(self, prompt: str, stop: threading.Event) -> None:
         try:
-            for token in self.backend.stream_prompt(self.instance, prompt, self.max_tokens):
+            for token in self.backend.stream_prompt(self.instance, prompt, self.max_tokens,
+                                                    temperature=self.temperature):
                 if stop.is_set():
                     return  # closing the generator closes the HTTP stream: the instance aborts
-                self.app.call_from_thread(self._append, token, stop)
+                self.from_thread(self._append, token, stop)
         except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             if not stop.is_set():
-                self.app.call_from_thread(self._finish, f"[$error]{gauges.plain(exc)}[/]")
+                self.from_thread(self._finish, f"[$error]{gauges.plain(exc)}[/]")
             return
         if not stop.is_set():
-            self.app.call_from_thread(self._finish, None)
+            self.from_thread(self._finish, None)
 
     def _append(self, token: str, stop: threading.Event) -> None:
         if stop.is_set():  # a token of an earlier prompt, already queued: drop it
             return
+        if self.ttft_s is None:
+            self.ttft_s = time.monotonic() - self.sent_at
         self.output += token
         self.tokens += 1
         area = self.query_one("#prompt-output", TextArea)
         area.insert(token, area.document.end)
-        self.query_one("#prompt-status", Static).update(f"[$warning]streaming…[/] {self.tokens} tokens")
+        self.query_one("#prompt-status", Static).update(f"[$warning]streaming…[/] {self.speed_words()}")
+
+    def speed_words(self) -> str:
+        """'12 tokens · first after 85 ms · 41.0 tok/s' (tok/s counted after the first token)."""
+        words = f"{self.tokens} tokens"
+        if self.ttft_s is not None:
+            words += f" · first after {self.ttft_s * 1000:.0f} ms"
+            generating = time.monotonic() - self.sent_at - self.ttft_s
+            if self.tokens > 1 and generating > 0:
+                words += f" · {(self.tokens - 1) / generating:.1f} tok/s"
+        return words
 
     def _finish(self, error: str | None) -> None:
         status = self.query_one("#prompt-status", Static)
-        status.update(error if error else f"[$success]done[/] · {self.tokens} tokens")
+        status.update(error if error else f"[$success]done[/] · {self.speed_words()}")
 
     def action_close(self) -> None:
         self._stop.set()

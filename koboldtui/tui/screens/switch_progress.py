@@ -8,14 +8,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import ProgressBar, Static
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import PanelBackend
+from koboldtui.tui.screens.modal import PanelModal
 
 
-class SwitchProgressScreen(ModalScreen[bool]):
+class SwitchProgressScreen(PanelModal[bool]):
     """Runs the switch in a worker; True when the instance came back ready."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close (the switch goes on)", id="switch-close")]
@@ -39,16 +39,16 @@ class SwitchProgressScreen(ModalScreen[bool]):
     def on_mount(self) -> None:
         self._run()
 
-    @work(thread=True, exclusive=True, group="switch-model")
+    @work(thread=True, exclusive=True, group="switch-model", exit_on_error=False)
     def _run(self) -> None:
         try:
             self.backend.switch_model(
-                self.instance, self.model, lambda step, frac: self.app.call_from_thread(self._progress, step, frac)
+                self.instance, self.model, lambda step, frac: self.from_thread(self._progress, step, frac)
             )
         except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
-            self.app.call_from_thread(self._done, str(exc))
+            self.from_thread(self._done, str(exc))
             return
-        self.app.call_from_thread(self._done, None)
+        self.from_thread(self._done, None)
 
     def _progress(self, step: str, fraction: float) -> None:
         self.steps.append(step)

@@ -38,6 +38,7 @@ class LocalPriorityCountdown(Static):
         self.resets = 0
         self._source: str | None = None
         self.enabled = False
+        self._reason = "no Horde worker"
         self._last_text: str | None = None
 
     def on_mount(self) -> None:
@@ -66,9 +67,12 @@ class LocalPriorityCountdown(Static):
             self.add_class("-reset")
         self.tick()
 
-    def disable(self) -> None:
-        """No Horde worker: show nothing to count."""
+    def disable(self, reason: str = "no Horde worker") -> None:
+        """Nothing to count (no worker, or one that takes no jobs now): say why instead."""
         self.enabled = False
+        self._reason = reason
+        self._reset_at = None
+        self.remove_class("-reset")
         self.tick()
 
     def remaining(self) -> float:
@@ -91,7 +95,7 @@ class LocalPriorityCountdown(Static):
     def render_text(self) -> str:
         """The words and bar the person sees."""
         if not self.enabled:
-            return "[$text-muted]local priority: no Horde worker[/]"
+            return f"[$text-muted]local priority: {gauges.plain(self._reason)}[/]"
         left = self.remaining()
         frac = left / self.window_s if self.window_s > 0 else 0.0
         bar = gauges.bar(frac, BAR_WIDTH, "$warning")

@@ -6,12 +6,16 @@ VRAM is what decides whether a model fits, so it gets a bar, our share, and hist
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import GpuReport, GpuView
+from koboldtui.tui.keys import panel_bindings
 
 BAR_WIDTH = 20
 
@@ -74,6 +78,8 @@ class GpuCard(Vertical):
 
 class GpuPanel(Vertical, can_focus=True):
     """All GPUs in priority order plus the CUDA_VISIBLE_DEVICES new instances get."""
+
+    BINDINGS: ClassVar[list[BindingType]] = panel_bindings("gpus")
 
     BORDER_TITLE = "GPUs / VRAM"
 

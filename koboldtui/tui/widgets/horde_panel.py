@@ -1,24 +1,68 @@
 """The Horde panel: worker state, the local-priority countdown, jobs, kudos and problems.
 
 It shows the selected instance's worker, so the person can see at a glance whether the
-Horde is using the machine, when it may again, and what (if anything) went wrong.
+Horde is using the machine, when it may again, and what (if anything) went wrong. The
+words never contradict each other: the local-priority countdown shows only while the
+worker could take jobs, an old error shows only while the worker is still held up by it,
+and the card keeps one height whatever it says.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import InstanceView
+from koboldtui.tui.keys import panel_bindings
+from koboldtui.tui.panel_words import panel_words
 from koboldtui.tui.widgets.countdown import LocalPriorityCountdown
+
+# Worker states in which the local-priority window decides whether it pops a job.
+POPPING_STATES = frozenset({"starting", "idle", "popping", "generating", "paused_local", "paused",
+                            "running", "working", "waiting"})
+# Why there is no countdown, per state that cannot take jobs.
+HELD_WORDS = {
+    "off": "no Horde worker on this instance",
+    "disabled": "no Horde worker on this instance",
+    "stopped": "worker stopped: w starts it",
+    "stopping": "worker stopping: finishing the jobs in hand",
+    "error": "worker stopped by the error below: fix it, then w",
+    "maintenance": "in maintenance: the Horde sends no jobs; Z clears it",
+    "backoff": "the Horde did not answer: retrying",
+}
+ERROR_STATES = frozenset({"error", "backoff", "maintenance"})
+# The worker's state in the panel's words (the raw word stays in the status JSON).
+STATE_WORDS = {
+    "starting": "starting",
+    "idle": "idle · asks the Horde for jobs",
+    "popping": "asking the Horde for a job",
+    "generating": "generating for the Horde",
+    "paused_local": "paused for local requests",
+    "paused": "paused for local requests",
+    "maintenance": "in maintenance",
+    "backoff": "waiting to retry",
+    "error": "stopped by an error",
+    "stopping": "stopping",
+    "stopped": "stopped",
+}
+
+
+def state_words(state: str) -> str:
+    """How the card names a worker state."""
+    return STATE_WORDS.get(state, state)
 
 STATE_VARIABLE = {
     "running": "$success",
+    "generating": "$success",
+    "popping": "$success",
+    "paused_local": "$warning",
+    "backoff": "$warning",
     "working": "$success",
     "idle": "$success",
     "paused": "$warning",
@@ -59,18 +103,18 @@ def horde_lines(inst: InstanceView | None) -> tuple[str, str]:
         )
     horde = inst.horde
     if not horde or horde.get("state") in (None, "off", "disabled"):
+        if not inst.running:
+            return (f"[b]{gauges.plain(inst.name)}[/]: [$text-muted]instance {inst.state}[/]",
+                    "Its Horde worker runs while the instance runs.")
         return (
             f"[b]{gauges.plain(inst.name)}[/]: [$text-muted]Horde worker off[/]",
-            (
-                "Enable it in the instance form ([b]e[/]) with a worker name and API key,"
-                " or press [b]w[/] to start it."
-            ),
+            "Set it up in the instance form ([b]e[/]): turn the Horde on, give a worker name and API key.",
         )
     state = str(horde.get("state", "?"))
     var = STATE_VARIABLE.get(state, "$foreground")
     user = gauges.plain(horde.get("username") or "?")
     worker = gauges.plain(horde.get("worker_name") or horde.get("worker_id") or "")
-    title = f"[b]{gauges.plain(inst.name)}[/]: [b {var}]{gauges.plain(state)}[/]  [$text-muted]{worker}[/]"
+    title = f"[b]{gauges.plain(inst.name)}[/]: [b {var}]{gauges.plain(state_words(state))}[/]  [$text-muted]{worker}[/]"
     lines = [
         (
             f"jobs [b]{_num(horde.get('jobs_done'))}[/] done · {_num(horde.get('jobs_faulted'))} faulted"
@@ -85,15 +129,19 @@ def horde_lines(inst: InstanceView | None) -> tuple[str, str]:
     skipped = horde.get("skipped") or {}
     if isinstance(skipped, dict) and skipped:
         parts = ", ".join(f"{gauges.plain(k)} {v}" for k, v in sorted(skipped.items()))
-        lines.append(f"[$text-muted]skipped:[/] {parts}")
+        lines.append(f"[$text-muted]requests passed by:[/] {parts}")
     last_error = horde.get("last_error")
-    if last_error:
-        lines.append(f"[$error]last error:[/] {gauges.plain(last_error)}")
+    if last_error and state in ERROR_STATES:  # an error the worker recovered from is history
+        lines.insert(0, f"[$error]{gauges.plain(panel_words(str(last_error)))}[/]")
+    if state == "maintenance" and horde.get("maintenance_message"):
+        lines.insert(0, f"[$warning]{gauges.plain(horde['maintenance_message'])}[/]")
     return title, "\n".join(lines)
 
 
 class HordePanel(Vertical, can_focus=True):
     """Worker state and countdown for the selected instance."""
+
+    BINDINGS: ClassVar[list[BindingType]] = panel_bindings("horde")
 
     BORDER_TITLE = "Horde"
 
@@ -114,12 +162,16 @@ class HordePanel(Vertical, can_focus=True):
         self.query_one("#horde-details", Static).update(details)
         countdown = self.query_one(LocalPriorityCountdown)
         horde = inst.horde if inst is not None else {}
-        if horde and "remaining_s" in horde:
+        state = str(horde.get("state") or "off")
+        if inst is not None and inst.running and state in POPPING_STATES and "remaining_s" in horde:
             countdown.set_window(
                 float(horde.get("remaining_s") or 0.0), float(horde.get("window_s") or 0.0),
                 polled_at,
-                source=inst.name if inst is not None else None,
+                source=inst.name,
             )
         else:
-            countdown.disable()
-        self.border_subtitle = "w start · W stop · z maint · Z clear"
+            held = HELD_WORDS.get(state, f"worker {state}")
+            if state == "backoff" and horde.get("backoff_s"):
+                held += f" in {float(horde['backoff_s']):.0f} s"
+            countdown.disable(held)
+        self.border_subtitle = "H view · w start · W stop · z maint · Z clear"

@@ -7,9 +7,14 @@ switch, batch size, Horde and prompt keys all act on it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
+
+from textual.binding import BindingType
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import InstanceView
+from koboldtui.tui.failure_reason import short_reason
+from koboldtui.tui.keys import panel_bindings
 from koboldtui.tui.widgets.keyed_table import KeyedTable
 
 STATE_STYLE = {
@@ -24,19 +29,37 @@ STATE_STYLE = {
 
 
 def _model_name(inst: InstanceView, width: int = 22) -> str:
-    if inst.status is not None:
-        name = inst.status.engine.model_name
-    elif inst.foreign is not None and inst.foreign.model:
-        name = inst.foreign.model  # what a command/remote server says it serves
-    elif inst.kind == "remote":
+    """The model's file name (two files may share one GGUF general.name, never one path); for a
+    command/remote server, what it says it serves."""
+    if inst.status is None and inst.foreign is not None and inst.foreign.model:
+        name = inst.foreign.model
+    elif inst.status is None and inst.kind == "remote":
         name = "remote"
     else:
-        name = inst.model.rsplit("/", 1)[-1] if inst.model else "bundled"
+        path = inst.status.engine.model_path if inst.status is not None and inst.status.engine.model_path else inst.model
+        name = path.rsplit("/", 1)[-1] if path else "bundled"
+        name = name.removesuffix(".gguf")
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
+def state_cell(inst: InstanceView, reason_width: int = 40) -> str:
+    """The state word; a failed instance says why ("failed: exited with code 1 — …")."""
+    style = STATE_STYLE.get(inst.state, "")
+    word = f"[{style}]{inst.state}[/]" if style else inst.state
+    if inst.state == "failed":
+        # DataTable cells are Rich markup (no theme variables): the word is bold reverse already
+        return f"{word}: {gauges.plain(short_reason(inst.last_error, reason_width))}"
+    if inst.state == "unreachable" and inst.last_error:  # a remote: why it does not answer
+        return f"{word}: {gauges.plain(short_reason(inst.last_error, reason_width))}"
+    if inst.foreign is not None and inst.foreign.busy is not None:
+        word += " · busy" if inst.foreign.busy else " · idle"
+    return word
+
+
 class InstancesTable(KeyedTable):
-    """Name, model, port, GPUs, state, restarts, uptime; s starts, x stops."""
+    """Name, model, port, GPUs, restarts, uptime, state (and why it failed); s starts, x stops."""
+
+    BINDINGS: ClassVar[list[BindingType]] = panel_bindings("instances")
 
     BORDER_TITLE = "Instances"
     COLUMNS = (
@@ -44,30 +67,27 @@ class InstancesTable(KeyedTable):
         ("model", "model"),
         ("port", "port"),
         ("gpus", "GPUs"),
-        ("state", "state"),
         ("restarts", "rst"),
         ("uptime", "uptime"),
+        ("state", "state"),  # last: a failed instance's reason may run to the edge
     )
 
     def show(self, instances: Iterable[InstanceView]) -> None:
         rows: dict[str, tuple[object, ...]] = {}
         for inst in instances:
-            style = STATE_STYLE.get(inst.state, "")
-            state = f"[{style}]{inst.state}[/]" if style else inst.state
-            if inst.foreign is not None and inst.foreign.busy is not None:
-                state += " · busy" if inst.foreign.busy else " · idle"
+            state = state_cell(inst)
             rows[inst.name] = (
                 gauges.plain(inst.name),
                 gauges.plain(_model_name(inst)),
                 str(inst.port),
                 gauges.plain(inst.gpus or "CPU")
                 + (f" · {inst.vram_mib / 1024:.1f}G" if inst.vram_mib is not None else ""),
-                state,
                 str(inst.restarts),
                 gauges.duration(inst.uptime_s) if inst.running else "-",
+                state,
             )
         self.sync_rows(rows)
-        self.border_subtitle = "n new · e edit · s start · x stop · m model · l log"
+        self.border_subtitle = "enter details · s start · x stop · m model · l log"
 
 
 def slots_cell(busy: int, total: int, width: int = 8) -> str:
@@ -80,6 +100,8 @@ def slots_cell(busy: int, total: int, width: int = 8) -> str:
 
 class BatchTable(KeyedTable):
     """n_batch, n_ubatch (= min(n_batch, 1024)) and busy slots per instance; b changes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = panel_bindings("batch")
 
     BORDER_TITLE = "Batch"
     COLUMNS = (

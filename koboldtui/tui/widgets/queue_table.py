@@ -2,15 +2,21 @@
 
 Rows are keyed by instance and genkey so a request keeps its row (and the cursor) as
 its state and token count change; a finished request stays dimmed for a while so the
-person sees how it ended.
+person sees how it ended. A request that vanishes without a final state is "stopped"
+when its instance stopped, else "ended" (never claimed "done"). ``filter_text`` (the
+``/`` key) narrows the rows to those whose id, origin, instance or state match.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
+
+from textual.binding import BindingType
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import FINISHED_REQUEST_STATES, InstanceView
+from koboldtui.tui.keys import panel_bindings
 from koboldtui.tui.widgets.keyed_table import KeyedTable
 
 FADE_AFTER_S = 10.0
@@ -28,6 +34,8 @@ def split_key(key: str) -> tuple[str, str]:
 class QueueTable(KeyedTable):
     """All requests across instances; ``a`` aborts the selected one."""
 
+    BINDINGS: ClassVar[list[BindingType]] = panel_bindings("queue")
+
     BORDER_TITLE = "Queue"
     COLUMNS = (
         ("id", "id"),
@@ -35,6 +43,7 @@ class QueueTable(KeyedTable):
         ("instance", "instance"),
         ("state", "state"),
         ("tokens", "tokens"),
+        ("cached", "cached"),
         ("tps", "tok/s"),
         ("age", "age"),
     )
@@ -47,15 +56,20 @@ class QueueTable(KeyedTable):
         # Rows that have faded out: the instance keeps finished requests in its status for a
         # minute, and without this they would come back (at the bottom) on the next poll.
         self._gone: set[str] = set()
+        self.filter_text = ""
+        self._cached: dict[str, int] = {}
 
     def show(self, instances: Iterable[InstanceView], now: float) -> None:
         """Sync with the latest statuses; rows gone from a status count as finished."""
         seen: dict[str, tuple[str, str, str, str, int, int, float, float]] = {}
+        serving: set[str] = set()
         for inst in instances:
             if inst.status is None:
                 continue
+            serving.add(inst.name)
             for q in inst.status.engine.queue:
                 key = row_key(inst.name, q.genkey)
+                self._cached[key] = int(getattr(q, "cached_tokens", 0) or 0)
                 seen[key] = (
                     q.genkey, q.origin.value, inst.name, q.state.value,
                     q.prompt_tokens, q.tokens, q.tokens_per_s, q.age_s,
@@ -71,22 +85,50 @@ class QueueTable(KeyedTable):
         for key, row in self._last.items():
             if key not in seen:  # the instance no longer lists it: it ended
                 self._finished_at.setdefault(key, now)
-                seen[key] = row if row[3] in FINISHED_REQUEST_STATES else row[:3] + ("done",) + row[4:]
+                ended = "ended" if row[2] in serving else "stopped"
+                seen[key] = row if row[3] in FINISHED_REQUEST_STATES | {"ended", "stopped"} \
+                    else row[:3] + (ended,) + row[4:]
         rows: dict[str, tuple[object, ...]] = {}
+        kept: set[str] = set()
         for key, row in seen.items():
             finished = self._finished_at.get(key)
             if finished is not None and now - finished >= self.fade_after_s:
                 self._finished_at.pop(key, None)
                 self._gone.add(key)
                 continue
-            rows[key] = self._cells_for(row, faded=finished is not None)
-        self._last = {k: v for k, v in seen.items() if k in rows}
+            kept.add(key)
+            if self._matches(row):
+                rows[key] = self._cells_for(row, self._cached.get(key, 0), faded=finished is not None)
+        self._last = {k: v for k, v in seen.items() if k in kept}
+        self._cached = {k: v for k, v in self._cached.items() if k in kept}
         self.sync_rows(rows)
-        busy = sum(1 for k in rows if k not in self._finished_at)
-        self.border_subtitle = f"{busy} active · a abort"
+        busy = sum(1 for k in kept if k not in self._finished_at)
+        shown = f" · {len(rows)} match /{self.filter_text}" if self.filter_text else ""
+        self.border_subtitle = f"{busy} active{shown} · a abort · / filter"
+
+    def _matches(self, row: tuple) -> bool:
+        query = self.filter_text.strip().lower()
+        if not query:
+            return True
+        return any(query in str(part).lower() for part in row[:4])
+
+    def set_filter(self, text: str) -> None:
+        """Show only rows whose id, origin, instance or state contain ``text`` ('' shows all)."""
+        self.filter_text = text
+        rows = {k: self._cells_for(r, self._cached.get(k, 0), faded=k in self._finished_at)
+                for k, r in self._last.items() if self._matches(r)}
+        self.sync_rows(rows)
+        busy = sum(1 for k in self._last if k not in self._finished_at)
+        shown = f" · {len(rows)} match /{text}" if text else ""
+        self.border_subtitle = f"{busy} active{shown} · a abort · / filter"
+
+    def request_state(self, instance: str, genkey: str) -> tuple[str, str] | None:
+        """(origin, state) of a listed request, or None when it is no longer listed."""
+        row = self._last.get(row_key(instance, genkey))
+        return (row[1], row[3]) if row else None
 
     @staticmethod
-    def _cells_for(row: tuple, faded: bool) -> tuple[object, ...]:
+    def _cells_for(row: tuple, cached: int, faded: bool) -> tuple[object, ...]:
         genkey, origin, instance, state, prompt_tokens, tokens, tps, age = row
         cells = (
             gauges.plain(genkey[-8:]),
@@ -94,6 +136,7 @@ class QueueTable(KeyedTable):
             gauges.plain(instance),
             state,
             f"{tokens} (+{prompt_tokens}p)",
+            f"{cached}" if cached else "-",
             f"{tps:.1f}",
             gauges.duration(age),
         )
