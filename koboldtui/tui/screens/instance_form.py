@@ -156,7 +156,6 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
                     yield Switch(self.draft.auto_restart, id="auto_restart")
                     yield Label("start with the panel")
                     yield Switch(self.draft.autostart, id="autostart")
-                # Instance kind (built-in / command line / remote URL) goes here: issue 13 adds it.
                 yield Label("GPUs (none ticked = CPU only; space ticks)")
                 if self.gpus.gpus:
                     yield SelectionList[str](
