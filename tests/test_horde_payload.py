@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from koboldtui.engine.types import Origin
+from koboldtui.engine.types import Origin, SamplingParams
 from koboldtui.horde.backoff import Backoff, EmptyPopPacer
 from koboldtui.horde.errors import Action, HordeError, classify
 from koboldtui.horde.payload import (
@@ -122,6 +122,8 @@ def test_job_request_maps_samplers_and_clamps_to_our_limits() -> None:
         "use_default_badwordsids": True,
         "sampler_order": [6, 0, 1],
         "smoothing_factor": 0.3,
+        "dynatemp_range": 0.4,
+        "dynatemp_exponent": 1.5,
     }
     req = job_request(payload, WorkerLimits(max_context_length=1024, max_length=200))
     assert req.origin is Origin.HORDE and req.truncate_prompt is True
@@ -138,16 +140,19 @@ def test_job_request_maps_samplers_and_clamps_to_our_limits() -> None:
         1.2,
     )
     assert s.rep_pen_range == 1024  # never beyond the context
+    assert s.sampler_order == (6, 0, 1) and (s.dynatemp_range, s.dynatemp_exponent) == (0.4, 1.5)
     assert req.stop == ("\nYou:", "\n") and req.ban_eos is True
 
 
 def test_job_request_fills_defaults_for_missing_or_malformed_keys() -> None:
     req = job_request(
-        {"prompt": "x", "temperature": "hot", "top_k": None, "seed": 7},
+        {"prompt": "x", "temperature": "hot", "top_k": None, "seed": 7, "sampler_order": [9, "x"],
+         "dynatemp_range": "wide"},
         WorkerLimits(512, 100),
         index=2,
     )
     assert req.sampling.temperature == 0.7 and req.sampling.top_k == 100
+    assert req.sampling.sampler_order == SamplingParams().sampler_order and req.sampling.dynatemp_range == 0
     assert req.max_tokens == 80  # the KoboldAI default max_length
     assert req.sampling.seed == 9  # n > 1: seed + index
 

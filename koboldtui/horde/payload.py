@@ -2,8 +2,9 @@
 
 What we advertise (pop body) and what we run (``GenerationRequest``) come from the same
 ``WorkerLimits``, so they cannot disagree. Sampler keys we do not implement
-(``sampler_order``, ``rep_pen_slope``, ``smoothing_factor``, ``dynatemp_*``) are ignored:
-missing or unknown keys are normal in Horde payloads (HORDE.md).
+(``rep_pen_slope``, ``smoothing_factor``) are ignored, and a malformed value falls back to
+its default instead of failing the job: missing or unknown keys are normal in Horde payloads
+(HORDE.md). ``sampler_order`` and ``dynatemp_*`` reach llama.cpp's samplers as for local requests.
 """
 
 from __future__ import annotations
@@ -150,6 +151,14 @@ def _clamp(value: Any, low: float, high: float) -> Any:
     return max(low, min(high, value))
 
 
+def _sampler_order(value: Any) -> tuple[int, ...]:
+    """A requester's KoboldCpp sampler order, or the default when it is not a list of ids 0-6."""
+    if (isinstance(value, list) and 0 < len(value) <= 7
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 6 for v in value)):
+        return tuple(dict.fromkeys(value))
+    return SamplingParams().sampler_order
+
+
 def sampling_from_payload(
     payload: dict[str, Any], max_context: int, seed: int = -1
 ) -> SamplingParams:
@@ -167,6 +176,10 @@ def sampling_from_payload(
         rep_pen_range=int(
             _clamp(_number(payload.get("rep_pen_range"), d.rep_pen_range, int), 0, max_context)
         ),
+        dynatemp_range=_clamp(_number(payload.get("dynatemp_range"), d.dynatemp_range, float), 0.0, 5.0),
+        dynatemp_exponent=_clamp(
+            _number(payload.get("dynatemp_exponent"), d.dynatemp_exponent, float), 0.0, 10.0),
+        sampler_order=_sampler_order(payload.get("sampler_order")),
         seed=seed,
     )
 
