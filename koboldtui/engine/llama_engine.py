@@ -9,6 +9,10 @@ prompt_cache.py); the next queued request takes the free slot holding the longes
 of its prompt at the next step, so a request never waits for another to finish and a
 chat turn only processes what is new. Queue order: local before Horde; with ``preempt``
 a local request may evict a Horde sequence (it resumes later).
+
+This module keeps the queue, admission, the decode loop and sampling; what goes into a
+step and how positions settle after it is step_plan.py, and OpenAI ``n`` > 1 prompt
+sharing is twins.py.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from koboldtui.engine.prompt_fit import fit_prompt
 from koboldtui.engine.sampling import SamplerChain
 from koboldtui.engine.sequence import GenerationStream, Sequence, deliver
 from koboldtui.engine.slots import SlotPool, common_prefix
+from koboldtui.engine.step_plan import SHORT_PROMPT_TOKENS, StepPlan, StepPlanner
+from koboldtui.engine.twins import TwinPrompts
 from koboldtui.engine.types import (
     EngineClosedError,
     EngineSnapshot,
@@ -46,9 +52,6 @@ from koboldtui.engine.types import (
 
 log = logging.getLogger(__name__)
 RECENT_KEEP_S = 60.0  # finished requests stay in the status queue this long (the panel fades them)
-# A new local request with at most this many prompt tokens left to process (after the
-# prompt cache) interrupts the step in flight and gets a prompt-only step of its own.
-SHORT_PROMPT_TOKENS = 64
 
 
 class _Prepared(NamedTuple):
@@ -108,7 +111,8 @@ class LlamaEngine:
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._cache = PromptCache(self._mem, llama_cpp.llama_model_n_swa(self._model))
         self._pool = SlotPool(self.parallel)
-        self._batch = llama_cpp.llama_batch_init(self._step_capacity, 0, 1)
+        self._planner = StepPlanner(self._mem, self._cache, self._pool, self.n_batch, self._step_capacity)
+        self._twins = TwinPrompts(self._mem, self._pool)
         self._piece_buf = ctypes.create_string_buffer(256)
         # Checked by llama.cpp's CPU backend between graph nodes (~3 % of a step here).
         self._abort_cb = llama_cpp.ggml_abort_callback(lambda _data: self._interrupt)
@@ -261,7 +265,7 @@ class LlamaEngine:
         if self._thread.is_alive():  # freeing now would pull memory from under llama_decode
             log.error("the decode thread did not stop within 60 s: leaving llama.cpp memory to the OS")
             return
-        llama_cpp.llama_batch_free(self._batch)
+        self._planner.free()
         llama_cpp.llama_free(self._ctx)
         llama_cpp.llama_model_free(self._model)
 
@@ -284,7 +288,7 @@ class LlamaEngine:
                 if victims:
                     victim = max(victims, key=lambda s: s.order)  # the newest Horde job loses least
                     self._release_slot(victim)
-                    self._orphan_twins(victim)
+                    self._twins.orphan(victim)
                     victim.prepare_resume()
                     heapq.heappush(self._pending, (victim.sort_key, victim))
                     continue
@@ -296,7 +300,7 @@ class LlamaEngine:
     def _place(self, seq: Sequence, free: list[int]) -> None:
         """Give ``seq`` the free slot that already holds most of its prompt, keep that part
         of the KV (shifted if older turns were dropped) and feed only the rest."""
-        leader = self._twin_leader(seq)
+        leader = self._twins.leader_for(seq, self._slots)
         if leader is not None:  # the same prompt is being fed right now: wait for a copy of it
             slot = self._pool.cold(seq.request.origin, free)
             self._cache.clear(slot)
@@ -323,40 +327,6 @@ class LlamaEngine:
         seq.state = RequestState.PROMPT
         self._slots[slot.seq_id] = seq
 
-    def _twin_leader(self, seq: Sequence) -> Sequence | None:
-        """A running sequence still feeding exactly this prompt (OpenAI ``n`` > 1), if any."""
-        if seq.preemptions or seq.request.origin is not Origin.LOCAL or len(seq.prompt_tokens) < 2:
-            return None
-        for other in self._slots:
-            if (other is not None and other.state is RequestState.PROMPT and other.twin_of is None
-                    and not other.generated and other.preemptions == 0 and other.to_feed
-                    and other.prompt_tokens == seq.prompt_tokens and not other.aborted):
-                return other
-        return None
-
-    def _fork_twins(self, outputs: list[tuple[Sequence, int]]) -> None:
-        """Leaders whose prompt just completed: copy their KV to each waiting twin, which then
-        samples its first token from the leader's logits with its own sampler."""
-        for seq, index in list(outputs):
-            twins, seq.twins = seq.twins, []
-            for twin in twins:
-                if twin.twin_of is not seq or twin.aborted or twin.finish_reason is not None:
-                    continue
-                assert seq.seq_id is not None and twin.seq_id is not None
-                src, dst = self._pool.slots[seq.seq_id], self._pool.slots[twin.seq_id]
-                llama_cpp.llama_memory_seq_cp(self._mem, seq.seq_id, twin.seq_id, -1, -1)
-                dst.cached, dst.safe_from, dst.shifted = list(src.cached), src.safe_from, src.shifted
-                twin.n_past, twin.twin_of, twin.cached_tokens = seq.n_past, None, seq.cached_tokens
-                outputs.append((twin, index))
-
-    def _orphan_twins(self, seq: Sequence) -> None:
-        """A leader ended before its prompt was done: its twins feed the prompt themselves."""
-        for twin in seq.twins:
-            if twin.twin_of is seq:
-                twin.twin_of = None
-                twin.to_feed = list(twin.prompt_tokens)
-        seq.twins = []
-
     def _release_slot(self, seq: Sequence, keep_cache: bool = True) -> None:
         """Give the slot back; its tokens and KV stay for the next request unless told not to."""
         if seq.seq_id is not None:
@@ -370,7 +340,7 @@ class LlamaEngine:
     def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
         """End a sequence: free its slot and sampler, flush text, hand the result to asyncio."""
         self._release_slot(seq, keep_cache=reason is not FinishReason.ERROR)
-        self._orphan_twins(seq)
+        self._twins.orphan(seq)
         seq.finish_reason = reason
         seq.finished_at = time.monotonic()
         if reason is not FinishReason.ABORT and reason is not FinishReason.ERROR:
@@ -449,110 +419,24 @@ class LlamaEngine:
 
     def _step(self, active: list[Sequence]) -> None:
         """One decode step: plan the batch, decode it, and sample what it produced."""
-        generating, prompt_takes, outputs = self._plan(active)
-        if self._batch.n_tokens == 0:
+        plan: StepPlan = self._planner.plan(active)
+        if self._planner.batch.n_tokens == 0:
             return
         self._decoding = True
         try:
-            rc = llama_cpp.llama_decode(self._ctx, self._batch)
+            rc = llama_cpp.llama_decode(self._ctx, self._planner.batch)
         finally:
             self._decoding = False
             self._interrupt = False
         if rc == 2:  # interrupted for a new local request
-            self._keep_finished_work(generating, prompt_takes)
+            self._planner.keep_finished_work(plan)
             self.interrupted_steps += 1
             return
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
-        # Positions advance only after a successful decode.
-        for seq in generating:
-            self._advance(seq, [seq.last_token])  # type: ignore[list-item]
-        for seq, chunk in prompt_takes:
-            self._advance(seq, chunk)
-        self._fork_twins(outputs)
-        self._sample(outputs)
-
-    def _plan(self, active: list[Sequence]) -> tuple[
-            list[Sequence], list[tuple[Sequence, list[int]]], list[tuple[Sequence, int]]]:
-        """Fill the batch: one token per generating sequence, then prompt chunks."""
-        batch = self._batch
-        n = 0
-        outputs: list[tuple[Sequence, int]] = []
-
-        def add(token: int | None, pos: int, seq_id: int | None, want_logits: bool) -> None:
-            # Sequences in a step always have a slot, and generating ones a sampled token.
-            nonlocal n
-            batch.token[n] = token
-            batch.pos[n] = pos
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = seq_id
-            batch.logits[n] = 1 if want_logits else 0
-            n += 1
-
-        generating = [s for s in active if s.state is RequestState.GENERATING and s.last_token is not None]
-        prompts = sorted((s for s in active if s.state is RequestState.PROMPT and s.twin_of is None),
-                         key=lambda s: s.sort_key)
-        # A new local request with a short prompt gets a prompt-only step: its first token comes
-        # after one small step instead of a full step of every sequence (TTFT under load), and
-        # the others lose one step. Long prompts and Horde jobs never get this, so nothing
-        # can stall the generating sequences for long.
-        fast = [s for s in prompts if s.request.origin is Origin.LOCAL and not s.generated
-                and s.preemptions == 0 and len(s.to_feed) <= SHORT_PROMPT_TOKENS]
-        if fast and generating:
-            generating, prompts = [], fast
-        for seq in generating:  # one token for every generating sequence first: they never stall
-            add(seq.last_token, seq.n_past, seq.seq_id, True)
-            outputs.append((seq, n - 1))
-        budget = self.n_batch - n
-        prompt_takes: list[tuple[Sequence, list[int]]] = []
-        for seq in prompts:
-            if budget <= 0:
-                break
-            chunk = seq.to_feed[:budget]
-            completes = len(chunk) == len(seq.to_feed)
-            for i, token in enumerate(chunk):
-                add(token, seq.n_past + i, seq.seq_id, completes and i == len(chunk) - 1)
-            budget -= len(chunk)
-            prompt_takes.append((seq, chunk))
-            if completes:
-                outputs.append((seq, n - 1))
-        batch.n_tokens = n
-        return generating, prompt_takes, outputs
-
-    def _advance(self, seq: Sequence, tokens: list[int]) -> None:
-        """``tokens`` are in the sequence's KV now: move its position and its slot's record."""
-        assert seq.seq_id is not None
-        self._cache.fed(self._pool.slots[seq.seq_id], tokens)
-        seq.n_past += len(tokens)
-        if seq.state is RequestState.PROMPT:
-            del seq.to_feed[:len(tokens)]
-
-    def _keep_finished_work(self, generating: list[Sequence],
-                            prompt_takes: list[tuple[Sequence, list[int]]]) -> None:
-        """After an interrupted step: llama.cpp kept the micro-batches it finished. Prompt
-        tokens that landed stay (except a completing chunk's last token: its logits are gone);
-        a generating sequence's token is decoded again, since its logits are gone too."""
-        for seq in generating:
-            self._roll_back_to(seq, seq.n_past)
-        for seq, chunk in prompt_takes:
-            assert seq.seq_id is not None
-            landed = int(llama_cpp.llama_memory_seq_pos_max(self._mem, seq.seq_id)) + 1 - seq.n_past
-            keep = max(0, min(landed, len(chunk) - (1 if len(chunk) == len(seq.to_feed) else 0)))
-            if self._roll_back_to(seq, seq.n_past + keep) and keep:
-                self._advance(seq, chunk[:keep])
-
-    def _roll_back_to(self, seq: Sequence, n_past: int) -> bool:
-        """Drop the sequence's KV past ``n_past``; where the memory cannot drop part of a
-        sequence (recurrent/hybrid models), feed the whole sequence again. False then."""
-        assert seq.seq_id is not None
-        slot = self._pool.slots[seq.seq_id]
-        if self._cache.rollback(slot, n_past):
-            return True
-        seq.to_feed = list(seq.prompt_tokens) + list(seq.generated)  # generated ends with last_token
-        seq.n_past = 0
-        seq.last_token = None
-        seq.state = RequestState.PROMPT
-        return False
+        self._planner.decoded(plan)  # positions advance only after a successful decode
+        self._twins.fork(plan.outputs)
+        self._sample(plan.outputs)
 
     def _sample(self, outputs: list[tuple[Sequence, int]]) -> None:
         """Sample every sequence that got logits, outside the lock that submit/abort/snapshot
