@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from fake_nvml import FakeGpu, FakeNvml, GiB
+from instance_harness import free_port, wait_for
 
 from koboldtui.cli import main
 from koboldtui.control.backoff import Backoff
@@ -42,25 +40,10 @@ pytestmark = pytest.mark.slow
 FAKE = Path(__file__).resolve().parent / "fake_server.py"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def fake_cmd(flavour: str, extra: str = "") -> str:
     return f"{sys.executable} {FAKE} --port {{port}} --flavour {flavour} {extra}".strip()
 
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from fake_nvml import FakeGpu, FakeNvml, GiB
+from instance_harness import free_port, wait_for
 
 from koboldtui.control.gpu_plan import default_gpu_planner
 from koboldtui.control.ports import port_is_free
@@ -41,23 +39,6 @@ SMALL = {"ctx": 512, "parallel": 2, "batch_size": 128, "threads": 1}
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(
-    predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition"
-) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

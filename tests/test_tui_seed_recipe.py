@@ -9,13 +9,13 @@ says, the text one's VRAM by pid), and stopped with ``x``.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from fake_nvml import FakeGpu, FakeNvml, GiB
+from instance_harness import free_port
 from textual.widgets import Static
 
 from koboldtui.control.process import pid_alive
@@ -38,11 +38,6 @@ def env_of(port: int) -> dict:
     """What the child received, read from inside it."""
     return httpx.get(f"http://127.0.0.1:{port}/env", timeout=5).json()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_text_on_the_gpu_and_images_on_the_cpu_started_watched_and_stopped() -> None:
