@@ -60,7 +60,7 @@ async def test_dashboard_shows_gpus_instances_batch_and_queue() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
         inst = app.screen.query_one(InstancesTable)
-        assert inst.cells("main")[2] == "5001" and "ready" in inst.cells("main")[6]
+        assert inst.cells("main")[2] == "5001" and "ready" in inst.cell("main", "state")
         assert inst.cells("chat-cpu")[3] == "CPU"
         batch = app.screen.query_one(BatchTable)
         assert batch.cells("main")[1:4] == ("512", "512", "▮▮▮▯ 3/4")
@@ -91,7 +91,7 @@ async def test_start_stop_restart_keys_act_on_selected_instance() -> None:
         assert app.selected_instance == "chat-cpu"
         await pilot.press("s")
         await wait_for(pilot, lambda: ("start_instance", "chat-cpu") in backend.calls)
-        await wait_for(pilot, lambda: "ready" in str(app.screen.query_one(InstancesTable).cells("chat-cpu")[6]))
+        await wait_for(pilot, lambda: "ready" in str(app.screen.query_one(InstancesTable).cell("chat-cpu", "state")))
         await pilot.press("x")
         await wait_for(pilot, lambda: ("stop_instance", "chat-cpu") in backend.calls)
         await pilot.press("R")

@@ -51,7 +51,7 @@ async def test_a_failure_shows_in_the_row_as_a_toast_and_in_the_details() -> Non
         backend.states["chat-cpu"] = "failed"
         backend.errors["chat-cpu"] = LOAD_FAILURE
         await repoll(pilot, app)
-        cell = str(app.screen.query_one(InstancesTable).cells("chat-cpu")[6])
+        cell = str(app.screen.query_one(InstancesTable).cell("chat-cpu", "state"))
         assert "failed" in cell and "exited with code 1" in cell
         toasts = [str(n.message) for n in app._notifications]
         assert any("chat-cpu failed: exited with code 1" in t for t in toasts), toasts

@@ -36,7 +36,7 @@ async def test_first_run_starts_a_real_instance_streams_a_prompt_and_stops_on_qu
             await wait_for(pilot, lambda: any(i.state == "ready" and i.status for i in app.instances), timeout=120)
             await pilot.pause(0.6)
             table = app.screen.query_one(InstancesTable)
-            assert "ready" in str(table.cells("default")[6])
+            assert "ready" in str(table.cell("default", "state"))
             batch = app.screen.query_one(BatchTable).cells("default")
             assert batch[1] == "512" and batch[2] == "512"
             text = screen_text(app)

@@ -77,7 +77,7 @@ async def test_text_on_the_gpu_and_images_on_the_cpu_started_watched_and_stopped
             await pilot.pause(0.4)
             table = app.screen.query_one(InstancesTable)
             assert "FakeKobold-7B" in table.cells("text")[1] and "5.0G" in table.cells("text")[3]
-            assert "busy" in table.cells("image")[6]
+            assert "busy" in table.cell("image", "state")
             app.select_instance("image")
             await wait_for(pilot, lambda: "7 images" in str(
                 app.screen.query_one("#horde-title", Static).render()), timeout=10)

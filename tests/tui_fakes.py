@@ -13,6 +13,7 @@ from dataclasses import replace
 from koboldtui.config import HordeSettings, ServeConfig
 from koboldtui.engine.types import EngineSnapshot, EngineTotals, Origin, QueueEntry, RequestState
 from koboldtui.status import InstanceInfo, InstanceStatus
+from koboldtui.system.machine import MachineReport
 from koboldtui.tui.backend import (
     BackendError,
     CatalogModel,
@@ -57,6 +58,15 @@ def fake_gpus() -> list[GpuView]:
     ]
 
 
+def fake_machine() -> MachineReport:
+    """A 16-thread box a third busy, with a minute of history."""
+    return MachineReport(
+        cpu_pct=34.5, cpu_count=16, mem_used_bytes=21_474_836_480, mem_total_bytes=68_719_476_736,
+        load=(5.42, 4.87, 3.9), cpu_history=_wave(60, 10, 40, 2), mem_history=_wave(60, 28, 6, 5),
+        load_history=_wave(60, 3.5, 2.5, 11),
+    )
+
+
 def fake_status(name: str, port: int, horde: dict, queue: tuple[QueueEntry, ...], n_batch: int = 512,
                 model: str = "gemma-3-270m-it-Q4_K_M", parallel: int = 4) -> InstanceStatus:
     busy = sum(1 for q in queue if q.state in (RequestState.PROMPT, RequestState.GENERATING))
@@ -70,7 +80,8 @@ def fake_status(name: str, port: int, horde: dict, queue: tuple[QueueEntry, ...]
             model_name=model, model_path=f"/models/{model}.gguf", n_ctx=8192, n_ctx_per_seq=8192 // parallel,
             n_batch=n_batch, n_ubatch=min(n_batch, 1024), parallel=parallel, slots_busy=busy,
             queue_depth=sum(1 for q in queue if q.state == RequestState.QUEUED), queue=queue,
-            totals=EngineTotals(requests=57, completed=51, generated_tokens=12345, last_tokens_per_s=41.5),
+            totals=EngineTotals(requests=57, completed=51, generated_tokens=12345, last_tokens_per_s=41.5,
+                                prompt_tokens=40960, prompt_tokens_cached=15360),
         ),
         horde=horde,
     )
@@ -123,6 +134,7 @@ class FakeBackend:
         self.facts: dict[str, object] = {}  # what a command/remote server says (FlavourFacts)
         self.errors: dict[str, str] = {}  # last_error per instance (e.g. an unreachable remote)
         self.vram: dict[str, float] = {}  # MiB per instance, as NVML-by-pid would say
+        self.machine: MachineReport | None = fake_machine()  # CPU, RAM, load as psutil would say
         self.horde_state = "paused_local"
         self.horde_kudos_bump = 0  # screenshots grow the worker's totals between polls
         if instances:
@@ -161,6 +173,7 @@ class FakeBackend:
                     uptime_s=3723.0 if state == "ready" else None,
                     last_error=self.errors.get(name) if state in ("failed", "unreachable") else None,
                     status=status, kind=draft.kind, facts=self.facts.get(name), vram_mib=self.vram.get(name),
+                    rss_bytes=1_288_490_188 if state == "ready" else None, cpu_pct=187.0 if state == "ready" else None,
                 ))
             return views
         finally:
@@ -171,9 +184,10 @@ class FakeBackend:
         if self.gpu_block is not None:
             self.gpu_block.wait(10)
         if not self.gpus:
-            return GpuReport((), "NVML could not load libnvidia-ml.so.1 (no NVIDIA driver installed)", "")
+            return GpuReport((), "NVML could not load libnvidia-ml.so.1 (no NVIDIA driver installed)", "",
+                             machine=self.machine)
         cvd = ",".join(g.uuid for g in self.gpus if g.enabled)
-        return GpuReport(tuple(self.gpus), None, cvd, "550.54")
+        return GpuReport(tuple(self.gpus), None, cvd, "550.54", self.machine)
 
     def set_gpu_order(self, uuids: Sequence[str]) -> str:
         self._track("set_gpu_order", tuple(uuids))

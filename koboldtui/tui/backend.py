@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from koboldtui.config import ServeConfig
 from koboldtui.status import InstanceStatus
+from koboldtui.system.machine import MachineReport
 
 if TYPE_CHECKING:
     from koboldtui.control.flavour import FlavourFacts
@@ -53,12 +54,13 @@ class GpuView:
 
 @dataclass(frozen=True)
 class GpuReport:
-    """All GPUs in priority order, or why there are none (CPU mode)."""
+    """All GPUs in priority order, or why there are none (CPU mode), and the machine's gauges."""
 
     gpus: tuple[GpuView, ...] = ()
     unavailable_reason: str | None = None  # set when NVML finds no usable GPU
     cuda_visible_devices: str = ""  # what a new instance would get ("" = CPU only)
     driver: str = ""
+    machine: MachineReport | None = None  # CPU, RAM and load, read in the same poll
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class InstanceView:
     kind: str = "serve"  # serve | command (any server command line) | remote (watched only)
     facts: FlavourFacts | None = None  # what a command/remote server says it is, when it answers
     vram_mib: float | None = None  # VRAM its processes hold (NVML by pid); None: none or unknown
+    rss_bytes: int | None = None  # resident memory of its process tree; None: not running here
+    cpu_pct: float | None = None  # CPU % of one core over the last poll (like top); None: unknown
 
     @property
     def foreign(self) -> FlavourFacts | None:

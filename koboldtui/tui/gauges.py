@@ -51,6 +51,23 @@ def gib(mib: float) -> str:
     return f"{mib / 1024:.1f}"
 
 
+def size(nbytes: int | None) -> str:
+    """Bytes as a short size: 812M, 1.4G; '-' when unknown."""
+    if nbytes is None:
+        return "-"
+    mib = nbytes / (1024 * 1024)
+    return f"{mib:.0f}M" if mib < 1000 else f"{mib / 1024:.1f}G"
+
+
+def count(n: int) -> str:
+    """A count in at most five cells: 950, 12.3k, 4.1M."""
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.1f}M"
+
+
 def maybe(value: float | None, fmt: str, missing: str = "n/a") -> str:
     """Format a reading that NVML may not offer ("not available" is a value, not an error)."""
     return missing if value is None else format(value, fmt)

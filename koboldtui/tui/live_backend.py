@@ -56,6 +56,8 @@ class LiveBackend(InstanceApi):
         from koboldtui.gpu.sampler import GpuSampler
         from koboldtui.store.db import open_database
         from koboldtui.store.instances import InstanceStore
+        from koboldtui.system.machine import MachineSampler
+        from koboldtui.system.processes import ProcessSampler
 
         self.paths = (paths or app_paths()).ensure()
         self.conn = open_database(self.paths.database)
@@ -70,6 +72,8 @@ class LiveBackend(InstanceApi):
         self._pids: set[int] = set()
         self.sampler = GpuSampler(interval_s=gpu_interval_s, our_pids=lambda: tuple(self._pids))
         self._reconciled = False
+        self.machine = MachineSampler()  # CPU/RAM/load, read in each gpu_report poll
+        self.processes = ProcessSampler()  # RSS and CPU % per instance, read in each instances poll
         self.supervisor.reattach()
         self.sampler.start()
 
@@ -122,14 +126,16 @@ class LiveBackend(InstanceApi):
         statuses = list(self._pool.map(self._status_of, snaps))
         facts = list(self._pool.map(self._facts_of, snaps))
         vram = self._vram(snaps)
+        usage = self.processes.sample({s.name: s.pid for s in snaps if s.pid and s.kind != "remote"})
         return [
             InstanceView(
                 name=s.name, state=s.state.value, port=s.port, model=s.model, gpus=self._gpus_shown(s.gpus),
                 pid=s.pid, restarts=s.restarts, uptime_s=s.uptime_s,
                 last_error=panel_words(s.last_error) if s.last_error else None, status=st,
                 kind=s.kind, facts=f, vram_mib=vram.get(s.name),
+                rss_bytes=u.rss_bytes if u else None, cpu_pct=u.cpu_pct if u else None,
             )
-            for s, st, f in zip(snaps, statuses, facts)
+            for s, st, f, u in zip(snaps, statuses, facts, [usage.get(s.name) for s in snaps])
         ]
 
     def _vram(self, snaps) -> dict[str, float | None]:
@@ -180,9 +186,10 @@ class LiveBackend(InstanceApi):
 
     def gpu_report(self) -> GpuReport:
         inventory = self._inventory()
+        machine = self.machine.sample()
         if not inventory.available or not inventory.gpus:
             reason = inventory.reason or "NVML found no NVIDIA GPU"
-            return GpuReport((), reason, "", inventory.driver or "")
+            return GpuReport((), reason, "", inventory.driver or "", machine)
         rows = {r.uuid: r for r in self._rows()}
         ordered = sorted(inventory.gpus, key=lambda g: (rows[g.uuid].priority if g.uuid in rows else 999, g.index))
         views = []
@@ -199,7 +206,7 @@ class LiveBackend(InstanceApi):
                 vram_history=tuple(100.0 * (s.memory_used or 0) / total for s in history) if total else (),
                 util_history=tuple(float(s.utilization_gpu or 0) for s in history),
             ))
-        return GpuReport(tuple(views), None, self._auto_devices(inventory), inventory.driver or "")
+        return GpuReport(tuple(views), None, self._auto_devices(inventory), inventory.driver or "", machine)
 
     def set_gpu_order(self, uuids: Sequence[str]) -> str:
         from koboldtui.store.gpus import set_order

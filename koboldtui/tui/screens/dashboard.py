@@ -1,5 +1,10 @@
 """The dashboard: GPUs, Horde, Instances, Batch and Queue on one keyboard-driven screen.
 
+Three layouts by width (classes from ``HORIZONTAL_BREAKPOINTS``, rules in app.tcss): below
+120 columns every panel is full width and the screen scrolls; from 120 panels sit in
+pairs; from 160 the GPU/system and Horde cards form a right-hand column beside the
+instances and the queue, so a wide terminal shows more columns instead of empty space.
+
 Bindings (defined in keys.py) live here, not on the app, so they are inactive under modal forms; the actions
 they name live on the app, which the command palette reaches too.
 """
@@ -32,8 +37,10 @@ class DashboardScreen(Screen):
     """Live overview; redrawn from poll messages, never by polling itself."""
 
     BINDINGS: ClassVar[list[BindingType]] = list(DASHBOARD_BINDINGS)
-    # side by side only from 120 columns: between 100 and 119 uptime and slots clipped
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (120, "-wide")]
+    # side by side only from 120 columns: between 100 and 119 uptime and slots clipped;
+    # from 160 the GPUs/system and Horde cards move to a column on the right (app.tcss)
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"), (120, "-wide"), (160, "-xwide")]
 
     def __init__(self, clock: Callable[[], float], tick_s: float | None, fade_after_s: float,
                  screen_id: str = "dashboard") -> None:
@@ -66,6 +73,11 @@ class DashboardScreen(Screen):
             self.show_instances(app.instances, app.selected_instance, app.clock())  # type: ignore[attr-defined]
         if getattr(app, "gpu_polls_done", 0):
             self.show_gpus(app.gpu_report)  # type: ignore[attr-defined]
+
+    def on_resize(self) -> None:
+        """A new width may mean another layout: redraw the GPU panel in its form for it."""
+        if self._ready and getattr(self.app, "gpu_polls_done", 0):
+            self.call_after_refresh(self.show_gpus, self.app.gpu_report)  # type: ignore[attr-defined]
 
     def action_filter_queue(self) -> None:
         field = self.query_one("#queue-filter", Input)

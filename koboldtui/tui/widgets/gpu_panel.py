@@ -1,7 +1,8 @@
 """The GPUs/VRAM panel: a card per GPU, or a clear CPU-mode card when NVML has none.
 
 VRAM is what decides whether a model fits, so it gets a bar, our share, and history;
-"not available" readings show as n/a instead of failing the panel.
+"not available" readings show as n/a instead of failing the panel. The machine's CPU,
+RAM and load sit under the cards: one compact line beside GPUs, full gauges in CPU mode.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from textual.widgets import Sparkline, Static
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import GpuReport, GpuView
 from koboldtui.tui.keys import panel_bindings
+from koboldtui.tui.widgets.system_gauges import SystemGauges
 
 BAR_WIDTH = 20
 
@@ -81,7 +83,10 @@ class GpuPanel(Vertical, can_focus=True):
 
     BINDINGS: ClassVar[list[BindingType]] = panel_bindings("gpus")
 
-    BORDER_TITLE = "GPUs / VRAM"
+    BORDER_TITLE = "GPUs / VRAM · system"
+    DEFAULT_CSS = """
+    GpuPanel #gpu-cards { height: auto; }
+    """
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -89,22 +94,26 @@ class GpuPanel(Vertical, can_focus=True):
         self._cpu_reason: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("[$text-muted]reading GPUs…[/]", id="gpu-waiting")
+        with Vertical(id="gpu-cards"):
+            yield Static("[$text-muted]reading GPUs…[/]", id="gpu-waiting")
+        yield SystemGauges(id="system")
 
     def show_report(self, report: GpuReport) -> None:
         """Draw a new GPU report, remounting cards only when the set of GPUs changed."""
+        # beside GPUs one compact line, unless the right-hand column of a wide screen has room
+        compact = bool(report.gpus) and not self.screen.has_class("-xwide")
+        self.query_one(SystemGauges).show(report.machine, compact=compact)
         uuids = tuple(g.uuid for g in report.gpus)
+        cards = self.query_one("#gpu-cards", Vertical)
         if not report.gpus:
             reason = report.unavailable_reason or "NVML found no GPU"
             if self._uuids == () and self._cpu_reason == reason:
                 return
             self._uuids, self._cpu_reason = (), reason
-            self.remove_children()
-            self.mount(
+            cards.remove_children()
+            cards.mount(
                 Static(
-                    "[b $warning]No NVIDIA GPU — running on CPU[/]\n"
-                    f"[$text-muted]{gauges.plain(reason)}[/]\n"
-                    "Instances run on the CPU; tokens/s will be lower.",
+                    f"[b $warning]No NVIDIA GPU — running on CPU:[/] [$text-muted]{gauges.plain(reason)}[/]",
                     id="no-gpu",
                 )
             )
@@ -112,10 +121,10 @@ class GpuPanel(Vertical, can_focus=True):
             return
         if uuids != self._uuids:
             self._uuids, self._cpu_reason = uuids, None
-            self.remove_children()
-            self.mount_all([GpuCard(g) for g in report.gpus])
+            cards.remove_children()
+            cards.mount_all([GpuCard(g) for g in report.gpus])
         else:
-            for card, gpu in zip(self.query(GpuCard), report.gpus):
+            for card, gpu in zip(cards.query(GpuCard), report.gpus):
                 card.update_gpu(gpu)
         order = " ".join(str(g.index) for g in report.gpus if g.enabled) or "none (CPU)"
         self.border_subtitle = f"new instances use GPUs {order}"

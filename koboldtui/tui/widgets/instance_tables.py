@@ -6,7 +6,7 @@ switch, batch size, Horde and prompt keys all act on it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
 from textual.binding import BindingType
@@ -56,8 +56,31 @@ def state_cell(inst: InstanceView, reason_width: int = 40) -> str:
     return word
 
 
+def tokens_per_s_cell(inst: InstanceView) -> str:
+    """The instance's generation speed over the last few seconds (all its requests together)."""
+    if inst.status is not None:
+        return f"{inst.status.engine.totals.last_tokens_per_s:.1f}"
+    if inst.foreign is not None and inst.foreign.tokens_per_s is not None:
+        return f"{inst.foreign.tokens_per_s:.1f}"
+    return "-"
+
+
+def cache_cell(inst: InstanceView) -> str:
+    """Prompt tokens served from a slot's cache since start, and their share of all prompt tokens."""
+    if inst.status is None:
+        return "-"
+    totals = inst.status.engine.totals
+    if not totals.prompt_tokens:
+        return "0"
+    share = 100 * totals.prompt_tokens_cached / totals.prompt_tokens
+    return f"{gauges.count(totals.prompt_tokens_cached)} {share:.0f}%"
+
+
 class InstancesTable(KeyedTable):
-    """Name, model, port, GPUs, restarts, uptime, state (and why it failed); s starts, x stops."""
+    """Name, model, port, GPUs, uptime, RSS, CPU, tok/s, cache hits, state (and why it failed).
+
+    s starts, x stops. Columns a narrow terminal cannot hold are dropped, least needed first.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = panel_bindings("instances")
 
@@ -69,8 +92,15 @@ class InstancesTable(KeyedTable):
         ("gpus", "GPUs"),
         ("restarts", "rst"),
         ("uptime", "uptime"),
+        ("rss", "RSS"),
+        ("cpu", "CPU%"),
+        ("tps", "tok/s"),
+        ("cache", "cached"),
         ("state", "state"),  # last: a failed instance's reason may run to the edge
     )
+    # narrow terminals lose these first (80 columns keep name, model, port, GPUs, tok/s, uptime, state)
+    DROP_ORDER = ("cache", "restarts", "cpu", "rss", "tps", "port")
+    WIDTH_CAPS: ClassVar[Mapping[str, int]] = {"state": 10}  # "stopped" must fit; a failed reason may clip (enter shows it whole)
 
     def show(self, instances: Iterable[InstanceView]) -> None:
         rows: dict[str, tuple[object, ...]] = {}
@@ -84,6 +114,10 @@ class InstancesTable(KeyedTable):
                 + (f" · {inst.vram_mib / 1024:.1f}G" if inst.vram_mib is not None else ""),
                 str(inst.restarts),
                 gauges.duration(inst.uptime_s) if inst.running else "-",
+                gauges.size(inst.rss_bytes) if inst.running else "-",
+                gauges.maybe(inst.cpu_pct, ".0f", "-") if inst.running else "-",
+                tokens_per_s_cell(inst),
+                cache_cell(inst),
                 state,
             )
         self.sync_rows(rows)

@@ -1,0 +1,71 @@
+"""RSS and CPU % of each instance: its process and everything it started, read with psutil.
+
+A ``command`` instance may be a shell that runs the real server, and a server may fork
+workers, so an instance's share is the sum over its process tree. CPU % needs two
+readings: the sampler keeps one ``psutil.Process`` per pid between polls (psutil guards
+against a reused pid), and reports ``None`` until it has a second reading.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    """What one instance's processes use now."""
+
+    rss_bytes: int
+    cpu_pct: float | None  # percent of one core, like top (200 = two cores busy); None: first look
+
+
+class ProcessSampler:
+    """Per-instance RSS and CPU %, measured between successive ``sample()`` calls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: dict[int, psutil.Process] = {}
+
+    def _process(self, pid: int) -> tuple[psutil.Process, bool]:
+        """The cached Process for ``pid`` (and whether it was seen before), or a new one."""
+        proc = self._procs.get(pid)
+        if proc is not None and proc.is_running():
+            return proc, True
+        proc = psutil.Process(pid)
+        proc.cpu_percent(None)  # the first call only starts the measurement
+        self._procs[pid] = proc
+        return proc, False
+
+    def _tree(self, pid: int) -> list[int]:
+        try:
+            return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return [pid]
+
+    def sample(self, pids: Mapping[str, int]) -> dict[str, ProcessUsage | None]:
+        """Usage per instance name; None where its process is gone or not ours to read."""
+        out: dict[str, ProcessUsage | None] = {}
+        seen: set[int] = set()
+        with self._lock:
+            for name, root in pids.items():
+                rss, cpu, measured, alive = 0, 0.0, False, False
+                for pid in self._tree(root):
+                    try:
+                        proc, known = self._process(pid)
+                        with proc.oneshot():
+                            rss += proc.memory_info().rss
+                            pct = proc.cpu_percent(None)
+                    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                        continue
+                    seen.add(pid)
+                    alive = True
+                    cpu += pct  # a child seen for the first time adds 0 until its second look
+                    measured = measured or (pid == root and known)
+                out[name] = ProcessUsage(rss, round(cpu, 1) if measured else None) if alive else None
+            for pid in [p for p in self._procs if p not in seen]:
+                del self._procs[pid]  # exited: forget it so a reused pid starts fresh
+        return out
