@@ -12,6 +12,7 @@ RULES = {  # third-party module → the only package allowed to import it
     "textual": "tui",
     "llama_cpp": "engine",
     "pynvml": "gpu",
+    "psutil": "system",
 }
 
 

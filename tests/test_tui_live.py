@@ -37,6 +37,9 @@ async def test_first_run_starts_a_real_instance_streams_a_prompt_and_stops_on_qu
             await pilot.pause(0.6)
             table = app.screen.query_one(InstancesTable)
             assert "ready" in str(table.cell("default", "state"))
+            view = next(i for i in app.instances if i.name == "default")
+            assert view.rss_bytes is not None and view.rss_bytes > 50 * 1024**2  # the model sits in its memory
+            assert app.gpu_report.machine is not None and app.gpu_report.machine.mem_total_bytes > 0
             batch = app.screen.query_one(BatchTable).cells("default")
             assert batch[1] == "512" and batch[2] == "512"
             text = screen_text(app)
