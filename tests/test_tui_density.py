@@ -111,3 +111,16 @@ async def test_wide_terminals_put_the_cards_beside_the_tables() -> None:
         await pilot.resize_terminal(120, 40)
         await wait_for(pilot, lambda: gpus.region.bottom <= instances.region.y)  # cards on top again
         await wait_for(pilot, lambda: len(app.screen.query_one(SystemGauges).query(".sys-row")) == 1)
+
+
+async def test_horde_view_lists_recent_jobs_with_time_in_our_hands_and_says_why_no_requester_wait() -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("H")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HordeScreen")
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "gemma-3-270m-it             96 tokens ·  41.0 tok/s ·    7.8 kudos · held 3.1s of 150s ttl · ok" in text
+        assert "held -" in text  # a worker that did not say: no number made up
+        assert "requester wait is not shown" in text

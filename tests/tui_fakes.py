@@ -96,10 +96,13 @@ def busy_horde(remaining_s: float = 14.2) -> dict:
         "last_error": "submit timed out after 30 s; the job was resent",
         "pops": 412, "empty_pops": 251, "models": ["koboldcpp/gemma-3-270m-it"],
         "recent_jobs": [
-            {"tokens": 180, "tokens_per_s": 39.2, "state": "ok", "kudos": 14.5},
-            {"tokens": 240, "tokens_per_s": 37.1, "state": "ok", "kudos": 19.0},
-            {"tokens": 0, "tokens_per_s": 0.0, "state": "faulted", "kudos": 0.0},
-            {"tokens": 96, "tokens_per_s": 41.0, "state": "ok", "kudos": 7.8},
+            {"tokens": 180, "tokens_per_s": 39.2, "state": "ok", "kudos": 14.5},  # an older worker: no times
+            {"tokens": 240, "tokens_per_s": 37.1, "state": "ok", "kudos": 19.0, "model": "koboldcpp/gemma-3-270m-it",
+             "held_s": 7.4, "ttl_s": 150.0},
+            {"tokens": 0, "tokens_per_s": 0.0, "state": "faulted", "kudos": 0.0, "model": "koboldcpp/gemma-3-270m-it",
+             "held_s": 0.3, "ttl_s": 150.0},
+            {"tokens": 96, "tokens_per_s": 41.0, "state": "ok", "kudos": 7.8, "model": "koboldcpp/gemma-3-270m-it",
+             "held_s": 3.1, "ttl_s": 150.0},
         ],
     }
 

@@ -44,6 +44,7 @@ class _JobInHand:
     handle: GenerationHandle | None = None
     submitting: bool = False  # generation over, the result is on its way to the Horde
     retry_at: float | None = None  # a failed submit waits until then (clock)
+    model: str = ""  # the model the pop asked for (the panel's recent jobs list shows it)
 
 
 class HordeJobs:
@@ -99,7 +100,7 @@ class HordeJobs:
     def launch(self, job: HordeJob) -> None:
         """Take every id of a popped job in hand and run each as its own task."""
         for index, horde_id in enumerate(job.ids):
-            self.in_hand[horde_id] = _JobInHand(horde_id, self._clock(), self._clock() + job.ttl_s)
+            self.in_hand[horde_id] = _JobInHand(horde_id, self._clock(), self._clock() + job.ttl_s, model=job.model)
             self._journal.add(horde_id, job.ttl_s)
             self._start(self._run_job(job, index, horde_id), horde_id)
 
@@ -258,7 +259,9 @@ class HordeJobs:
         )
         in_hand.retry_at = None
         if outcome.kind == "done":
-            self._stats.record_submitted(state, outcome.reward)
+            self._stats.record_submitted(state, outcome.reward, model=in_hand.model,
+                                         held_s=self._clock() - in_hand.started_at,
+                                         ttl_s=in_hand.deadline - in_hand.started_at)
             self._stats.clear_error("submit")
             return
         reason = outcome.error or f"Horde job {horde_id} was dropped"

@@ -81,15 +81,24 @@ class HordeStats:
             return ordered[mid]
         return (ordered[mid - 1] + ordered[mid]) / 2.0
 
-    def record_submitted(self, state: str, reward: float) -> None:
-        """The Horde took a result: count it by its state and add its kudos."""
+    def record_submitted(self, state: str, reward: float, *, model: str = "", held_s: float | None = None,
+                         ttl_s: float | None = None) -> None:
+        """The Horde took a result: count it by its state and add its kudos.
+
+        ``held_s`` is what the worker knows of the job's time: pop to submit on our side. How long
+        the requester waited is not in the pop answer (HORDE.md), so it is never guessed here.
+        """
         if state == "ok":
             self.jobs_done += 1
         else:
             self.jobs_faulted += 1
         self.kudos_session += reward
         job = self._unsubmitted.popleft() if state == "ok" and self._unsubmitted else {"tokens": 0, "tokens_per_s": 0.0}
-        self.recent_jobs.append({**job, "state": state, "kudos": round(reward, 2)})
+        self.recent_jobs.append({
+            **job, "state": state, "kudos": round(reward, 2), "model": model,
+            "held_s": None if held_s is None else round(held_s, 1),
+            "ttl_s": None if ttl_s is None else round(ttl_s, 1),
+        })
 
     def record_skipped(self, skipped: Any) -> None:
         """Keep the server's latest non-empty reasons why requests passed this worker by."""

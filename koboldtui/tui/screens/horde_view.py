@@ -81,6 +81,15 @@ def honest_lines(horde: dict[str, Any]) -> list[str]:
     return lines or ["nothing reported yet"]
 
 
+def held_words(job: dict[str, Any]) -> str:
+    """'held 6.2s of 150s ttl': the job's time in our hands; '-' from a worker that did not say."""
+    held, ttl = job.get("held_s"), job.get("ttl_s")
+    if not isinstance(held, (int, float)):
+        return "held -"
+    words = f"held {held:.1f}s"
+    return words + (f" of {ttl:.0f}s ttl" if isinstance(ttl, (int, float)) and ttl > 0 else "")
+
+
 class HordeScreen(PanelModal[None]):
     """All Horde workers, their growth while the panel was open, and their recent jobs."""
 
@@ -123,16 +132,21 @@ class HordeScreen(PanelModal[None]):
         if not isinstance(jobs, list) or not jobs:
             return ["[$text-muted]recent jobs: this worker lists none yet[/]"]
         models = inst.horde.get("models") or []
-        model = gauges.plain(models[0]) if isinstance(models, list) and models else "?"
-        lines = [(f"[b]recent jobs[/] on {model}  [$text-muted]newest first: tokens · tok/s · kudos · result"
-                  " (the Horde does not tell workers how long the requester waited)[/]")]
+        worker_model = str(models[0]) if isinstance(models, list) and models else "?"
+        lines = [("[b]recent jobs[/]  [$text-muted]newest first: model · tokens · tok/s · kudos · in our hands"
+                  " (pop → submit) of the job's ttl · result[/]"),
+                 ("[$text-muted]  requester wait is not shown: the Horde does not tell a worker how long the"
+                  " request queued before the pop[/]")]
         for job in jobs[-6:][::-1]:
             if isinstance(job, dict):
                 ok = job.get("state") == "ok"
                 result = "ok" if ok else f"[$error]{gauges.plain(job.get('state', '?'))}[/]"
+                model = str(job.get("model") or worker_model).rsplit("/", 1)[-1]
+                model = model if len(model) <= 24 else model[:23] + "…"
                 lines.append(
-                    f"  {int(_float(job.get('tokens'))):5d} tokens · {_float(job.get('tokens_per_s')):5.1f} tok/s"
-                    f" · {_float(job.get('kudos')):6.1f} kudos · {result}"
+                    f"  {gauges.plain(model):24s} {int(_float(job.get('tokens'))):5d} tokens"
+                    f" · {_float(job.get('tokens_per_s')):5.1f} tok/s · {_float(job.get('kudos')):6.1f} kudos"
+                    f" · {held_words(job)} · {result}"
                 )
         return lines
 
