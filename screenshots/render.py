@@ -121,6 +121,8 @@ FAILED_LOAD = "exited with code 1; restarting in 8 s\nlast log lines:\n" + "\n".
 SHOTS = [
     ("dashboard-120x40.svg", lambda: panel(), (120, 40), dashboard),
     ("dashboard-80x24.svg", lambda: panel(), (80, 24), dashboard),
+    ("dashboard-200x60.svg", lambda: panel(), (200, 60), dashboard),
+    ("dashboard-cpu-200x60.svg", lambda: panel(gpus=False), (200, 60), dashboard),
     ("dashboard-cpu-120x40.svg", lambda: panel(gpus=False), (120, 40), dashboard),
     ("instance-form-120x40.svg", lambda: panel(), (120, 40), instance_form),
     ("gpu-priority-120x40.svg", lambda: panel(), (120, 40), gpu_priority),

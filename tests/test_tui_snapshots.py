@@ -1,4 +1,5 @@
-"""Snapshot tests of the main screens at 80×24 and 120×40 (fake GPUs/Horde, fixed clock, no blink).
+"""Snapshot tests of the main screens at 80×24 and 120×40, the dashboard also at 200×60 (fake GPUs/Horde,
+fixed clock, no blink).
 
 Update after an intended change with ``pytest tests/test_tui_snapshots.py --snapshot-update``
 and look at the SVGs in tests/__snapshots__/ before committing them.
@@ -15,6 +16,7 @@ from koboldtui.tui.screens.instance_form import InstanceFormScreen
 from tests.tui_fakes import FakeBackend, FakeClock
 
 SIZES = [(80, 24), (120, 40)]
+DASHBOARD_SIZES = [*SIZES, (200, 60)]  # 200x60: the side-by-side layout of wide terminals
 
 
 class SnapshotPanel(KoboldPanel):
@@ -59,12 +61,12 @@ def no_blink(app) -> None:
         field.cursor_blink = False
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", DASHBOARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_dashboard_with_gpus(snap_compare, size) -> None:
     assert snap_compare(panel(), terminal_size=size, run_before=drawn)
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", DASHBOARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_dashboard_cpu_only(snap_compare, size) -> None:
     assert snap_compare(panel(gpus=False), terminal_size=size, run_before=drawn)
 
