@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from textual.widgets import Sparkline
-
 from koboldtui.tui.widgets.gpu_panel import GpuPanel
+from koboldtui.tui.widgets.history_spark import HistorySpark, spark_lines
 from koboldtui.tui.widgets.instance_tables import BatchTable, InstancesTable
 from koboldtui.tui.widgets.keyed_table import cell_width
 from koboldtui.tui.widgets.system_gauges import SystemGauges
@@ -33,10 +32,10 @@ async def test_cpu_mode_shows_the_reason_and_cpu_ram_load_gauges_with_a_minute_o
         text = screen_text(app)
         assert "No NVIDIA GPU — running on CPU: NVML could not load" in text and "libnvidia-ml.so.1" in text
         assert "34.5% of 16 cores" in text and "20.0/64.0 GiB" in text and "5.42 4.87 3.90" in text
-        sparks = app.screen.query_one(SystemGauges).query(Sparkline)
+        sparks = app.screen.query_one(SystemGauges).query(HistorySpark)
         machine = fake_machine()
-        assert [list(s.data) for s in sparks] == [
-            list(machine.cpu_history), list(machine.mem_history), list(machine.load_history)]
+        assert [s.data for s in sparks] == [machine.cpu_history, machine.mem_history, machine.load_history]
+        assert [s.top for s in sparks] == [100.0, 100.0, 16.0]  # a full load bar: every core busy
 
 
 async def test_beside_gpus_the_machine_is_one_compact_line() -> None:
@@ -124,3 +123,10 @@ async def test_horde_view_lists_recent_jobs_with_time_in_our_hands_and_says_why_
         assert "gemma-3-270m-it             96 tokens ·  41.0 tok/s ·    7.8 kudos · held 3.1s of 150s ttl · ok" in text
         assert "held -" in text  # a worker that did not say: no number made up
         assert "requester wait is not shown" in text
+
+
+def test_history_sparks_keep_one_scale_so_a_quiet_gauge_looks_quiet() -> None:
+    assert spark_lines([7.0, 7.0, 7.0], 3, 1, 100.0) == ["▁▁▁"]  # 7 % RAM is a sliver, never a full bar
+    assert spark_lines([0.0, 50.0, 100.0], 5, 1, 100.0) == ["   ▄█"]  # newest at the right, empty before
+    assert spark_lines([100.0, 50.0], 2, 2, 100.0) == ["█ ", "██"]  # two lines: half is the lower line
+    assert spark_lines([1.0, 2.0, 3.0, 4.0], 2, 1, 4.0) == ["▆█"]  # only the newest that fit

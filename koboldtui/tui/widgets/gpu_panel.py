@@ -12,11 +12,12 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import GpuReport, GpuView
 from koboldtui.tui.keys import panel_bindings
+from koboldtui.tui.widgets.history_spark import HistorySpark
 from koboldtui.tui.widgets.system_gauges import SystemGauges
 
 BAR_WIDTH = 20
@@ -47,13 +48,13 @@ def gpu_vram_line(gpu: GpuView) -> str:
 
 
 class GpuCard(Vertical):
-    """One GPU: header, VRAM bar, and sparklines of VRAM and utilisation history."""
+    """One GPU: header, VRAM bar, and sparklines of VRAM and utilisation history (0..100 %)."""
 
     DEFAULT_CSS = """
     GpuCard { height: auto; }
     GpuCard .gpu-sparks { height: 1; }
     GpuCard .spark-label { width: 5; color: $text-muted; }
-    GpuCard Sparkline { width: 1fr; height: 1; margin-right: 1; }
+    GpuCard HistorySpark { width: 1fr; height: 1; margin-right: 1; }
     """
 
     def __init__(self, gpu: GpuView) -> None:
@@ -65,17 +66,17 @@ class GpuCard(Vertical):
         yield Static(gpu_vram_line(self.gpu), classes="gpu-vram")
         with Horizontal(classes="gpu-sparks"):
             yield Static("vram", classes="spark-label")
-            yield Sparkline(list(self.gpu.vram_history) or [0.0], classes="vram-spark")
+            yield HistorySpark(self.gpu.vram_history, 100.0, classes="vram-spark")
             yield Static("util", classes="spark-label")
-            yield Sparkline(list(self.gpu.util_history) or [0.0], classes="util-spark")
+            yield HistorySpark(self.gpu.util_history, 100.0, classes="util-spark")
 
     def update_gpu(self, gpu: GpuView) -> None:
         """Redraw in place with a new reading (no remount, no flicker)."""
         self.gpu = gpu
         self.query_one(".gpu-header", Static).update(gpu_header(gpu))
         self.query_one(".gpu-vram", Static).update(gpu_vram_line(gpu))
-        self.query_one(".vram-spark", Sparkline).data = list(gpu.vram_history) or [0.0]
-        self.query_one(".util-spark", Sparkline).data = list(gpu.util_history) or [0.0]
+        self.query_one(".vram-spark", HistorySpark).data = gpu.vram_history
+        self.query_one(".util-spark", HistorySpark).data = gpu.util_history
 
 
 class GpuPanel(Vertical, can_focus=True):

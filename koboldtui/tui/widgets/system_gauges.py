@@ -7,10 +7,11 @@ gauges; with GPUs they shrink to one compact line under the GPU cards (as btop d
 from __future__ import annotations
 
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
 from koboldtui.system.machine import MachineReport
 from koboldtui.tui import gauges
+from koboldtui.tui.widgets.history_spark import HistorySpark
 
 BAR_WIDTH = 12
 GIB = 1024**3
@@ -49,8 +50,9 @@ def compact_words(m: MachineReport) -> tuple[str, str, str]:
     )
 
 
-def _history(values: tuple[float, ...]) -> list[float]:
-    return list(values) or [0.0]
+def scales(m: MachineReport) -> tuple[float, float, float]:
+    """What a full bar means: 100 % CPU, 100 % RAM, a load of one per core (or the peak above it)."""
+    return 100.0, 100.0, max([float(m.cpu_count), *m.load_history])
 
 
 class SystemGauges(Vertical):
@@ -61,7 +63,7 @@ class SystemGauges(Vertical):
     SystemGauges .sys-row { height: 1; }
     SystemGauges .sys-full { width: 37; }
     SystemGauges .sys-compact { width: auto; margin-right: 1; color: $text-muted; }
-    SystemGauges Sparkline { width: 1fr; height: 1; margin-right: 1; }
+    SystemGauges HistorySpark { width: 1fr; height: 1; margin-right: 1; }
     """
 
     def __init__(self, **kwargs) -> None:
@@ -76,27 +78,30 @@ class SystemGauges(Vertical):
         if report is None:
             return
         words = compact_words(report) if compact else full_lines(report)
-        histories = [_history(h) for h in (report.cpu_history, report.mem_history, report.load_history)]
+        histories = (report.cpu_history, report.mem_history, report.load_history)
+        tops = scales(report)
         if compact != self._compact:
             self._compact = compact
             self.remove_children()
-            self.mount_all(self._rows(words, histories, compact))
+            self.mount_all(self._rows(words, histories, tops, compact))
             return
         for label, text in zip(self.query(".sys-label").results(Static), words):
             label.update(text)
-        for spark, data in zip(self.query(Sparkline).results(Sparkline), histories):
-            spark.data = data
+        for spark, data, top in zip(self.query(HistorySpark).results(HistorySpark), histories, tops):
+            spark.top, spark.data = top, data
 
     @staticmethod
-    def _rows(words: tuple[str, ...], histories: list[list[float]], compact: bool) -> list[Horizontal]:
+    def _rows(words: tuple[str, ...], histories: tuple[tuple[float, ...], ...], tops: tuple[float, ...],
+              compact: bool) -> list[Horizontal]:
         names = ("cpu", "ram", "load")
         if compact:
-            cells: list[Static | Sparkline] = []
-            for name, text, data in zip(names, words, histories):
-                cells += [Static(text, classes="sys-label sys-compact"), Sparkline(data, classes=f"{name}-spark")]
+            cells: list[Static | HistorySpark] = []
+            for name, text, data, top in zip(names, words, histories, tops):
+                cells += [Static(text, classes="sys-label sys-compact"),
+                          HistorySpark(data, top, classes=f"{name}-spark")]
             return [Horizontal(*cells, classes="sys-row")]
         return [
-            Horizontal(Static(text, classes="sys-label sys-full"), Sparkline(data, classes=f"{name}-spark"),
+            Horizontal(Static(text, classes="sys-label sys-full"), HistorySpark(data, top, classes=f"{name}-spark"),
                        classes="sys-row")
-            for name, text, data in zip(names, words, histories)
+            for name, text, data, top in zip(names, words, histories, tops)
         ]
