@@ -40,20 +40,35 @@ class ProcessSampler:
         self._procs[pid] = proc
         return proc, False
 
-    def _tree(self, pid: int) -> list[int]:
-        try:
-            return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return [pid]
+    @staticmethod
+    def _children_map() -> dict[int, list[int]]:
+        """Parent pid → child pids, from one pass over the process table (not one per instance)."""
+        children: dict[int, list[int]] = {}
+        for proc in psutil.process_iter(["ppid"]):
+            ppid = proc.info.get("ppid")
+            if ppid is not None:
+                children.setdefault(ppid, []).append(proc.pid)
+        return children
+
+    @staticmethod
+    def _tree(root: int, children: dict[int, list[int]]) -> list[int]:
+        tree, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            if pid not in tree:
+                tree.append(pid)
+                todo.extend(children.get(pid, ()))
+        return tree
 
     def sample(self, pids: Mapping[str, int]) -> dict[str, ProcessUsage | None]:
         """Usage per instance name; None where its process is gone or not ours to read."""
         out: dict[str, ProcessUsage | None] = {}
         seen: set[int] = set()
         with self._lock:
+            children = self._children_map() if pids else {}
             for name, root in pids.items():
                 rss, cpu, measured, alive = 0, 0.0, False, False
-                for pid in self._tree(root):
+                for pid in self._tree(root, children):
                     try:
                         proc, known = self._process(pid)
                         with proc.oneshot():
