@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from koboldtui.system.machine import MachineSampler
@@ -63,21 +64,26 @@ def test_instance_usage_is_its_process_tree_rss_and_cpu_measured_between_polls(s
     assert usage["busy"].cpu_pct is not None and usage["busy"].cpu_pct > 10  # a spinning loop shows
 
 
-def test_a_wrapper_counts_the_server_it_started() -> None:
-    """A command instance may be a shell running the real server: its usage includes the child."""
-    shell = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "$0"; :', HOLD])
+def test_a_wrapper_counts_the_server_it_started_once_the_tree_is_looked_up_again() -> None:
+    """A command instance may be a shell running the real server: its usage includes the child.
+
+    The process table is read again only every ``tree_every_s`` (it is the costly part)."""
+    now = [0.0]
+    sampler = ProcessSampler(tree_every_s=10.0, clock=lambda: now[0])
+    shell = subprocess.Popen(["/bin/sh", "-c", 'sleep 0.5; "$0" -c "$1"; :', sys.executable, HOLD])
     try:
-        sampler = ProcessSampler()
+        alone = sampler.sample({"wrapped": shell.pid})["wrapped"]
+        assert alone is not None and alone.rss_bytes < 64 * 1024**2  # the shell, before the server
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            usage = sampler.sample({"wrapped": shell.pid})["wrapped"]
-            if usage is not None and usage.rss_bytes > 64 * 1024**2:
-                break
-            time.sleep(0.2)
+        while not any(c.memory_info().rss > 64 * 1024**2 for c in psutil.Process(shell.pid).children()):
+            assert time.monotonic() < deadline, "the wrapped server did not start"
+            time.sleep(0.1)
+        cached = sampler.sample({"wrapped": shell.pid})["wrapped"]
+        assert cached is not None and cached.rss_bytes < 64 * 1024**2  # the tree is not re-read yet
+        now[0] += 10.0  # the next poll is due for a fresh look at the tree
+        usage = sampler.sample({"wrapped": shell.pid})["wrapped"]
         assert usage is not None and usage.rss_bytes > 64 * 1024**2
     finally:
-        import psutil
-
         for child in psutil.Process(shell.pid).children(recursive=True):
             child.kill()
         shell.kill()

@@ -1,7 +1,9 @@
 """RSS and CPU % of each instance: its process and everything it started, read with psutil.
 
 A ``command`` instance may be a shell that runs the real server, and a server may fork
-workers, so an instance's share is the sum over its process tree. CPU % needs two
+workers, so an instance's share is the sum over its process tree. Finding the tree reads
+the whole process table, so it is redone every ``tree_every_s`` (or for a new instance),
+while RSS and CPU of the known pids are read on every poll. CPU % needs two
 readings: the sampler keeps one ``psutil.Process`` per pid between polls (psutil guards
 against a reused pid), and reports ``None`` until it has a second reading.
 """
@@ -9,7 +11,8 @@ against a reused pid), and reports ``None`` until it has a second reading.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import psutil
@@ -26,9 +29,13 @@ class ProcessUsage:
 class ProcessSampler:
     """Per-instance RSS and CPU %, measured between successive ``sample()`` calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, tree_every_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._procs: dict[int, psutil.Process] = {}
+        self._trees: dict[int, list[int]] = {}  # root pid → its tree at the last scan
+        self._scanned_at: float | None = None
+        self._tree_every_s = tree_every_s
+        self._clock = clock
 
     def _process(self, pid: int) -> tuple[psutil.Process, bool]:
         """The cached Process for ``pid`` (and whether it was seen before), or a new one."""
@@ -65,16 +72,24 @@ class ProcessSampler:
         out: dict[str, ProcessUsage | None] = {}
         seen: set[int] = set()
         with self._lock:
-            children = self._children_map() if pids else {}
+            now = self._clock()
+            stale = self._scanned_at is None or now - self._scanned_at >= self._tree_every_s
+            if pids and (stale or any(root not in self._trees for root in pids.values())):
+                children = self._children_map()
+                self._trees = {root: self._tree(root, children) for root in pids.values()}
+                self._scanned_at = now
             for name, root in pids.items():
                 rss, cpu, measured, alive = 0, 0.0, False, False
-                for pid in self._tree(root, children):
+                for pid in self._trees.get(root, [root]):
                     try:
                         proc, known = self._process(pid)
                         with proc.oneshot():
                             rss += proc.memory_info().rss
                             pct = proc.cpu_percent(None)
-                    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                        self._scanned_at = None  # the tree changed: find it again next poll
+                        continue
+                    except psutil.AccessDenied:
                         continue
                     seen.add(pid)
                     alive = True

@@ -9,6 +9,7 @@ the ones a person needs are never cut off at the edge.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import ClassVar
 
 from rich.text import Text
@@ -17,12 +18,17 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 
+@lru_cache(maxsize=1024)
+def _markup_width(text: str) -> int:
+    return Text.from_markup(text).cell_len if "[" in text else Text(text).cell_len
+
+
 def cell_width(cell: object) -> int:
     """How many terminal cells a table cell takes (markup strings counted as drawn)."""
     if isinstance(cell, Text):
         return cell.cell_len
     if isinstance(cell, str):
-        return Text.from_markup(cell).cell_len if "[" in cell else Text(cell).cell_len
+        return _markup_width(cell)
     return len(str(cell))
 
 
@@ -53,7 +59,9 @@ class KeyedTable(DataTable):
 
     def sync_rows(self, rows: dict[str, tuple[object, ...]]) -> None:
         """Make the table show exactly ``rows`` (in insertion order for new ones)."""
+        changed = False
         for key in [k for k in self._cells if k not in rows]:
+            changed = True
             del self._cells[key]
             try:
                 self.remove_row(key)
@@ -67,8 +75,10 @@ class KeyedTable(DataTable):
                 for (col_key, _label), new, prev in zip(self.COLUMNS, cells, old):
                     if new != prev and col_key in self._shown:
                         self.update_cell(key, col_key, new, update_width=True)
+            changed = changed or old != cells
             self._cells[key] = cells
-        self._refit()
+        if changed:
+            self._refit()
 
     # fitting the width ---------------------------------------------------------------------
     def on_resize(self, event: Resize) -> None:

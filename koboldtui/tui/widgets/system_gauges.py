@@ -69,6 +69,7 @@ class SystemGauges(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._compact: bool | None = None
+        self._words: tuple[str, ...] = ()
         self.report: MachineReport | None = None
 
     def show(self, report: MachineReport | None, compact: bool) -> None:
@@ -84,9 +85,12 @@ class SystemGauges(Vertical):
             self._compact = compact
             self.remove_children()
             self.mount_all(self._rows(words, histories, tops, compact))
+            self._words = words
             return
-        for label, text in zip(self.query(".sys-label").results(Static), words):
-            label.update(text)
+        for label, text, before in zip(self.query(".sys-label").results(Static), words, self._words):
+            if text != before:  # full labels have a fixed width: repaint only, no layout pass
+                label.update(text, layout=compact and len(text) != len(before))
+        self._words = words
         for spark, data, top in zip(self.query(HistorySpark).results(HistorySpark), histories, tops):
             spark.top, spark.data = top, data
 
