@@ -95,6 +95,7 @@ async def test_horde_words_never_contradict_the_worker_state() -> None:
         await settle(pilot, app)
         countdown = app.screen.query_one(LocalPriorityCountdown)
         assert countdown.enabled and "Horde waits" in str(countdown.render())
+        height = app.screen.query_one("#horde").outer_size.height  # the row's, beside the GPU card
         for state, words in (("error", "stopped by the error below"), ("maintenance", "Z clears it"),
                              ("stopped", "w starts it")):
             backend.horde_state = state
@@ -108,7 +109,7 @@ async def test_horde_words_never_contradict_the_worker_state() -> None:
         await repoll(pilot, app)
         assert "submit timed out" not in screen_text(app)  # recovered: no stale red error
         horde = app.screen.query_one("#horde")
-        assert horde.outer_size.height == 8
+        assert horde.outer_size.height == height >= 8  # whatever it said, the card never grew
 
 
 async def test_horde_view_lists_every_worker_with_history() -> None:
