@@ -23,6 +23,7 @@ def cpu_words(m: MachineReport) -> str:
 
 
 def ram_words(m: MachineReport) -> str:
+    """'20.0/64.0 GiB': what programs hold (page cache counts as free) of all RAM."""
     return f"{m.mem_used_bytes / GIB:.1f}/{m.mem_total_bytes / GIB:.1f} GiB"
 
 
