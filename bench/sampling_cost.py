@@ -23,6 +23,7 @@ counts, aggregate generated tok/s of 8 concurrent sequences, in interleaved roun
   a. a bare ``llama_decode`` loop sampling with a penalty-free top-k/top-p chain;
   b. the engine (LlamaEngine, in-process, no HTTP) with KoboldCpp's default samplers;
   c. the engine, greedy (temperature 0, no penalty);
+  d. b as it was before the penalties went on the logit row (in the chain, after the cut);
 
 and prints the medians and the ratios b/a (target >= 0.9) and c/a. Only the generation
 phase is timed (after every sequence's first token), so the engine's prompt cache and the
@@ -185,28 +186,36 @@ def throughput_rows(model_path: Path, threads: int, n: int, rounds: int) -> None
     model, _ = native.load_model(model_path, gpu_layers=0)
     vocab = native.Vocab(model)
     kobold, greedy = SamplingParams(seed=7), SamplingParams(temperature=0.0, rep_pen=1.0, seed=7)
-    rows: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    rows: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
     try:
         engine_run(engine, greedy, 8, n_seq, -1)  # warm-up
         for r in range(rounds):
             rows["a"].append(raw_loop(model, vocab, threads, n, n_seq, 7))
             rows["b"].append(engine_run(engine, kobold, n, n_seq, r))
             rows["c"].append(engine_run(engine, greedy, n, n_seq, r))
+            sampling.IN_PLACE = False  # read when a request's chain is built
+            try:
+                rows["d"].append(engine_run(engine, kobold, n, n_seq, r))
+            finally:
+                sampling.IN_PLACE = True
             print(f"round {r + 1}: raw {rows['a'][-1]:6.1f}  engine kobold {rows['b'][-1]:6.1f}  "
-                  f"engine greedy {rows['c'][-1]:6.1f} tok/s")
+                  f"engine greedy {rows['c'][-1]:6.1f}  engine kobold before {rows['d'][-1]:6.1f} tok/s")
     finally:
         engine.close()
         llama_cpp.llama_model_free(model)
-    a, b, c = (statistics.median(rows[k]) for k in "abc")
+    a, b, c, d = (statistics.median(rows[k]) for k in "abcd")
     print(f"\n{n_seq} concurrent sequences, {n} tokens each, {threads} threads, median of {rounds} rounds:")
     print("| run | aggregate tok/s |\n|---|---|")
     print(f"| a. bare llama_decode loop, top-k 100 / top-p 0.92 / temp 0.7, no penalties | {a:.1f} |")
     print(f"| b. engine, KoboldCpp defaults (rep_pen 1.1 over 320, top_k 100, top_p 0.92, temp 0.7) | {b:.1f} |")
     print(f"| c. engine, greedy | {c:.1f} |")
+    print(f"| d. b with the penalties in the chain after a top-(k + W) cut (before) | {d:.1f} |")
     ratios_b = [rb / ra for ra, rb in zip(rows["a"], rows["b"], strict=True)]
     ratios_c = [rc / ra for ra, rc in zip(rows["a"], rows["c"], strict=True)]
     print(f"b/a = {b / a:.2f} (per round {', '.join(f'{x:.2f}' for x in ratios_b)}; target >= 0.9)")
     print(f"c/a = {c / a:.2f} (per round {', '.join(f'{x:.2f}' for x in ratios_c)})")
+    ratios_d = [rd / ra for ra, rd in zip(rows["a"], rows["d"], strict=True)]
+    print(f"d/a = {d / a:.2f} (per round {', '.join(f'{x:.2f}' for x in ratios_d)}; before)")
 
 
 def main() -> None:
