@@ -380,7 +380,10 @@ def longest_token_bytes(vocab: Vocab) -> int:
     ``n`` bytes is at least ``n / longest`` tokens, so a hopeless prompt is known untokenized."""
     with _texts_lock:
         if id(vocab) not in _longest:
-            _longest[id(vocab)] = max(len(vocab.token_text(t).encode("utf-8")) for t in range(vocab.n_tokens))
+            buf, pointer, to_piece = ctypes.create_string_buffer(256), vocab.pointer, llama_cpp.llama_token_to_piece
+            # The raw byte count, one reused buffer: ~4x faster than decoding each token's text
+            # (n < 0: the piece needs -n bytes).
+            _longest[id(vocab)] = max(abs(to_piece(pointer, t, buf, 256, 0, True)) for t in range(vocab.n_tokens))
         return max(_longest[id(vocab)], 1)
 
 
