@@ -39,7 +39,7 @@ def events(response: httpx.Response) -> list[dict | str]:
 
 def test_completions_stream_interleaves_choices_and_matches_the_plain_answer(instance):
     base, _ = instance
-    body = {"prompt": "The three best things about autumn are", "max_tokens": 8, "n": 3,
+    body = {"prompt": "The three best things about autumn are", "max_tokens": 16, "n": 3,
             "temperature": 0, "logit_bias": NO_EOS}
     plain = httpx.post(base + "/v1/completions", json=body, timeout=120).json()
     with httpx.stream("POST", base + "/v1/completions", timeout=120,
@@ -48,7 +48,7 @@ def test_completions_stream_interleaves_choices_and_matches_the_plain_answer(ins
         got = events(r)
     assert got[-1] == "[DONE]"
     usage = got[-2]
-    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 24
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 48
     assert usage["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]
     chunks = got[:-2]
     assert all(c["usage"] is None and len(c["choices"]) == 1 for c in chunks)
