@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -47,7 +48,7 @@ class Server:
         self.base = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -115,16 +116,26 @@ async def warm_turns(server: Server, c: httpx.AsyncClient, entries: int) -> tupl
     return cold, statistics.median(warm)
 
 
-async def long_chat(server: Server, c: httpx.AsyncClient, turns: int = 30) -> list[float]:
+async def long_chat(server: Server, c: httpx.AsyncClient, turns: int = 30,
+                    detail: list[dict[str, float]] | None = None) -> list[float]:
     """A user typing one short line per turn after a long log: it outgrows 1,024 tokens
-    by turn ~8, and every later turn is cut (and shifted)."""
+    by turn ~8, and every later turn is cut (and shifted). With ``detail`` each turn's
+    prompt tokens, new (uncached) tokens and context shifts are appended to it."""
     history = "[A log kept by a lighthouse keeper.]\n" + "".join(PARAGRAPH.format(i=i) for i in range(20))
     times = []
+    totals = (await c.get("/api/koboldtui/status")).json()["totals"] if detail is not None else {}
     for turn in range(turns):
         history += f"\nQuestion {turn}: what happened next?\nAnswer:"
         t, answer = await server.ttft(c, history, 24, max_context=1024)
         history += answer + "\n"
         times.append(t)
+        if detail is not None:
+            now = (await c.get("/api/koboldtui/status")).json()["totals"]
+            prompt = now["prompt_tokens"] - totals["prompt_tokens"]
+            detail.append({"ttft": t, "prompt": prompt,
+                           "new": prompt - (now["prompt_tokens_cached"] - totals["prompt_tokens_cached"]),
+                           "shifts": now["context_shifts"] - totals["context_shifts"]})
+            totals = now
     return times
 
 
@@ -150,13 +161,38 @@ async def measure(server: Server, tokens: int) -> dict[str, object]:
     return out
 
 
-async def measure_chat(server: Server) -> dict[str, object]:
+async def measure_chat(server: Server, detail: list[dict[str, float]] | None = None) -> dict[str, object]:
     async with client(server) as c:
         await server.ttft(c, "Warm-up", 4)
         out: dict[str, object] = {"short": await short_ttft(server, c)}
-        out["chat"] = await long_chat(server, c)
+        out["chat"] = await long_chat(server, c, detail=detail)
         out["status"] = (await c.get("/api/koboldtui/status")).json()["totals"]
     return out
+
+
+def chat_only(model: Path, port: int, threads: int, repeat: int) -> None:
+    """``--part chat``: only the 30-turn chat, ``repeat`` times on fresh instances, with each
+    turn's TTFT / short-prompt TTFT, prompt tokens, new (uncached) tokens and shifts."""
+    worst = []
+    for run in range(repeat):
+        detail: list[dict[str, float]] = []
+        with koboldtui_server(model, port + 2, 1024, 2, threads) as chat_server:
+            kc = asyncio.run(measure_chat(chat_server, detail))
+        short = float(kc["short"])  # type: ignore[arg-type]
+        print(f"run {run + 1}: short prompt TTFT {short * 1000:.0f} ms")
+        print("| turn | TTFT ms | / short | prompt tokens | new tokens | shifted |\n|---|---|---|---|---|---|")
+        for turn, row in enumerate(detail, 1):
+            print(f"| {turn} | {row['ttft'] * 1000:.0f} | {row['ttft'] / short:.2f} | {row['prompt']:.0f} | "
+                  f"{row['new']:.0f} | {'yes' if row['shifts'] else ''} |")
+        rest = detail[1:]
+        ratios = [row["ttft"] / short for row in rest]
+        shifted = [row["ttft"] / short for row in rest if row["shifts"]]
+        plain = [row["ttft"] / short for row in rest if not row["shifts"]]
+        worst.append(max(ratios))
+        print(f"turns 2-{len(detail)}: worst / short {max(ratios):.2f}, median {statistics.median(ratios):.2f}; "
+              f"shift turns ({len(shifted)}) median {statistics.median(shifted) if shifted else 0:.2f}, "
+              f"other turns ({len(plain)}) median {statistics.median(plain) if plain else 0:.2f}\n")
+    print(f"worst turn / short over {repeat} runs: {', '.join(f'{w:.2f}' for w in worst)}  (target <= 3)")
 
 
 def koboldtui_server(model: Path, port: int, ctx: int, parallel: int, threads: int) -> Server:
@@ -223,9 +259,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=physical_cores())
     parser.add_argument("--llama-server", default=None, help="path of a llama-server binary (optional)")
     parser.add_argument("--port", type=int, default=5097)
+    parser.add_argument("--part", choices=("all", "chat"), default="all",
+                        help="'chat': only the 30-turn chat (koboldtui only), turn by turn")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of the chat with --part chat")
     args = parser.parse_args()
     model = resolve_model_path(args.model)
     os.environ.setdefault("KOBOLDTUI_LLAMA_VERBOSE", "0")
+    if args.part == "chat":
+        chat_only(model, args.port, args.threads, args.repeat)
+        return
     ctx, parallel = 2048, 8
     print(f"model {model.name}, {args.threads} threads, --ctx {ctx} per slot, {parallel} slots\n")
 

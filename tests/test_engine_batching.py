@@ -250,3 +250,15 @@ def test_ctx_beyond_the_trained_context_is_clamped(bundled_model):
         assert eng.n_ctx_per_seq == 32768  # Gemma 3 270M's trained context
     finally:
         eng.close()
+
+
+def test_the_longest_token_is_read_at_start_not_in_the_first_long_prompts_ttft(engine):
+    """A prompt over 4 KB is checked against the vocabulary's longest token (text_bounds.py): the
+    engine reads it in the background at start, so no request pays that pass over 262k tokens."""
+    from koboldtui.engine import sampling
+
+    engine._bounds.join(timeout=60)
+    assert not engine._bounds.is_alive()
+    longest = sampling._longest[id(engine.vocab)]
+    pieces = [engine.vocab.piece(t) for t in (engine.vocab.eos, *engine.tokenize("The lighthouse keeper"))]
+    assert 16 <= longest < 256 and all(len(p) <= longest for p in pieces)

@@ -32,15 +32,15 @@ def decoded(bundled_model):
     llama_cpp.llama_model_free(model)
 
 
-def draws(params, decoded, n=40, prefilter=True):
+def draws(params, decoded, n=40, prefilter=True, in_place=True):
     vocab, ctx, prompt, idx = decoded
-    sampling.PREFILTER = prefilter
+    sampling.PREFILTER, sampling.IN_PLACE = prefilter, in_place
     chain = sampling.SamplerChain(params, vocab, False, prompt, 512)
     try:
         return [chain.sample(ctx, idx) for _ in range(n)]
     finally:
         chain.free()
-        sampling.PREFILTER = True
+        sampling.PREFILTER = sampling.IN_PLACE = True
 
 
 @pytest.mark.parametrize("params", [
@@ -51,7 +51,45 @@ def draws(params, decoded, n=40, prefilter=True):
 ])
 def test_the_cut_before_the_penalties_changes_no_token(decoded, params):
     assert sampling.prefilter_size(params, [0], params.temperature == 0, 320, 512, 20) > 0
-    assert draws(params, decoded) == draws(params, decoded, prefilter=False)
+    assert draws(params, decoded, in_place=False) == draws(params, decoded, prefilter=False, in_place=False)
+
+
+BAN = float("-inf")
+
+
+@pytest.mark.parametrize(("params", "in_place"), [
+    (SamplingParams(seed=3), True),  # KoboldCpp defaults
+    (SamplingParams(temperature=0.0, rep_pen=1.3), True),
+    (SamplingParams(seed=6, rep_pen=1.5, rep_pen_range=6, top_k=0, top_p=1.0), True),  # the window rolls
+    (SamplingParams(seed=4, rep_pen=1.2, presence_penalty=0.5, top_k=40), True),
+    (SamplingParams(seed=8, rep_pen=0.9, frequency_penalty=0.7, top_k=40), True),
+    (SamplingParams(seed=9, logit_bias=((1, BAN), (236764, BAN))), True),  # bans commute with penalties
+    (SamplingParams(seed=10, mirostat=2), True),
+    (SamplingParams(seed=4, presence_penalty=0.5, frequency_penalty=0.3), False),  # fused multiply-add
+    (SamplingParams(seed=11, logit_bias=((236764, 3.0),)), False),  # a finite bias goes first
+    (SamplingParams(seed=12, sampler_order=(5, 6, 0, 1, 3, 4, 2)), False),  # temperature first
+])
+def test_penalties_on_the_logit_row_draw_the_same_tokens_as_llama_cpp(decoded, params, in_place):
+    """The window's penalties applied to the logits (penalties.py) against llama.cpp's penalties
+    sampler walking the whole vocabulary, seeded and greedy, 40 draws that each join the window."""
+    order = list(params.sampler_order)
+    assert sampling.penalties_in_place(params, order, params.temperature == 0, 320, dict(params.logit_bias).values()) \
+        is in_place
+    assert draws(params, decoded) == draws(params, decoded, prefilter=False, in_place=False)
+
+
+def test_the_logit_row_is_put_back_for_twins_and_logprobs(decoded):
+    vocab, ctx, prompt, idx = decoded
+    row = llama_cpp.llama_get_logits_ith(ctx, idx)
+    before = [row[t] for t in set(prompt)]
+    chain = sampling.SamplerChain(SamplingParams(seed=1, rep_pen=2.0, logprobs=1), vocab, False, prompt, 512)
+    try:
+        chain.sample(ctx, idx)
+    finally:
+        chain.free()
+    assert [row[t] for t in set(prompt)] == before
+    unpenalised = sampling.token_logprob(ctx, idx, vocab.n_tokens, chain.logprobs[0].token, 1)
+    assert chain.logprobs[0] == unpenalised
 
 
 def test_penalties_see_the_prompt_and_tiny_temperature_is_greedy(decoded):

@@ -1,4 +1,4 @@
-"""OpenAI-compatible routes: /v1/models, /v1/completions, /v1/chat/completions (with streaming).
+"""OpenAI-compatible routes: /v1/models, /v1/completions, /v1/chat/completions (streamed in openai_stream.py).
 
 Errors use OpenAI's shape ({"error": {message, type, param, code}}), and a prompt that
 does not fit the context is refused with 400 ``context_length_exceeded`` — OpenAI
@@ -10,11 +10,9 @@ template's turn markers (turn_markers.py); ``response_format`` is enforced with 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -25,6 +23,7 @@ from koboldtui.api.disconnect import result_unless_disconnected
 from koboldtui.api.kobold import model_id
 from koboldtui.api.kobold_fields import first_present, parse_logit_bias, token_bytes_bound
 from koboldtui.api.logprob_format import completion_logprobs, content_logprobs
+from koboldtui.api.openai_stream import ChunkWriter, Shape, finish_reason, stream_choices, usage
 from koboldtui.api.turn_markers import turn_stops
 from koboldtui.api.validation import (
     BadRequest,
@@ -37,7 +36,6 @@ from koboldtui.api.validation import (
 )
 from koboldtui.engine.interface import GenerationHandle
 from koboldtui.engine.types import (
-    FinishReason,
     GenerationRequest,
     GenerationResult,
     Origin,
@@ -48,16 +46,6 @@ from koboldtui.runtime import Runtime
 
 DEFAULT_CHAT_MAX_TOKENS = 400  # as KoboldCpp's chat completions; completions default to OpenAI's 16
 DEFAULT_COMPLETION_MAX_TOKENS = 16
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What the answer carries besides text: logprobs (and how many alternatives), usage chunk."""
-
-    chat: bool
-    logprobs: bool = False
-    top_logprobs: int = 0
-    include_usage: bool = False
 
 
 def _logprob_request(body: dict[str, Any], chat: bool) -> tuple[bool, int]:
@@ -160,30 +148,19 @@ async def _refuse_hopeless(engine: Any, prompt: str, param: str) -> None:
                          "length of the prompt.", param, code="context_length_exceeded")
 
 
-def _finish(reason: FinishReason) -> str:
-    # "abort": the request was aborted, or ended by a stopping instance (never a cut stream)
-    return {FinishReason.LENGTH: "length", FinishReason.ABORT: "abort"}.get(reason, "stop")
-
-
-def _usage(result: GenerationResult) -> dict[str, Any]:
-    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": result.cached_tokens}}
-
-
-def _choices(runtime: Runtime, body: dict[str, Any], stream: bool) -> int:
+def _choices(runtime: Runtime, body: dict[str, Any]) -> int:
     """OpenAI ``n``: up to --parallel choices, decoded side by side from one prompt's KV."""
     parallel = runtime.require_engine().parallel
     n = get_int(body, "n", 1, lo=1, hi=parallel,
                 hint=f": this instance decodes at most --parallel ({parallel}) choices at once")
-    if n > 1 and stream:
-        raise BadRequest("'n' > 1 is not supported with 'stream': true yet; send n = 1 or stream = false", "n")
     return n
 
 
-async def _several(request: Request, runtime: Runtime, gen: GenerationRequest, n: int, chat: bool) -> JSONResponse:
+async def _submit_choices(runtime: Runtime, gen: GenerationRequest, n: int) -> list[GenerationHandle]:
     """n choices: n requests with the same prompt; the engine feeds the prompt once and copies
     its KV to the others (each samples with its own seed: seed, seed + 1, ... when one is given)."""
+    if n == 1:
+        return [await runtime.submit(gen)]
     seed = gen.sampling.seed
     handles: list[GenerationHandle] = []
     try:
@@ -194,6 +171,13 @@ async def _several(request: Request, runtime: Runtime, gen: GenerationRequest, n
         for handle in handles:
             handle.abort()
         raise
+    return handles
+
+
+async def _results(request: Request, handles: list[GenerationHandle]) -> list[GenerationResult]:
+    """Every choice's result; a disconnect aborts them all."""
+    if len(handles) == 1:
+        return [await result_unless_disconnected(request, handles[0])]
 
     async def watch() -> None:  # one reader of the request: a disconnect aborts every choice
         while (await request.receive())["type"] != "http.disconnect":
@@ -203,29 +187,11 @@ async def _several(request: Request, runtime: Runtime, gen: GenerationRequest, n
 
     watcher = asyncio.create_task(watch())
     try:
-        results = await asyncio.gather(*(h.result() for h in handles))
+        return list(await asyncio.gather(*(h.result() for h in handles)))
     finally:
         watcher.cancel()
         for handle in handles:
             handle.abort()  # no-op once finished
-    failed = next((r for r in results if r.error), None)
-    if failed is not None:
-        raise BadRequest(f"generation failed: {failed.error}", status=500)
-    choices: list[dict[str, Any]] = []
-    for i, result in enumerate(results):
-        if chat:
-            choices.append({"index": i, "message": {"role": "assistant", "content": result.text},
-                            "finish_reason": _finish(result.finish_reason), "logprobs": None})
-        else:
-            choices.append({"index": i, "text": result.text, "logprobs": None,
-                            "finish_reason": _finish(result.finish_reason)})
-    completion = sum(r.completion_tokens for r in results)
-    usage = _usage(results[0])
-    usage.update(completion_tokens=completion, total_tokens=results[0].prompt_tokens + completion)
-    return JSONResponse({"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
-                         "object": "chat.completion" if chat else "text_completion",
-                         "created": int(time.time()), "model": model_id(runtime),
-                         "choices": choices, "usage": usage})
 
 
 def openai_routes(runtime: Runtime) -> list[Route]:
@@ -272,31 +238,28 @@ def openai_routes(runtime: Runtime) -> list[Route]:
         body = await json_body(request)
         gen, shape = await build(body, chat)
         stream = get_bool(body, "stream", False)
-        n = _choices(runtime, body, stream)
-        if n > 1:
-            return await _several(request, runtime, gen, n, chat)
-        handle = await runtime.submit(gen)
-        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-        created = int(time.time())
-        model = model_id(runtime)
+        handles = await _submit_choices(runtime, gen, _choices(runtime, body))
+        writer = ChunkWriter(("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], int(time.time()),
+                             model_id(runtime), shape)
         if stream:
-            return StreamingResponse(_stream(handle, rid, created, model, shape),
+            return StreamingResponse(stream_choices(handles, writer, lambda r: _logprobs(r, shape)),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        result = await result_unless_disconnected(request, handle)
-        if result.error:
-            raise BadRequest(f"generation failed: {result.error}", status=500)
-        logprobs = _logprobs(result, shape)
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
-                      "finish_reason": _finish(result.finish_reason), "logprobs": logprobs}
-            obj = "chat.completion"
-        else:
-            choice = {"index": 0, "text": result.text, "logprobs": logprobs,
-                      "finish_reason": _finish(result.finish_reason)}
-            obj = "text_completion"
-        return JSONResponse({"id": rid, "object": obj, "created": created, "model": model,
-                             "choices": [choice], "usage": _usage(result)})
+        results = await _results(request, handles)
+        failed = next((r for r in results if r.error), None)
+        if failed is not None:
+            raise BadRequest(f"generation failed: {failed.error}", status=500)
+        choices: list[dict[str, Any]] = []
+        for i, result in enumerate(results):
+            finish, logprobs = finish_reason(result.finish_reason), _logprobs(result, shape)
+            if chat:
+                choices.append({"index": i, "message": {"role": "assistant", "content": result.text},
+                                "finish_reason": finish, "logprobs": logprobs})
+            else:
+                choices.append({"index": i, "text": result.text, "logprobs": logprobs, "finish_reason": finish})
+        return JSONResponse({"id": writer.rid, "object": "chat.completion" if chat else "text_completion",
+                             "created": writer.created, "model": writer.model, "choices": choices,
+                             "usage": usage(results)})
 
     def _logprobs(result: GenerationResult, shape: Shape) -> dict[str, Any] | None:
         if not shape.logprobs:
@@ -326,45 +289,6 @@ def openai_routes(runtime: Runtime) -> list[Route]:
             raise BadRequest(f"The model '{wanted}' does not exist: this instance serves '{card['id']}'",
                              "model", status=404, code="model_not_found")
         return JSONResponse(card)
-
-    async def _stream(handle: GenerationHandle, rid: str, created: int, model: str,
-                      shape: Shape) -> AsyncIterator[bytes]:
-        chat = shape.chat
-        obj = "chat.completion.chunk" if chat else "text_completion"
-
-        def payload(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
-            data: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model,
-                                    "choices": choices}
-            if shape.include_usage:
-                data["usage"] = usage
-            return f"data: {json.dumps(data)}\n\n".encode()
-
-        def chunk(delta_text: str | None, finish: str | None, role: bool = False) -> bytes:
-            if chat:
-                delta: dict[str, Any] = {}
-                if role:
-                    delta["role"] = "assistant"
-                if delta_text is not None:
-                    delta["content"] = delta_text
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            else:
-                choice = {"index": 0, "text": delta_text or "", "finish_reason": finish, "logprobs": None}
-            return payload([choice])
-
-        try:
-            if chat:
-                yield chunk("", None, role=True)
-            async for piece in handle.stream():
-                yield chunk(piece, None)
-            result = await handle.result()
-            last = json.loads(chunk(None if chat else "", _finish(result.finish_reason))[6:])
-            last["choices"][0]["logprobs"] = _logprobs(result, shape)  # all of them, at the end
-            yield f"data: {json.dumps(last)}\n\n".encode()
-            if shape.include_usage:
-                yield payload([], _usage(result))
-            yield b"data: [DONE]\n\n"
-        finally:
-            handle.abort()  # no-op once finished; frees the slot if the client disconnected
 
     return [
         Route("/v1/models", models),

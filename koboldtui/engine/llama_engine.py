@@ -38,6 +38,7 @@ from koboldtui.engine.sampling import SamplerChain
 from koboldtui.engine.sequence import GenerationStream, Sequence, deliver
 from koboldtui.engine.slots import SlotPool, common_prefix
 from koboldtui.engine.step_plan import SHORT_PROMPT_TOKENS, StepPlan, StepPlanner
+from koboldtui.engine.text_bounds import warm_token_bytes_bound
 from koboldtui.engine.twins import TwinPrompts
 from koboldtui.engine.types import (
     EngineClosedError,
@@ -137,6 +138,11 @@ class LlamaEngine:
         self.step_started_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="koboldtui-decode", daemon=True)
         self._thread.start()
+        # The first prompt over 4 KB needs the vocabulary's longest token (text_bounds.py, a
+        # pass over every token): read it now, at low priority, not in that request's TTFT.
+        self._bounds = threading.Thread(target=warm_token_bytes_bound, args=(self.vocab,),
+                                        name="koboldtui-token-bytes", daemon=True)
+        self._bounds.start()
 
     # ------------------------------------------------------------------ public API
     def tokenize(self, text: str) -> list[int]:
@@ -265,6 +271,7 @@ class LlamaEngine:
         if self._thread.is_alive():  # freeing now would pull memory from under llama_decode
             log.error("the decode thread did not stop within 60 s: leaving llama.cpp memory to the OS")
             return
+        self._bounds.join()  # it reads the vocabulary: never free the model under it
         self._planner.free()
         llama_cpp.llama_free(self._ctx)
         llama_cpp.llama_model_free(self._model)

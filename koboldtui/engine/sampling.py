@@ -28,11 +28,12 @@ import ctypes
 import math
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import llama_cpp
 
 from koboldtui.engine.native import Vocab
+from koboldtui.engine.penalties import WindowPenalties
 from koboldtui.engine.types import EngineError, SamplingParams, TokenLogprob
 
 GREEDY_BELOW = 1e-3  # temperatures this small are greedy (1e-38 would overflow the logits)
@@ -55,6 +56,7 @@ class SamplerChain:
         self._n_vocab = vocab.n_tokens
         self._keep: list[object] = []  # ctypes arrays llama.cpp reads later
         self._grammar: GrammarCheck | None = None
+        self._window: WindowPenalties | None = None  # penalties applied to the logits, not in the chain
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self._chain = llama_cpp.llama_sampler_chain_init(chain_params)
@@ -91,7 +93,12 @@ class SamplerChain:
         greedy = p.temperature < GREEDY_BELOW and p.mirostat == 0
         window = penalty_window(p.rep_pen_range, n_ctx, len(prompt))
         order = [s for s in dict.fromkeys(p.sampler_order) if 0 <= s <= 6]
+        if penalties_in_place(p, order, greedy, window, biases.values()):
+            self._window = WindowPenalties(self._n_vocab, window, max(p.rep_pen, 1e-3), float(p.frequency_penalty),
+                                           float(p.presence_penalty), prompt)
         for i, stage in enumerate(order):
+            if stage == PENALTIES and self._window is not None:
+                continue  # applied to the logit row before each draw (sample)
             if stage == PENALTIES:
                 cut = prefilter_size(p, order[i + 1:], greedy, window, n_ctx, len(prompt))
                 if cut:
@@ -172,10 +179,17 @@ class SamplerChain:
 
     # ------------------------------------------------------------------ use
     def sample(self, ctx: llama_cpp.llama_context_p, batch_index: int) -> int:
-        if self._grammar is not None:
-            token = self._grammar.sample(self._chain, ctx, batch_index)
-        else:
-            token = int(llama_cpp.llama_sampler_sample(self._chain, ctx, batch_index))
+        applied = self._window.apply(ctx, batch_index) if self._window is not None else None
+        try:
+            if self._grammar is not None:
+                token = self._grammar.sample(self._chain, ctx, batch_index)
+            else:
+                token = int(llama_cpp.llama_sampler_sample(self._chain, ctx, batch_index))
+        finally:
+            if applied is not None:  # twins and logprobs read the same row, unpenalised
+                WindowPenalties.restore(applied)
+        if self._window is not None:
+            self._window.accept(token)
         if self.logprobs is not None:
             self.logprobs.append(token_logprob(ctx, batch_index, self._n_vocab, token,
                                                min(self.params.logprobs, MAX_LOGPROBS)))
@@ -184,6 +198,8 @@ class SamplerChain:
     def accept(self, token: int) -> None:
         """Record a token the chain did not sample itself (e.g. replayed after preemption)."""
         llama_cpp.llama_sampler_accept(self._chain, token)
+        if self._window is not None:
+            self._window.accept(token)
         if self._grammar is not None:
             llama_cpp.llama_sampler_accept(self._grammar.sampler, token)
 
@@ -269,7 +285,38 @@ class GrammarCheck:
 
 
 PREFILTER = True  # bench/sampling_cost.py turns it off to measure what it saves
+IN_PLACE = True  # likewise: False keeps the penalties in the chain (with the PREFILTER cut)
 GRAMMAR_CHECK_FIRST = True  # likewise: False puts the grammar in the chain, before every sampler
+
+
+def penalties_in_place(p: SamplingParams, order: Sequence[int], greedy: bool, window: int,
+                       biases: Iterable[float]) -> bool:
+    """Whether the penalties can go on the logit row before the chain (penalties.py) and give
+    the same token as llama.cpp's penalties sampler in the chain.
+
+    They must come first: before them in the chain there may only be bans (a ban is -inf
+    either way; a finite bias first would change what the penalty divides) and stages that
+    add no sampler. DRY keeps the in-chain path (it is applied after the penalties and needs
+    the cut for both). With both a frequency and a presence penalty llama.cpp's
+    ``count * f + p`` may be fused into one multiply-add, a rounding we cannot mirror.
+    """
+    if not IN_PLACE or window <= 0 or p.dry_multiplier > 0 or PENALTIES not in order:
+        return False
+    if p.rep_pen == 1.0 and not p.presence_penalty and not p.frequency_penalty:
+        return False
+    if p.presence_penalty and p.frequency_penalty:
+        return False
+    if any(bias != float("-inf") for bias in biases):
+        return False
+    return all(not _adds_sampler(stage, p, greedy) for stage in order[:order.index(PENALTIES)])
+
+
+def _adds_sampler(stage: int, p: SamplingParams, greedy: bool) -> bool:
+    """Whether a sampler_order stage puts a sampler in the chain (see SamplerChain._build)."""
+    if greedy or p.mirostat:
+        return False
+    return ((stage == TOP_K and p.top_k > 0) or (stage == TYPICAL and 0.0 < p.typical < 1.0)
+            or (stage == TOP_P and (0.0 < p.top_p < 1.0 or p.min_p > 0.0)) or stage == TEMPERATURE)
 
 
 def prefilter_size(p: SamplingParams, after: Sequence[int], greedy: bool, window: int, n_ctx: int,
@@ -333,7 +380,10 @@ def longest_token_bytes(vocab: Vocab) -> int:
     ``n`` bytes is at least ``n / longest`` tokens, so a hopeless prompt is known untokenized."""
     with _texts_lock:
         if id(vocab) not in _longest:
-            _longest[id(vocab)] = max(len(vocab.token_text(t).encode("utf-8")) for t in range(vocab.n_tokens))
+            buf, pointer, to_piece = ctypes.create_string_buffer(256), vocab.pointer, llama_cpp.llama_token_to_piece
+            # The raw byte count, one reused buffer: ~4x faster than decoding each token's text
+            # (n < 0: the piece needs -n bytes).
+            _longest[id(vocab)] = max(abs(to_piece(pointer, t, buf, 256, 0, True)) for t in range(vocab.n_tokens))
         return max(_longest[id(vocab)], 1)
 
 
