@@ -235,20 +235,37 @@ class Runtime:
 
         The prompt is tokenized in a worker thread (``engine.submit_async``): the event loop
         keeps answering /health and other clients meanwhile."""
+        return (await self.submit_many([request]))[0]
+
+    async def submit_many(self, requests: list[GenerationRequest]) -> list[GenerationHandle]:
+        """Queue requests with one prompt as one unit (OpenAI ``n`` choices: the engine feeds
+        the prompt once and shares its KV); all are queued or none. One request is a plain
+        ``submit``."""
         self._refuse_if_stopping()
         engine = self.require_engine()
-        local = request.origin is Origin.LOCAL
-        if local:
-            self.gate.local_started()
+        local = [request.origin is Origin.LOCAL for request in requests]
+        for is_local in local:
+            if is_local:
+                self.gate.local_started()
         try:
-            handle = await engine.submit_async(request)
+            if len(requests) == 1:
+                handles = [await engine.submit_async(requests[0])]
+            else:
+                handles = list(await engine.submit_many_async(requests))
             if self.stopping:  # the stop signal came while the prompt was tokenized
-                handle.abort()
+                for handle in handles:
+                    handle.abort()
                 self._refuse_if_stopping()
         except BaseException:  # an EngineError, or the client went away while it was tokenized
-            if local:
-                self.gate.local_finished()
+            for is_local in local:
+                if is_local:
+                    self.gate.local_finished()
             raise
+        return [self._track_new(engine, handle, is_local) for handle, is_local in zip(handles, local, strict=True)]
+
+    def _track_new(self, engine: TextEngine, handle: GenerationHandle, local: bool) -> GenerationHandle:
+        """Count a queued request, limit a local one's queue wait, and release the Horde gate
+        when it ends; returns the handle the caller reads."""
         tracked = handle
         if local:
             self.total_local += 1

@@ -38,10 +38,13 @@ def events(response: httpx.Response) -> list[dict | str]:
 
 
 def test_completions_stream_interleaves_choices_and_matches_the_plain_answer(instance):
-    base, _ = instance
+    base, rt = instance
     body = {"prompt": "The three best things about autumn are", "max_tokens": 16, "n": 3,
             "temperature": 0, "logit_bias": NO_EOS}
+    shared_before = rt.engine.snapshot().totals.prompts_shared
     plain = httpx.post(base + "/v1/completions", json=body, timeout=120).json()
+    # the three choices are queued as one unit: the prompt is fed once, two choices copy its KV
+    assert rt.engine.snapshot().totals.prompts_shared == shared_before + 2
     with httpx.stream("POST", base + "/v1/completions", timeout=120,
                       json={**body, "stream": True, "stream_options": {"include_usage": True}}) as r:
         assert r.status_code == 200, r.read()
@@ -60,6 +63,7 @@ def test_completions_stream_interleaves_choices_and_matches_the_plain_answer(ins
     assert set(order[:first_finish]) == {0, 1, 2}  # side by side, not one choice after another
     texts = ["".join(c["choices"][0]["text"] for c in chunks if c["choices"][0]["index"] == i) for i in range(3)]
     assert texts == [c["text"] for c in plain["choices"]] and texts[0]
+    assert rt.engine.snapshot().totals.prompts_shared == shared_before + 4
 
 
 def test_chat_stream_with_the_openai_client(instance):

@@ -157,21 +157,13 @@ def _choices(runtime: Runtime, body: dict[str, Any]) -> int:
 
 
 async def _submit_choices(runtime: Runtime, gen: GenerationRequest, n: int) -> list[GenerationHandle]:
-    """n choices: n requests with the same prompt; the engine feeds the prompt once and copies
-    its KV to the others (each samples with its own seed: seed, seed + 1, ... when one is given)."""
-    if n == 1:
-        return [await runtime.submit(gen)]
+    """n choices: n requests with the same prompt, queued as one unit so the engine feeds the
+    prompt once and copies its KV to the others (each samples with its own seed: seed,
+    seed + 1, ... when one is given). A full queue refuses all of them."""
     seed = gen.sampling.seed
-    handles: list[GenerationHandle] = []
-    try:
-        for i in range(n):
-            handles.append(await runtime.submit(replace(gen, genkey=new_genkey(), sampling=replace(
-                gen.sampling, seed=(seed + i) % 2**32 if seed >= 0 else -1))))
-    except BaseException:  # a full queue (or a client gone) for a later choice: drop the others
-        for handle in handles:
-            handle.abort()
-        raise
-    return handles
+    return await runtime.submit_many([gen] + [
+        replace(gen, genkey=new_genkey(), sampling=replace(gen.sampling, seed=(seed + i) % 2**32 if seed >= 0 else -1))
+        for i in range(1, n)])
 
 
 async def _results(request: Request, handles: list[GenerationHandle]) -> list[GenerationResult]:

@@ -44,6 +44,8 @@ def status_routes(runtime: Runtime) -> list[Route]:
                [("", t.prompt_tokens_cached)])
         metric("context_shifts_total", "counter", "Times a slot's KV was shifted to drop old turns.",
                [("", t.context_shifts)])
+        metric("prompts_shared_total", "counter", "OpenAI n choices that copied another choice's prompt KV.",
+               [("", t.prompts_shared)])
         metric("queue_depth", "gauge", "Requests waiting for a slot.", [("", snap.queue_depth)])
         metric("slots_busy", "gauge", "Sequence slots in use.", [("", snap.slots_busy)])
         metric("slots_total", "gauge", "Sequence slots (parallel).", [("", snap.parallel)])

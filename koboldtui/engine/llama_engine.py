@@ -64,10 +64,11 @@ class _Prepared(NamedTuple):
     sampler: SamplerChain
 
 
-def _free_unused(work: asyncio.Future[_Prepared]) -> None:
-    """Free the sampler of a request whose submitter was cancelled while it was prepared."""
+def _free_unused(work: asyncio.Future[list[_Prepared]]) -> None:
+    """Free the samplers of requests whose submitter was cancelled while they were prepared."""
     if not work.cancelled() and work.exception() is None:
-        work.result().sampler.free()
+        for prepared in work.result():
+            prepared.sampler.free()
 
 
 class LlamaEngine:
@@ -130,7 +131,7 @@ class LlamaEngine:
         self._interrupt = False  # set by submit(): abort the step in flight (see _should_interrupt)
         self._totals = {"requests": 0, "completed": 0, "aborted": 0, "errors": 0,
                         "prompt_tokens": 0, "generated_tokens": 0, "prompt_tokens_cached": 0,
-                        "context_shifts": 0}
+                        "context_shifts": 0, "prompts_shared": 0}
         # Events for asyncio, sent once per decode step: one loop wake-up per step instead of
         # one per token per sequence (each wake-up competes with the decode threads for CPU).
         self._outbox: list[tuple[GenerationStream, Callable[..., None], tuple[object, ...]]] = []
@@ -161,28 +162,38 @@ class LlamaEngine:
 
         Tokenizes and builds the sampler on the caller's thread: servers use ``submit_async``."""
         self._check_room()
-        return self._enqueue(request, self._prepare(request))
+        return self._enqueue([request], [self._prepare(request)])[0]
 
     async def submit_async(self, request: GenerationRequest) -> GenerationStream:
         """``submit`` with the slow part (tokenizing, fitting, building the sampler, which may
         compile a grammar) in a worker thread, so a big prompt never stalls the event loop:
         only the room check and the enqueue run on it. A full queue or a closing engine raises
         before any work; a caller cancelled meanwhile leaves nothing behind."""
-        self._check_room()
-        work = asyncio.get_running_loop().run_in_executor(None, self._prepare, request)
+        return (await self.submit_many_async([request]))[0]
+
+    async def submit_many_async(self, requests: list[GenerationRequest]) -> list[GenerationStream]:
+        """Queue requests that share one prompt (OpenAI ``n`` choices) as one unit.
+
+        The prompt is tokenized and fitted once, each request gets its own sampler, and all
+        are enqueued under one lock, so the decode thread admits them in the same step and
+        feeds the prompt once (twins.py). Queued one by one, the first choice's prompt was
+        often done before the next arrived and each choice fed the prompt again. The queue
+        limit counts every request; all or none are queued."""
+        self._check_room(len(requests))
+        work = asyncio.get_running_loop().run_in_executor(None, self._prepare_many, requests)
         try:
             prepared = await asyncio.shield(work)
         except asyncio.CancelledError:
             work.add_done_callback(_free_unused)
             raise
-        return self._enqueue(request, prepared)
+        return self._enqueue(requests, prepared)
 
-    def _check_room(self) -> None:
+    def _check_room(self, count: int = 1) -> None:
         """Raise EngineClosedError / QueueFullError now rather than after tokenizing."""
         with self._cond:
             if self._closing:
                 raise EngineClosedError()
-            if self._queued_locked() >= self.config.max_queue:
+            if self._queued_locked() + count > self.config.max_queue:
                 raise QueueFullError(self.config.max_queue)
 
     def _queued_locked(self) -> int:
@@ -194,26 +205,44 @@ class LlamaEngine:
         sampler = SamplerChain(request.sampling, self.vocab, request.ban_eos, prompt, self.n_ctx_per_seq)
         return _Prepared(prompt, max_tokens, truncated, sampler)
 
-    def _enqueue(self, request: GenerationRequest, prepared: _Prepared) -> GenerationStream:
-        """Queue a prepared request (cheap: the event loop's part of a submit)."""
+    def _prepare_many(self, requests: list[GenerationRequest]) -> list[_Prepared]:
+        """``_prepare`` for requests with one prompt: fitted once, one sampler each (all freed
+        if a later one fails to build)."""
+        first = self._prepare(requests[0])
+        prepared = [first]
+        try:
+            for request in requests[1:]:
+                sampler = SamplerChain(request.sampling, self.vocab, request.ban_eos, first.prompt,
+                                       self.n_ctx_per_seq)
+                prepared.append(first._replace(prompt=list(first.prompt), sampler=sampler))
+        except BaseException:
+            for done in prepared:
+                done.sampler.free()
+            raise
+        return prepared
+
+    def _enqueue(self, requests: list[GenerationRequest], prepared: list[_Prepared]) -> list[GenerationStream]:
+        """Queue prepared requests together (cheap: the event loop's part of a submit)."""
         loop = asyncio.get_running_loop()
-        stream = GenerationStream(request, loop, self.abort)
+        streams: list[GenerationStream] = []
         with self._cond:
-            if self._closing:
-                prepared.sampler.free()
-                raise EngineClosedError()
-            if self._queued_locked() >= self.config.max_queue:
-                prepared.sampler.free()
+            if self._closing or self._queued_locked() + len(requests) > self.config.max_queue:
+                for done in prepared:
+                    done.sampler.free()
+                if self._closing:
+                    raise EngineClosedError()
                 raise QueueFullError(self.config.max_queue)
-            self._order += 1
-            seq = Sequence(stream, prepared.prompt, prepared.max_tokens, prepared.truncated, self._order,
-                           prepared.sampler)
-            heapq.heappush(self._pending, (seq.sort_key, seq))
-            self._totals["requests"] += 1
-            if self._should_interrupt(seq):
-                self._interrupt = True
+            for request, ready in zip(requests, prepared, strict=True):
+                stream = GenerationStream(request, loop, self.abort)
+                self._order += 1
+                seq = Sequence(stream, ready.prompt, ready.max_tokens, ready.truncated, self._order, ready.sampler)
+                heapq.heappush(self._pending, (seq.sort_key, seq))
+                self._totals["requests"] += 1
+                if self._should_interrupt(seq):
+                    self._interrupt = True
+                streams.append(stream)
             self._cond.notify()
-        return stream
+        return streams
 
     def _should_interrupt(self, seq: Sequence) -> bool:
         """A new local request with a short prompt (after the prompt cache) cuts the step in
@@ -442,7 +471,10 @@ class LlamaEngine:
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
         self._planner.decoded(plan)  # positions advance only after a successful decode
-        self._twins.fork(plan.outputs)
+        shared = self._twins.fork(plan.outputs)
+        if shared:
+            with self._cond:
+                self._totals["prompts_shared"] += shared
         self._sample(plan.outputs)
 
     def _sample(self, outputs: list[tuple[Sequence, int]]) -> None:

@@ -37,9 +37,11 @@ class TwinPrompts:
                 return other
         return None
 
-    def fork(self, outputs: list[tuple[Sequence, int]]) -> None:
+    def fork(self, outputs: list[tuple[Sequence, int]]) -> int:
         """Leaders whose prompt just completed: copy their KV to each waiting twin, which then
-        samples its first token from the leader's logits with its own sampler."""
+        samples its first token from the leader's logits with its own sampler. Returns how
+        many twins got a copy (prompts not processed again)."""
+        forked = 0
         for seq, index in list(outputs):
             twins, seq.twins = seq.twins, []
             for twin in twins:
@@ -51,6 +53,8 @@ class TwinPrompts:
                 dst.cached, dst.safe_from, dst.shifted = list(src.cached), src.safe_from, src.shifted
                 twin.n_past, twin.twin_of, twin.cached_tokens = seq.n_past, None, seq.cached_tokens
                 outputs.append((twin, index))
+                forked += 1
+        return forked
 
     @staticmethod
     def orphan(seq: Sequence) -> None:

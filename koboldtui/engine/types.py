@@ -212,6 +212,7 @@ class EngineTotals:
     interrupted_steps: int = 0  # decode steps cut short so a new local request starts at once
     prompt_tokens_cached: int = 0  # prompt tokens reused from a slot's cache instead of processed
     context_shifts: int = 0  # times a slot's KV was shifted to drop old turns instead of recomputed
+    prompts_shared: int = 0  # OpenAI n choices that got a copy of another choice's prompt KV
 
 
 @dataclass(frozen=True)
