@@ -10,15 +10,19 @@ on the same GGUF, threads and slots:
      llama-server refuses prompts beyond its context);
   3. 4 sequences in gapped slots (0,2,4,6) / contiguous slots (0,1,2,3), a bare
      llama_decode loop with the engine's context settings: target >= 0.9;
-  4. 8-concurrent aggregate tok/s, koboldtui / llama-server: target >= 1.0.
-Runs never overlap. Build llama-server from the llama.cpp that llama-cpp-python 0.3.36
-vendors (see the README); without it that column is skipped.
+  4. 8-concurrent aggregate tok/s, koboldtui / llama-server: target >= 1.0 (both servers
+     stay up; rounds alternate between them and the medians are compared).
+Measurements never overlap. Like for like: build llama-server from the llama.cpp that
+llama-cpp-python 0.3.36 vendors with the same CMake flags as the wheel (the default,
+GGML_NATIVE=ON; see the README), and by default it gets ``--no-repack`` wherever koboldtui
+turns weight repacking off (AMX CPUs). Without --llama-server that column is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -152,13 +156,29 @@ def client(server: Server) -> httpx.AsyncClient:
                              limits=httpx.Limits(max_keepalive_connections=0))
 
 
-async def measure(server: Server, tokens: int) -> dict[str, object]:
+async def measure(server: Server) -> dict[str, object]:
     async with client(server) as c:
         await server.ttft(c, "Warm-up", 4)
         out: dict[str, object] = {"short": await short_ttft(server, c)}
         out["cold"], out["warm"] = await warm_turns(server, c, 40)
-        out["rate8"] = await concurrent_rate(server, c, tokens)
     return out
+
+
+async def one_rate(server: Server, tokens: int) -> float:
+    async with client(server) as c:
+        return await concurrent_rate(server, c, tokens)
+
+
+def alternating_rates(servers: list[Server], tokens: int, rounds: int) -> dict[str, float]:
+    """Median 8-concurrent tok/s of each server over ``rounds`` rounds taken in turn (A, B, A,
+    B, ...), so a burst of load on a shared machine hits both alike."""
+    rates: dict[str, list[float]] = {server.name: [] for server in servers}
+    for _ in range(rounds):
+        for server in servers:
+            rates[server.name].append(asyncio.run(one_rate(server, tokens)))
+    for name, got in rates.items():
+        print(f"8-concurrent tok/s, {name}, per round: {', '.join(f'{r:.1f}' for r in got)}")
+    return {name: statistics.median(got) for name, got in rates.items()}
 
 
 async def measure_chat(server: Server, detail: list[dict[str, float]] | None = None) -> dict[str, object]:
@@ -262,6 +282,11 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "chat"), default="all",
                         help="'chat': only the 30-turn chat (koboldtui only), turn by turn")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the chat with --part chat")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="8-concurrent rounds per server, taken in turn (median reported)")
+    parser.add_argument("--peer-repack", choices=("same", "on", "off"), default="same",
+                        help="llama-server's weight repacking: 'same' as koboldtui chooses on this CPU "
+                             "(like for like; --no-repack where koboldtui has it off), or forced")
     args = parser.parse_args()
     model = resolve_model_path(args.model)
     os.environ.setdefault("KOBOLDTUI_LLAMA_VERBOSE", "0")
@@ -270,22 +295,34 @@ def main() -> None:
         return
     ctx, parallel = 2048, 8
     print(f"model {model.name}, {args.threads} threads, --ctx {ctx} per slot, {parallel} slots\n")
+    from koboldtui.engine.native import choose_repack
 
-    with koboldtui_server(model, args.port, ctx, parallel, args.threads) as ours:
-        k = asyncio.run(measure(ours, args.tokens))
+    repack = choose_repack()  # what the koboldtui child will choose on this CPU
+    peer_repack = repack.use_extra_bufts if args.peer_repack == "same" else args.peer_repack == "on"
+    print(f"koboldtui weight repacking: {'on' if repack.use_extra_bufts else 'off'} ({repack.reason}); "
+          f"llama-server: {'on' if peer_repack else 'off (--no-repack)'}\n")
+
+    peer = None
+    with contextlib.ExitStack() as stack:
+        ours = stack.enter_context(koboldtui_server(model, args.port, ctx, parallel, args.threads))
+        k = asyncio.run(measure(ours))
+        servers = [ours]
+        if args.llama_server and Path(args.llama_server).exists():
+            argv = [args.llama_server, "-m", str(model), "--port", str(args.port + 1), "-c", str(ctx * parallel),
+                    "-np", str(parallel), "-t", str(args.threads), "-tb", str(args.threads), "-b", "512",
+                    "-ub", "512"] + ([] if peer_repack else ["--no-repack"])
+            try:
+                theirs = stack.enter_context(Server("llama-server", argv, args.port + 1, "llama-server"))
+                peer = asyncio.run(measure(theirs))
+                servers.append(theirs)
+            except (httpx.HTTPError, SystemExit) as exc:
+                print(f"llama-server run failed, its column is skipped: {exc!r}")
+        rates = alternating_rates(servers, args.tokens, args.rounds)
+        k["rate8"] = rates["koboldtui"]
+        if peer is not None:
+            peer["rate8"] = rates["llama-server"]
     with koboldtui_server(model, args.port + 2, 1024, 2, args.threads) as chat_server:
         kc = asyncio.run(measure_chat(chat_server))
-    peer = None
-    if args.llama_server and Path(args.llama_server).exists():
-        theirs = Server("llama-server", [args.llama_server, "-m", str(model), "--port", str(args.port + 1),
-                                         "-c", str(ctx * parallel), "-np", str(parallel), "-t", str(args.threads),
-                                         "-tb", str(args.threads), "-b", "512", "-ub", "512"],
-                        args.port + 1, "llama-server")
-        try:
-            with theirs:
-                peer = asyncio.run(measure(theirs, args.tokens))
-        except (httpx.HTTPError, SystemExit) as exc:
-            print(f"llama-server run failed, its column is skipped: {exc!r}")
     gapped, contiguous, unified = gap_ratio(model, args.threads)
 
     def ms(x: object) -> str:
@@ -296,7 +333,8 @@ def main() -> None:
     for key, label in (("short", "short prompt TTFT"), ("cold", "first turn TTFT (~1,600 tokens, cold)"),
                        ("warm", "next turn TTFT (warm, median of 5)")):
         print(f"| {label} | {ms(k[key])} | {ms(peer[key]) if peer else '-'} |")
-    print(f"| 8 concurrent, aggregate tok/s | {k['rate8']:.1f} | {peer['rate8'] if peer else '-'} |")
+    print(f"| 8 concurrent, aggregate tok/s (median of {args.rounds}) | {float(k['rate8']):.1f} | "
+          f"{format(float(peer['rate8']), '.1f') if peer else '-'} |")
     print()
     warm_ratio = float(k["warm"]) / float(k["short"])  # type: ignore[arg-type]
     print(f"warm turn / short prompt TTFT = {warm_ratio:.2f}  (target <= 2)")
