@@ -14,13 +14,15 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Input, Label, Select, SelectionList, Static, Switch
+from textual.lazy import Lazy
+from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
 from koboldtui.config import HordeSettings
 from koboldtui.models.bundled import BUNDLED_MODEL_ALIAS as BUNDLED
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceDraft, PanelBackend
 from koboldtui.tui.panel_words import panel_words
+from koboldtui.tui.screens.later_fields import LaterFields
 from koboldtui.tui.screens.modal import PanelModal
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
@@ -100,6 +102,11 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         self.original_name = original_name
         self.existing_names = existing_names - ({original_name} if original_name else set())
         self.port_message: str | None = None
+        self.port_checked = False  # the first port check has answered
+        # Focus the first field straight away: Textual's default ("*") focuses the scrolling
+        # body first, and moving focus off it restyles every field (twice the cost of opening).
+        self.AUTO_FOCUS = "#port" if original_name else "#name"
+        self.later = LaterFields(draft, gpus)  # below the fold: mounted after the first paint
         self.fit_text = ""
 
     def compose(self) -> ComposeResult:
@@ -151,57 +158,19 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
                         yield Label("threads (blank = auto)")
                         yield Input(str(cfg.threads or ""), id="threads", type="integer", placeholder="auto")
                         yield Static("", id="threads-msg", classes="field-msg")
-                with Horizontal(classes="form-row switches"):
-                    yield Label("restart after a crash")
-                    yield Switch(self.draft.auto_restart, id="auto_restart")
-                    yield Label("start with the panel")
-                    yield Switch(self.draft.autostart, id="autostart")
-                yield Label("GPUs (none ticked = CPU only; space ticks)")
-                if self.gpus.gpus:
-                    yield SelectionList[str](
-                        *[
-                            (
-                                f"{g.index} {g.name} · {gauges.gib(g.mem_total_mib - g.mem_used_mib)} GiB free",
-                                g.uuid,
-                                g.uuid in self.draft.gpu_uuids,
-                            )
-                            for g in self.gpus.gpus
-                        ],
-                        id="gpus",
-                    )
-                else:
-                    reason = self.gpus.unavailable_reason or "NVML found no GPU"
-                    yield Static(f"[$warning]No NVIDIA GPU — runs on CPU[/] ({gauges.plain(reason)})", id="gpus-none")
-                yield Label("Horde worker")
-                with Horizontal(classes="form-row"):
-                    yield Switch(cfg.horde.enabled, id="horde_enabled")
-                    with Vertical():
-                        yield Input(cfg.horde.worker_name, placeholder="worker name", id="horde_name")
-                        yield Static("", id="horde_name-msg", classes="field-msg")
-                with Horizontal(classes="form-row"):
-                    with Vertical():
-                        yield Input(cfg.horde.api_key, placeholder="Horde API key", password=True, id="horde_key")
-                        yield Static("", id="horde_key-msg", classes="field-msg")
-                    with Vertical():
-                        yield Input(f"{cfg.horde.window_s:g}", placeholder="window s", id="horde_window",
-                                    tooltip="local-priority window: seconds without Horde jobs after a local request")
-                        yield Static("", id="horde_window-msg", classes="field-msg")
-                yield Input(cfg.horde.url, placeholder="Horde URL", id="horde_url")
-                yield Static("", id="horde_url-msg", classes="field-msg")
+                yield Lazy(self.later)
             yield Static("", id="form-errors")
             with Horizontal(classes="buttons"):
                 yield Button("Save (ctrl+s)", id="save", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#port" if self.original_name else "#name", Input).focus()
-        self._show_kind_fields()
+        self._show_kind_fields()  # also checks the port
         cached = getattr(self.app, "catalog_models", None)
         if cached is not None:  # the app keeps the catalogue fresh in a worker: no rescan here
             self._fill_models(list(cached))
         else:
             self._load_catalog()
-        self._check_port()
         self._estimate_fit()
 
     @work(thread=True, exclusive=True, group="form-catalog", exit_on_error=False)
@@ -251,6 +220,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
     def _check_port(self) -> None:
         if self._kind() == "remote":  # the port is the URL's, on another box
             self.port_message = None
+            self.port_checked = True
             self.query_one("#port-msg", Static).update("[$text-muted]remote: the URL's port[/]")
             return
         port = _int(self.query_one("#port", Input).value)
@@ -269,16 +239,12 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
 
     def _show_port(self, problem: str | None) -> None:
         self.port_message = problem
+        self.port_checked = True
         msg = self.query_one("#port-msg", Static)
         msg.update(f"[$error]{gauges.plain(problem)}[/]" if problem else "[$success]free[/]")
 
     def _selected_gpus(self) -> tuple[str, ...]:
-        lists = self.query("#gpus")
-        if not lists:
-            return ()
-        selection = lists.first(SelectionList)
-        chosen = set(selection.selected)
-        return tuple(g.uuid for g in self.gpus.gpus if g.uuid in chosen)  # keep priority order
+        return self.later.selected_gpus()
 
     def _estimate_fit(self) -> None:
         layers = _int(self.query_one("#gpu_layers", Input).value) or 0
@@ -310,8 +276,8 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         """The draft the fields describe, and every problem in words."""
         problems: list[str] = []
         values = {k: self.query_one(f"#{k}", Input).value for k in
-                  ("name", "port", "gpu_layers", "ctx", "parallel", "batch_size", "threads", "horde_name",
-                   "horde_key", "horde_window", "horde_url")}
+                  ("name", "port", "gpu_layers", "ctx", "parallel", "batch_size", "threads")}
+        values.update({k: str(self.later.value(k)) for k in ("horde_name", "horde_key", "horde_window", "horde_url")})
         name = values["name"].strip()
         if not NAME_RE.match(name):
             problems.append("name: use 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit")
@@ -342,7 +308,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         model = self.query_one("#model", Select).value
         horde = replace(
             self.draft.config.horde or HordeSettings(),
-            enabled=self.query_one("#horde_enabled", Switch).value,
+            enabled=bool(self.later.value("horde_enabled")),
             worker_name=values["horde_name"].strip(),
             api_key=values["horde_key"].strip(),
             window_s=window,
@@ -367,8 +333,8 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
                         command=command if kind == "command" else "",
                         health=health if kind == "command" else "",
                         url=url if kind == "remote" else "",
-                        auto_restart=self.query_one("#auto_restart", Switch).value,
-                        autostart=self.query_one("#autostart", Switch).value)
+                        auto_restart=bool(self.later.value("auto_restart")),
+                        autostart=bool(self.later.value("autostart")))
         return draft, list(dict.fromkeys(problems))
 
     def action_save(self) -> None:
@@ -386,7 +352,8 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
                 by_field.setdefault(field, []).append(problem)
         for field in FIELDS_WITH_MESSAGES:
             text = "\n".join(gauges.plain(p) for p in by_field.get(field, []))
-            self.query_one(f"#{field}-msg", Static).update(f"[$error]{text}[/]" if text else "")
+            for msg in self.query(f"#{field}-msg").results(Static):  # none yet for fields not mounted
+                msg.update(f"[$error]{text}[/]" if text else "")
         errors = self.query_one("#form-errors", Static)
         errors.update("[$error]" + "\n".join(gauges.plain(p) for p in problems) + "[/]" if problems else "")
 
