@@ -20,6 +20,7 @@ from koboldtui.tui.screens.instance_form import InstanceFormScreen
 from koboldtui.tui.screens.log_view import LogScreen
 from koboldtui.tui.screens.pickers import BatchFormScreen, ModelPickerScreen
 from koboldtui.tui.screens.prompt import PromptScreen
+from koboldtui.tui.screens.quick_draft import edit_guess, new_instance_guess
 from koboldtui.tui.screens.switch_progress import SwitchProgressScreen
 from koboldtui.tui.widgets.queue_table import QueueTable
 
@@ -136,14 +137,20 @@ class PanelActions:
             self._open_form(inst)
 
     def _open_form(self: KoboldPanel, inst: InstanceView | None) -> None:
-        def load() -> None:
-            draft = self.backend.draft_for(inst.name) if inst else self.backend.default_draft()
-            self.call_from_thread(show, draft)
+        """Open the form at once on a guess; the backend's draft fills it from a worker."""
+        names = {i.name for i in self.instances}
+        guess = edit_guess(inst) if inst else new_instance_guess(self.instances, self.gpu_report)
+        form = InstanceFormScreen(self.backend, guess, self.gpu_report, inst.name if inst else None, names,
+                                  pending=True)
 
-        def show(draft: InstanceDraft) -> None:
-            names = {i.name for i in self.instances}
-            form = InstanceFormScreen(self.backend, draft, self.gpu_report, inst.name if inst else None, names)
-            self.push_screen(form, saved)
+        def load() -> None:
+            try:
+                draft = self.backend.draft_for(inst.name) if inst else self.backend.default_draft()
+            except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
+                what = f"the settings of {inst.name}" if inst else "a new instance's defaults"
+                form.from_thread(form.draft_failed, f"could not read {what}: {exc}")
+                return
+            form.from_thread(form.draft_arrived, draft)
 
         def saved(draft: InstanceDraft | None) -> None:
             if draft is None:
@@ -155,7 +162,9 @@ class PanelActions:
                 self.run_backend(f"saving {name}", self._save_and_restart, draft, inst.name, inst.running,
                                  done=f"{name} saved" + (" and restarting" if inst.running else ""))
 
-        self.run_worker(load, name="loading the instance settings", group=ACTION_GROUP, thread=True, exit_on_error=False)
+        self.push_screen(form, saved)
+        self.run_worker(load, name="loading the instance settings", group="form-draft", thread=True,
+                        exit_on_error=False)
 
     def _create_and_start(self: KoboldPanel, draft: InstanceDraft) -> None:
         self.backend.save_instance(draft, None)

@@ -94,10 +94,20 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         gpus: GpuReport,
         original_name: str | None,
         existing_names: set[str],
+        *,
+        pending: bool = False,
     ) -> None:
+        """``pending``: ``draft`` is a guess (see quick_draft); ``draft_arrived`` brings the real one."""
         super().__init__(classes="modal")
         self.backend = backend
         self.draft = draft
+        self.draft_pending = pending
+        self._save_when_ready = False
+        self._catalog: list[CatalogModel] | None = None
+        self._drawn = False  # compose has built the fields (they may not be mounted yet)
+        self._ready = False  # on_mount has run: the fields can be queried
+        self._early: InstanceDraft | None = None  # arrived between compose and on_mount
+        self._failed: str | None = None  # the draft could not be read before on_mount
         self.gpus = gpus
         self.original_name = original_name
         self.existing_names = existing_names - ({original_name} if original_name else set())
@@ -109,54 +119,63 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         self.later = LaterFields(draft, gpus)  # below the fold: mounted after the first paint
         self.fit_text = ""
 
+    @staticmethod
+    def _shown(draft: InstanceDraft) -> dict[str, str]:
+        """What each text field shows for a draft (compose draws it; a late draft compares with it)."""
+        cfg = draft.config
+        return {"name": cfg.name, "port": str(cfg.port), "gpu_layers": str(cfg.gpu_layers), "ctx": str(cfg.ctx),
+                "parallel": str(cfg.parallel), "batch_size": str(cfg.batch_size), "threads": str(cfg.threads or ""),
+                "command": draft.command, "health": draft.health, "url": draft.url}
+
     def compose(self) -> ComposeResult:
-        cfg = self.draft.config
+        self._drawn = True
+        shown = self._shown(self.draft)
         title = f"Edit instance {self.original_name}" if self.original_name else "New instance"
         with Vertical(classes="dialog wide"):
             yield Static(f"[b]{gauges.plain(title)}[/]  [$text-muted]ctrl+s save · esc cancel[/]")
             with VerticalScroll(id="form-body"):
                 yield Label("name")
-                yield Input(cfg.name, id="name", disabled=self.original_name is not None,
+                yield Input(shown["name"], id="name", disabled=self.original_name is not None,
                             tooltip="instances cannot be renamed: add a new one instead")
                 yield Static("", id="name-msg", classes="field-msg")
                 yield Label("kind")
                 yield Select(KIND_OPTIONS, value=self.draft.kind, id="kind", allow_blank=False)
                 with Vertical(id="command-fields"):
                     yield Label("command ({port} and {model} are filled in; no shell)")
-                    yield Input(self.draft.command, id="command",
+                    yield Input(shown["command"], id="command",
                                 placeholder="koboldcpp --port {port} --model {model}")
                     yield Label("health path (empty: the first known path that answers 200)")
-                    yield Input(self.draft.health, placeholder="/health", id="health")
+                    yield Input(shown["health"], placeholder="/health", id="health")
                 with Vertical(id="remote-fields"):
                     yield Label("url (another box, or an SSH tunnel's http://127.0.0.1:PORT)")
-                    yield Input(self.draft.url, placeholder="http://gpu-box:5001", id="url")
+                    yield Input(shown["url"], placeholder="http://gpu-box:5001", id="url")
                 yield Label("model")
                 yield Select([("bundled (Gemma 3 270M)", BUNDLED)], value=BUNDLED, id="model", allow_blank=False)
                 with Horizontal(classes="form-row"):
                     with Vertical():
                         yield Label("port")
-                        yield Input(str(cfg.port), id="port", type="integer")
+                        yield Input(shown["port"], id="port", type="integer")
                         yield Static("", id="port-msg", classes="field-msg")
                     with Vertical():
                         yield Label("gpu_layers (-1 = all)")
-                        yield Input(str(cfg.gpu_layers), id="gpu_layers", type="integer")
+                        yield Input(shown["gpu_layers"], id="gpu_layers", type="integer")
                         yield Static("", id="fit", classes="field-msg")
                 with Horizontal(classes="form-row"):
                     with Vertical():
                         yield Label("ctx")
-                        yield Input(str(cfg.ctx), id="ctx", type="integer")
+                        yield Input(shown["ctx"], id="ctx", type="integer")
                         yield Static("", id="ctx-msg", classes="field-msg")
                     with Vertical():
                         yield Label("parallel slots")
-                        yield Input(str(cfg.parallel), id="parallel", type="integer")
+                        yield Input(shown["parallel"], id="parallel", type="integer")
                         yield Static("", id="parallel-msg", classes="field-msg")
                     with Vertical():
                         yield Label("batch size")
-                        yield Input(str(cfg.batch_size), id="batch_size", type="integer")
+                        yield Input(shown["batch_size"], id="batch_size", type="integer")
                         yield Static("", id="batch_size-msg", classes="field-msg")
                     with Vertical():
                         yield Label("threads (blank = auto)")
-                        yield Input(str(cfg.threads or ""), id="threads", type="integer", placeholder="auto")
+                        yield Input(shown["threads"], id="threads", type="integer", placeholder="auto")
                         yield Static("", id="threads-msg", classes="field-msg")
                 yield Lazy(self.later)
             yield Static("", id="form-errors")
@@ -172,6 +191,11 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         else:
             self._load_catalog()
         self._estimate_fit()
+        self._ready = True
+        if self._early is not None:
+            self.draft_arrived(self._early)
+        if self._failed is not None:  # close once mounted (a dismiss during mount is lost)
+            self.call_later(self.draft_failed, self._failed)
 
     @work(thread=True, exclusive=True, group="form-catalog", exit_on_error=False)
     def _load_catalog(self) -> None:
@@ -184,6 +208,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         self.from_thread(self._fill_models, models)
 
     def _fill_models(self, models: list[CatalogModel]) -> None:
+        self._catalog = models
         select = self.query_one("#model", Select)
         options = [("bundled (Gemma 3 270M)", BUNDLED)]
         options += [(f"{m.name} · {m.size_bytes / 2**30:.1f} GiB {m.quant}".strip(), m.path) for m in models
@@ -193,6 +218,39 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
             options.append((current.rsplit("/", 1)[-1], current))
         select.set_options(options)
         select.value = current
+
+    # the backend's draft, arriving after the form opened ----------------------------
+    def draft_arrived(self, draft: InstanceDraft) -> None:
+        """Fill every field that still shows the guess; what the person typed meanwhile stays."""
+        if self._drawn and not self._ready:  # built from the guess, not mounted yet: on_mount applies it
+            self._early = draft
+            return
+        old, self.draft = self.draft, draft
+        self.draft_pending = False
+        self.later.arrived(old, draft)
+        if self._drawn:  # update the fields in place (focus stays where it is)
+            before, after = self._shown(old), self._shown(draft)
+            for key, value in after.items():
+                field = self.query_one(f"#{key}", Input)
+                if field.value == before[key] and value != before[key]:
+                    field.value = value
+            kind = self.query_one("#kind", Select)
+            if kind.value == old.kind and draft.kind != old.kind:
+                kind.value = draft.kind
+            model = self.query_one("#model", Select)
+            if self._catalog is not None and model.value == (old.config.model or BUNDLED):
+                self._fill_models(self._catalog)
+        if self._save_when_ready:
+            self._save_when_ready = False
+            self.call_after_refresh(self.action_save)
+
+    def draft_failed(self, reason: str) -> None:
+        """The stored settings could not be read: say why and close (nothing to edit safely)."""
+        if not self._ready:
+            self._failed = reason
+            return
+        self.notify(reason, title="Cannot open the form", severity="error", timeout=10, markup=False)
+        self.dismiss(None)
 
     # live checks -------------------------------------------------------------------
     def _kind(self) -> str:
@@ -338,6 +396,10 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         return draft, list(dict.fromkeys(problems))
 
     def action_save(self) -> None:
+        if self.draft_pending:  # never store the guess: save once the backend's draft is in
+            self._save_when_ready = True
+            self.query_one("#form-errors", Static).update("[$text-muted]reading the settings… saving then[/]")
+            return
         draft, problems = self.build_draft()
         self._show_problems(problems)
         if not problems:

@@ -26,8 +26,12 @@ class LaterFields(Vertical):
         super().__init__(id="later-fields")
         self.draft = draft
         self.gpus = gpus
+        self._drawn = False  # compose has built the fields (they may not be mounted yet)
+        self._ready = False  # on_mount has run: the fields can be queried
+        self._early: tuple[InstanceDraft, InstanceDraft] | None = None  # arrived between compose and mount
 
     def compose(self) -> ComposeResult:
+        self._drawn = True
         with Horizontal(classes="form-row switches"):
             yield Label("restart after a crash")
             yield Switch(self.draft.auto_restart, id="auto_restart")
@@ -66,23 +70,59 @@ class LaterFields(Vertical):
         yield Input(self.draft.config.horde.url, placeholder="Horde URL", id="horde_url")
         yield Static("", id="horde_url-msg", classes="field-msg")
 
-    def _defaults(self) -> dict[str, Any]:
-        """What each field shows when it is first drawn: the draft's values."""
-        horde = self.draft.config.horde
-        return {"auto_restart": self.draft.auto_restart, "autostart": self.draft.autostart,
+    @staticmethod
+    def _shown(draft: InstanceDraft) -> dict[str, Any]:
+        """What each field shows for a draft when it is first drawn."""
+        horde = draft.config.horde
+        return {"auto_restart": draft.auto_restart, "autostart": draft.autostart,
                 "horde_enabled": horde.enabled, "horde_name": horde.worker_name, "horde_key": horde.api_key,
                 "horde_window": f"{horde.window_s:g}", "horde_url": horde.url}
 
+    def on_mount(self) -> None:
+        self._ready = True
+        if self._early is not None:
+            old, new = self._early
+            self._early = None
+            self.arrived(old, new)
+
+    @property
+    def composed(self) -> bool:
+        """True once the fields exist (the Lazy wrapper mounts them after the form's first paint)."""
+        return bool(self.query("#autostart"))
+
     def value(self, field: str) -> Any:
         """The field's value (an Input's text, a Switch's bool); the draft's before it is mounted."""
-        if not self.is_mounted:
-            return self._defaults()[field]
+        if not self.composed:
+            return self._shown(self.draft)[field]
         widget = self.query_one(f"#{field}")
         assert isinstance(widget, (Input, Switch))
         return widget.value
 
     def selected_gpus(self) -> tuple[str, ...]:
         """The ticked GPUs in priority order (the draft's before the list is mounted)."""
-        lists = self.query("#gpus") if self.is_mounted else None
+        lists = self.query("#gpus") if self.composed else None
         chosen = set(lists.first(SelectionList).selected) if lists else set(self.draft.gpu_uuids)
         return tuple(g.uuid for g in self.gpus.gpus if g.uuid in chosen)
+
+    def arrived(self, old: InstanceDraft, new: InstanceDraft) -> None:
+        """The backend's draft replaced the guess: update the fields the person left alone."""
+        if self._drawn and not self._ready:  # built from the old draft, not mounted yet: on_mount applies it
+            self._early = (old, new)
+            return
+        self.draft = new
+        if not self._drawn:  # compose draws the new draft
+            return
+        before, after = self._shown(old), self._shown(new)
+        for key, value in after.items():
+            widget = self.query_one(f"#{key}")
+            assert isinstance(widget, (Input, Switch))
+            if widget.value == before[key] and value != before[key]:
+                widget.value = value
+        lists = self.query("#gpus")
+        if lists and set(new.gpu_uuids) != set(old.gpu_uuids):
+            selection = lists.first(SelectionList)
+            if set(selection.selected) == set(old.gpu_uuids):
+                selection.deselect_all()
+                for uuid in new.gpu_uuids:
+                    if uuid in {g.uuid for g in self.gpus.gpus}:
+                        selection.select(uuid)
