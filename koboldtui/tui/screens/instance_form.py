@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
 from textual import on, work
@@ -24,6 +25,7 @@ from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceDraft, PanelB
 from koboldtui.tui.panel_words import panel_words
 from koboldtui.tui.screens.later_fields import LaterFields
 from koboldtui.tui.screens.modal import PanelModal
+from koboldtui.tui.screens.model_path import GgufPathSuggester, PathInput, check_model_path
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 KIND_OPTIONS = [
@@ -33,6 +35,7 @@ KIND_OPTIONS = [
 ]
 # Which field a problem belongs to, by the words it uses (config.validate speaks CLI flags).
 FIELD_OF_PROBLEM = (
+    ("model path:", "model_path"),
     ("parallel slots", "parallel"), ("the ctx field", "ctx"), ("the batch size", "batch_size"),
     ("the threads field", "threads"), ("Horde API key field", "horde_key"), ("worker name field", "horde_name"),
     ("Horde window field", "horde_window"), ("Horde URL field", "horde_url"),
@@ -43,7 +46,7 @@ FIELD_OF_PROBLEM = (
     ("--horde-name", "horde_name"), ("window", "horde_window"), ("--horde-url", "horde_url"),
     ("Horde URL", "horde_url"),
 )
-FIELDS_WITH_MESSAGES = ("name", "ctx", "parallel", "batch_size", "threads", "horde_name", "horde_key",
+FIELDS_WITH_MESSAGES = ("model_path", "name", "ctx", "parallel", "batch_size", "threads", "horde_name", "horde_key",
                         "horde_window", "horde_url")
 
 
@@ -118,6 +121,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         self.AUTO_FOCUS = "#port" if original_name else "#name"
         self.later = LaterFields(draft, gpus)  # below the fold: mounted after the first paint
         self.fit_text = ""
+        self.typed_model: tuple[str, str | None, str] = ("", None, "")  # (text, usable path, words) of the last check
 
     @staticmethod
     def _shown(draft: InstanceDraft) -> dict[str, str]:
@@ -151,6 +155,10 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
                     yield Input(shown["url"], placeholder="http://gpu-box:5001", id="url")
                 yield Label("model")
                 yield Select([("bundled (Gemma 3 270M)", BUNDLED)], value=BUNDLED, id="model", allow_blank=False)
+                yield Static("", id="model-broken", classes="field-msg").set_styles("display: none;")
+                yield PathInput(placeholder="or type a path to a .gguf (~/…, /…, ./…; Tab or → completes)",
+                                id="model_path", suggester=GgufPathSuggester())
+                yield Static("", id="model_path-msg", classes="field-msg").set_styles("display: none;")
                 with Horizontal(classes="form-row"):
                     with Vertical():
                         yield Label("port")
@@ -192,10 +200,17 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
             self._load_catalog()
         self._estimate_fit()
         self._ready = True
+        self.call_after_refresh(self._scroll_to_focus)
         if self._early is not None:
             self.draft_arrived(self._early)
         if self._failed is not None:  # close once mounted (a dismiss during mount is lost)
             self.call_later(self.draft_failed, self._failed)
+
+    def _scroll_to_focus(self) -> None:
+        """Start at the top, just far enough down to show the focused field (focus set before layout may overshoot)."""
+        self.query_one("#form-body", VerticalScroll).scroll_home(animate=False)
+        if self.focused is not None:
+            self.focused.scroll_visible(animate=False)
 
     @work(thread=True, exclusive=True, group="form-catalog", exit_on_error=False)
     def _load_catalog(self) -> None:
@@ -218,6 +233,50 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
             options.append((current.rsplit("/", 1)[-1], current))
         select.set_options(options)
         select.value = current
+        broken = [m for m in models if m.error is not None]  # listed with why, never pickable
+        lines = [f"✗ {gauges.plain(m.name)}: {gauges.plain(m.error)}" for m in broken[:3]]
+        if len(broken) > 3:
+            lines.append(f"… and {len(broken) - 3} more broken (the model picker, m, lists them all)")
+        listed = self.query_one("#model-broken", Static)
+        listed.update("[$warning]" + "\n".join(lines) + "[/]" if lines else "")
+        listed.display = bool(lines)
+
+    # a model typed as a path -------------------------------------------------------
+    @on(Input.Changed, "#model_path")
+    def _model_path_changed(self, event: Input.Changed) -> None:
+        text = event.value.strip()
+        if not text:
+            self.typed_model = ("", None, "")
+            msg = self.query_one("#model_path-msg", Static)
+            msg.update("")
+            msg.display = False
+            self._estimate_fit()
+            return
+        self._check_model_path(text)
+
+    @work(thread=True, exclusive=True, group="form-model-path", exit_on_error=False)
+    def _check_model_path(self, text: str) -> None:
+        path, words = check_model_path(text, Path.cwd())
+        self.from_thread(self._show_model_path, text, path, words)
+
+    def _show_model_path(self, text: str, path: str | None, words: str) -> None:
+        self.typed_model = (text, path, words)
+        msg = self.query_one("#model_path-msg", Static)
+        msg.update(f"[$success]✓ {gauges.plain(words)}[/]" if path else f"[$error]{gauges.plain(words)}[/]")
+        msg.display = True
+        self._estimate_fit()
+
+    def _model(self) -> tuple[str | None, str | None]:
+        """(the model the form describes: a typed path over the list's pick, a problem with the typed path)."""
+        text = self.query_one("#model_path", Input).value.strip()
+        if text:
+            checked, path, words = self.typed_model
+            if checked != text:  # saved before the check came back: check now
+                path, words = check_model_path(text, Path.cwd())
+                self.typed_model = (text, path, words)
+            return (path, None) if path else (None, words)
+        value = self.query_one("#model", Select).value
+        return (None if value in (BUNDLED, Select.BLANK) else str(value)), None
 
     # the backend's draft, arriving after the form opened ----------------------------
     def draft_arrived(self, draft: InstanceDraft) -> None:
@@ -308,8 +367,13 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         layers = _int(self.query_one("#gpu_layers", Input).value) or 0
         ctx = _int(self.query_one("#ctx", Input).value) or 0
         parallel = _int(self.query_one("#parallel", Input).value) or 1
-        model = self.query_one("#model", Select).value
-        self._run_fit(str(model) if model is not Select.BLANK else None, layers, ctx, parallel, self._selected_gpus())
+        text = self.query_one("#model_path", Input).value.strip()
+        if text and self.typed_model[0] == text and self.typed_model[1]:
+            model: str | None = self.typed_model[1]
+        else:
+            picked = self.query_one("#model", Select).value
+            model = str(picked) if picked is not Select.BLANK else None
+        self._run_fit(model, layers, ctx, parallel, self._selected_gpus())
 
     @work(thread=True, exclusive=True, group="form-fit", exit_on_error=False)
     def _run_fit(self, model: str | None, layers: int, ctx: int, parallel: int, gpus: tuple[str, ...]) -> None:
@@ -363,7 +427,9 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         if window is None:
             problems.append(f"Horde window: {values['horde_window']!r} is not a number of seconds")
             window = self.draft.config.horde.window_s
-        model = self.query_one("#model", Select).value
+        model, model_problem = self._model()
+        if model_problem:
+            problems.append(model_problem)
         horde = replace(
             self.draft.config.horde or HordeSettings(),
             enabled=bool(self.later.value("horde_enabled")),
@@ -375,7 +441,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         config = replace(
             self.draft.config,
             name=name or self.draft.config.name,
-            model=None if model in (BUNDLED, Select.BLANK) else str(model),
+            model=model,
             horde=horde,
             threads=threads,
             **numbers,
@@ -414,6 +480,10 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
                 by_field.setdefault(field, []).append(problem)
         for field in FIELDS_WITH_MESSAGES:
             text = "\n".join(gauges.plain(p) for p in by_field.get(field, []))
+            if field == "model_path" and not text:  # keeps its own check's words (✓ or why)
+                continue
+            if field == "model_path":
+                self.query_one("#model_path-msg", Static).display = True
             for msg in self.query(f"#{field}-msg").results(Static):  # none yet for fields not mounted
                 msg.update(f"[$error]{text}[/]" if text else "")
         errors = self.query_one("#form-errors", Static)
