@@ -77,11 +77,11 @@ def ready_check(app: Any, key: str) -> Callable[[], bool]:
     return check
 
 
-async def measure(kind: str, rounds: int) -> dict[str, dict[str, list[float]]]:
+async def measure(kind: str, rounds: int, keys: tuple[str, ...] = KEYS) -> dict[str, dict[str, list[float]]]:
     from textual import events
 
     app, close = make_app(kind)
-    results: dict[str, dict[str, list[float]]] = {key: {"paint": [], "ready": [], "cpu": []} for key in KEYS}
+    results: dict[str, dict[str, list[float]]] = {key: {"paint": [], "ready": [], "cpu": []} for key in keys}
     painted: list[tuple[float, Any, float]] = []
     real_display = app._display
 
@@ -98,17 +98,17 @@ async def measure(kind: str, rounds: int) -> dict[str, dict[str, list[float]]]:
             await pilot.pause(0.3)
             dashboard = app.screen
             for _ in range(rounds):
-                for key in KEYS:
+                for key in keys:
                     ready = ready_check(app, key)
                     painted.clear()
                     start, cpu = time.perf_counter(), time.thread_time()
                     app.post_message(events.Key(key, key if len(key) == 1 else None))
                     while not ready():
-                        await asyncio.sleep(0.001)
+                        await asyncio.sleep(0.005)
                     filled = time.perf_counter()
                     screen = app.screen
                     while not any(s is screen and t >= filled for t, s, _ in painted):
-                        await asyncio.sleep(0.001)
+                        await asyncio.sleep(0.005)
                     first, first_cpu = next((t, c) for t, s, c in painted if s is screen)
                     repainted = next(t for t, s, _ in painted if s is screen and t >= filled)
                     results[key]["paint"].append((first - start) * 1000)
@@ -116,7 +116,7 @@ async def measure(kind: str, rounds: int) -> dict[str, dict[str, list[float]]]:
                     results[key]["ready"].append((repainted - start) * 1000)
                     await pilot.press("escape")
                     while app.screen is not dashboard:
-                        await asyncio.sleep(0.001)
+                        await asyncio.sleep(0.005)
                     await pilot.pause(0.1)
     finally:
         close()
@@ -127,10 +127,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backend", choices=("live", "fake"), default="live")
+    parser.add_argument("--keys", default=",".join(KEYS), help="comma-separated subset of " + ",".join(KEYS))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
         os.environ["KOBOLDTUI_HOME"] = home
-        results = asyncio.run(measure(args.backend, args.rounds))
+        keys = tuple(k for k in args.keys.split(",") if k in KEYS)
+        results = asyncio.run(measure(args.backend, args.rounds, keys))
     print(f"key-to-repaint, {args.backend} backend, median of {args.rounds} (ms; ratio to the {TARGET_MS:.0f} ms target)")
     print(f"  {'key':7} " + "   ".join(f"{column:>7} {'ratio':>6}" for column in ("paint", "cpu", "ready")))
     for key, times in results.items():
