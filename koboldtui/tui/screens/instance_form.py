@@ -6,7 +6,6 @@ the instance is started, worded with what to change.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -23,63 +22,23 @@ from koboldtui.models.bundled import BUNDLED_MODEL_ALIAS as BUNDLED
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceDraft, PanelBackend
 from koboldtui.tui.panel_words import panel_words
+from koboldtui.tui.screens.form_checks import (
+    FIELDS_WITH_MESSAGES,
+    NAME_RE,
+    as_float,
+    as_int,
+    field_of,
+    kind_problems,
+)
 from koboldtui.tui.screens.later_fields import LaterFields
 from koboldtui.tui.screens.modal import PanelModal
 from koboldtui.tui.screens.model_path import GgufPathSuggester, PathInput, check_model_path
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 KIND_OPTIONS = [
     ("koboldtui serve (a GGUF model)", "serve"),
     ("command (any server: KoboldCpp, llama-server, sd.cpp, whisper.cpp...)", "command"),
     ("remote (watch a server on another box)", "remote"),
 ]
-# Which field a problem belongs to, by the words it uses (config.validate speaks CLI flags).
-FIELD_OF_PROBLEM = (
-    ("model path:", "model_path"),
-    ("parallel slots", "parallel"), ("the ctx field", "ctx"), ("the batch size", "batch_size"),
-    ("the threads field", "threads"), ("Horde API key field", "horde_key"), ("worker name field", "horde_name"),
-    ("Horde window field", "horde_window"), ("Horde URL field", "horde_url"),
-    ("name:", "name"), ("port", "port"), ("gpu_layers", "gpu_layers"), ("--ctx", "ctx"), ("ctx:", "ctx"),
-    ("--parallel", "parallel"), ("parallel:", "parallel"), ("--batch-size", "batch_size"),
-    ("batch_size:", "batch_size"), ("--threads", "threads"), ("threads:", "threads"),
-    ("API key", "horde_key"), ("--horde-key", "horde_key"), ("needs a name", "horde_name"),
-    ("--horde-name", "horde_name"), ("window", "horde_window"), ("--horde-url", "horde_url"),
-    ("Horde URL", "horde_url"),
-)
-FIELDS_WITH_MESSAGES = ("model_path", "name", "ctx", "parallel", "batch_size", "threads", "horde_name", "horde_key",
-                        "horde_window", "horde_url")
-
-
-def field_of(problem: str) -> str | None:
-    """The form field a problem is about, or None (shown under the form only)."""
-    return next((field for word, field in FIELD_OF_PROBLEM if word in problem), None)
-
-
-def _int(text: str) -> int | None:
-    try:
-        return int(text.strip())
-    except ValueError:
-        return None
-
-
-def _float(text: str) -> float | None:
-    try:
-        return float(text.strip())
-    except ValueError:
-        return None
-
-
-def _kind_problems(kind: str, command: str, health: str, url: str) -> list[str]:
-    """The kind's own fields, checked as the CLI checks them (the save re-checks everything)."""
-    if kind == "command":
-        if "{port}" not in command:
-            return [("command: put {port} where the server takes its port, "
-                     "e.g. koboldcpp --port {port} --model {model}")]
-        if health and not health.startswith("/"):
-            return ["health path: start it with '/', e.g. /health"]
-    if kind == "remote" and not url.startswith(("http://", "https://")):
-        return ["url: use http://host:port (or an SSH tunnel's http://127.0.0.1:PORT)"]
-    return []
 
 
 class InstanceFormScreen(PanelModal[InstanceDraft | None]):
@@ -340,7 +299,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
             self.port_checked = True
             self.query_one("#port-msg", Static).update("[$text-muted]remote: the URL's port[/]")
             return
-        port = _int(self.query_one("#port", Input).value)
+        port = as_int(self.query_one("#port", Input).value)
         if port is None or not 1 <= port <= 65535:
             self._show_port("port must be a number in 1-65535")
             return
@@ -364,9 +323,9 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         return self.later.selected_gpus()
 
     def _estimate_fit(self) -> None:
-        layers = _int(self.query_one("#gpu_layers", Input).value) or 0
-        ctx = _int(self.query_one("#ctx", Input).value) or 0
-        parallel = _int(self.query_one("#parallel", Input).value) or 1
+        layers = as_int(self.query_one("#gpu_layers", Input).value) or 0
+        ctx = as_int(self.query_one("#ctx", Input).value) or 0
+        parallel = as_int(self.query_one("#parallel", Input).value) or 1
         text = self.query_one("#model_path", Input).value.strip()
         if text and self.typed_model[0] == text and self.typed_model[1]:
             model: str | None = self.typed_model[1]
@@ -407,14 +366,14 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
             problems.append(f"name: an instance called {name!r} exists already; pick another name")
         numbers = {}
         for key in ("port", "gpu_layers", "ctx", "parallel", "batch_size"):
-            number = _int(values[key])
+            number = as_int(values[key])
             if number is None:
                 problems.append(f"{key}: {values[key]!r} is not a whole number")
                 number = getattr(self.draft.config, key)
             numbers[key] = number
         threads: int | None = None
         if values["threads"].strip():
-            threads = _int(values["threads"])
+            threads = as_int(values["threads"])
             if threads is None or threads < 1:
                 problems.append(f"threads: {values['threads']!r} must be a whole number of at least 1 (blank = auto)")
                 threads = self.draft.config.threads
@@ -423,7 +382,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
             problems.append(f"Horde URL: {url!r} must start with https:// (or http://)")
         if numbers["gpu_layers"] < -1:
             problems.append("gpu_layers: use -1 (all layers), 0 (CPU) or a layer count")
-        window = _float(values["horde_window"])
+        window = as_float(values["horde_window"])
         if window is None:
             problems.append(f"Horde window: {values['horde_window']!r} is not a number of seconds")
             window = self.draft.config.horde.window_s
@@ -450,7 +409,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         kind = self._kind()
         command, health, url = (self.query_one(f"#{k}", Input).value.strip()
                                 for k in ("command", "health", "url"))
-        problems += _kind_problems(kind, command, health, url)
+        problems += kind_problems(kind, command, health, url)
         if self.port_message and kind != "remote":
             problems.append(f"port: {self.port_message}")
         draft = replace(self.draft, config=config, gpu_uuids=self._selected_gpus(), kind=kind,
