@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from textual.css.query import NoMatches
 from textual.worker import Worker, WorkerState
 
 from koboldtui.tui import gauges
@@ -286,12 +287,16 @@ class PanelActions:
 
     # queue and horde ---------------------------------------------------------------------
     def action_abort_request(self: KoboldPanel) -> None:
-        picked = self.dashboard.query_one(QueueTable).selected_request()
+        try:
+            queue = self.dashboard.query_one(QueueTable)
+        except NoMatches:  # the dashboard is being (re)built: no rows to pick from yet
+            return
+        picked = queue.selected_request()
         if picked is None:
             self.notify("No request selected: focus the queue (3) and pick one", severity="warning")
             return
         instance, genkey = picked
-        row = self.dashboard.query_one(QueueTable).request_state(instance, genkey)
+        row = queue.request_state(instance, genkey)
         if row is None or row[1] in FINISHED_REQUEST_STATES or row[1] in ("stopped", "ended"):
             state = row[1] if row else "gone"
             self.notify(f"request {genkey[-8:]} has ended already ({state}): nothing to abort", severity="warning")
