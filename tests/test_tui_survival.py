@@ -116,6 +116,7 @@ OPENERS = {
 }
 SEED = int(os.environ.get("KOBOLDTUI_SURVIVAL_SEED", "1312"))
 KEYS_WANTED = 2400
+KEYS_PER_ROUND = 60
 
 
 CHARS = {"space": " ", "enter": "\r", "tab": "\t", "escape": "\x1b", "backspace": "\x7f", "slash": "/",
@@ -139,7 +140,7 @@ async def test_thousands_of_random_keys_never_end_the_panel() -> None:
     """Seeded (KOBOLDTUI_SURVIVAL_SEED replays a failure); bounded in time so CI stays fast on a loaded machine.
 
     Rounds: back to the dashboard, open the next dialog in turn (every form, picker and view),
-    then 40 random keys wherever they land: cheap keys inside dialogs rather than a dialog
+    then 60 random keys wherever they land: cheap keys inside dialogs rather than a dialog
     built per key, so thousands of keys fit in well under a minute.
     """
     rng = random.Random(SEED)
@@ -173,7 +174,7 @@ async def test_thousands_of_random_keys_never_end_the_panel() -> None:
                 await type_fast(app, ["escape"])
             if opener == "enter" and isinstance(app.screen, DashboardScreen):
                 app.screen.query_one(InstancesTable).focus()
-            batch = [opener] + rng.choices(KEYS, weights, k=40)
+            batch = [opener] + rng.choices(KEYS, weights, k=KEYS_PER_ROUND)
             for start in range(0, len(batch), 10):
                 await type_fast(app, batch[start:start + 10])
                 assert app.is_running, f"the panel exited after {pressed + start} keys; {replay}"
