@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
+
 from textual.widgets import Input, Static, TextArea
 
 from koboldtui.tui.screens.confirm import ConfirmScreen
@@ -21,7 +24,7 @@ def static_text(screen, selector: str) -> str:
 async def open_new_form(pilot, app):
     await settle(pilot, app)
     await pilot.press("n")
-    await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen))
+    await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen) and not app.screen.draft_pending)
     return app.screen
 
 
@@ -293,3 +296,77 @@ async def test_form_errors_sit_next_to_their_fields_in_the_panels_words() -> Non
         await wait_for(pilot, lambda: "lender" in backend.drafts)
         draft = backend.drafts["lender"]
         assert draft.config.threads == 3 and not draft.auto_restart and not draft.autostart
+
+
+def slow_default_draft(backend: FakeBackend, port: int) -> threading.Event:
+    """The backend's new-instance draft waits for the returned gate (and says a port the guess cannot know)."""
+    gate = threading.Event()
+    real = backend.default_draft
+
+    def slow():
+        gate.wait(10)
+        draft = real()
+        return replace(draft, config=replace(draft.config, port=port, ctx=8192))
+
+    backend.default_draft = slow  # type: ignore[method-assign]
+    return gate
+
+
+async def test_the_form_opens_before_the_backend_answers_and_keeps_what_was_typed() -> None:
+    backend = FakeBackend()
+    gate = slow_default_draft(backend, 5007)
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen) and app.screen.is_mounted)
+        form = app.screen
+        assert form.draft_pending  # open at once, on the guess
+        name = form.query_one("#name", Input)
+        assert name.has_focus
+        await pilot.press("ctrl+u", *"writer")  # typed while the backend is still busy
+        assert name.value == "writer"
+        gate.set()
+        await wait_for(pilot, lambda: not form.draft_pending)
+        await pilot.pause()
+        assert name.value == "writer" and name.has_focus  # typing kept, focus not stolen
+        assert form.query_one("#port", Input).value == "5007"  # untouched fields take the backend's values
+        assert form.query_one("#ctx", Input).value == "8192"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: ("start_instance", "writer") in backend.calls)
+        assert backend.drafts["writer"].config.port == 5007
+
+
+async def test_save_before_the_backend_answered_waits_for_it_and_never_stores_the_guess() -> None:
+    backend = FakeBackend()
+    gate = slow_default_draft(backend, 5009)
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen) and app.screen.is_mounted)
+        form = app.screen
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.2)
+        assert app.screen is form and not [c for c in backend.calls if c[0] == "save_instance"]
+        assert "reading the settings" in static_text(form, "#form-errors")
+        gate.set()
+        await wait_for(pilot, lambda: any(c[0] == "save_instance" for c in backend.calls))
+        saved = next(d for d in backend.drafts.values() if d.config.port == 5009)
+        assert saved.config.ctx == 8192
+
+
+async def test_a_draft_that_cannot_be_read_closes_the_form_with_why() -> None:
+    backend = FakeBackend()
+
+    def broken(name: str):
+        raise RuntimeError("the instance store is locked")
+
+    backend.draft_for = broken  # type: ignore[method-assign]
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any("store is locked" in str(n.message) for n in app._notifications))
+        await wait_for(pilot, lambda: not isinstance(app.screen, InstanceFormScreen))
+        assert app.is_running and app.faults == []

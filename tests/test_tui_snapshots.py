@@ -78,7 +78,8 @@ def test_instance_form(snap_compare, size) -> None:
         await pilot.press("n")
         app = pilot.app
         for _ in range(300):
-            if isinstance(app.screen, InstanceFormScreen) and app.screen.fit_text and app.screen.port_message is None \
+            if isinstance(app.screen, InstanceFormScreen) and not app.screen.draft_pending and app.screen.fit_text \
+                    and app.screen.port_message is None \
                     and "free" in str(app.screen.query_one("#port-msg").render()):
                 break
             await pilot.pause(0.01)

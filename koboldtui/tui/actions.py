@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from textual.css.query import NoMatches
 from textual.worker import Worker, WorkerState
 
 from koboldtui.tui import gauges
@@ -20,6 +21,7 @@ from koboldtui.tui.screens.instance_form import InstanceFormScreen
 from koboldtui.tui.screens.log_view import LogScreen
 from koboldtui.tui.screens.pickers import BatchFormScreen, ModelPickerScreen
 from koboldtui.tui.screens.prompt import PromptScreen
+from koboldtui.tui.screens.quick_draft import edit_guess, new_instance_guess
 from koboldtui.tui.screens.switch_progress import SwitchProgressScreen
 from koboldtui.tui.widgets.queue_table import QueueTable
 
@@ -136,14 +138,20 @@ class PanelActions:
             self._open_form(inst)
 
     def _open_form(self: KoboldPanel, inst: InstanceView | None) -> None:
-        def load() -> None:
-            draft = self.backend.draft_for(inst.name) if inst else self.backend.default_draft()
-            self.call_from_thread(show, draft)
+        """Open the form at once on a guess; the backend's draft fills it from a worker."""
+        names = {i.name for i in self.instances}
+        guess = edit_guess(inst) if inst else new_instance_guess(self.instances, self.gpu_report)
+        form = InstanceFormScreen(self.backend, guess, self.gpu_report, inst.name if inst else None, names,
+                                  pending=True)
 
-        def show(draft: InstanceDraft) -> None:
-            names = {i.name for i in self.instances}
-            form = InstanceFormScreen(self.backend, draft, self.gpu_report, inst.name if inst else None, names)
-            self.push_screen(form, saved)
+        def load() -> None:
+            try:
+                draft = self.backend.draft_for(inst.name) if inst else self.backend.default_draft()
+            except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
+                what = f"the settings of {inst.name}" if inst else "a new instance's defaults"
+                form.from_thread(form.draft_failed, f"could not read {what}: {exc}")
+                return
+            form.from_thread(form.draft_arrived, draft)
 
         def saved(draft: InstanceDraft | None) -> None:
             if draft is None:
@@ -155,7 +163,9 @@ class PanelActions:
                 self.run_backend(f"saving {name}", self._save_and_restart, draft, inst.name, inst.running,
                                  done=f"{name} saved" + (" and restarting" if inst.running else ""))
 
-        self.run_worker(load, name="loading the instance settings", group=ACTION_GROUP, thread=True, exit_on_error=False)
+        self.push_screen(form, saved)
+        self.run_worker(load, name="loading the instance settings", group="form-draft", thread=True,
+                        exit_on_error=False)
 
     def _create_and_start(self: KoboldPanel, draft: InstanceDraft) -> None:
         self.backend.save_instance(draft, None)
@@ -277,12 +287,16 @@ class PanelActions:
 
     # queue and horde ---------------------------------------------------------------------
     def action_abort_request(self: KoboldPanel) -> None:
-        picked = self.dashboard.query_one(QueueTable).selected_request()
+        try:
+            queue = self.dashboard.query_one(QueueTable)
+        except NoMatches:  # the dashboard is being (re)built: no rows to pick from yet
+            return
+        picked = queue.selected_request()
         if picked is None:
             self.notify("No request selected: focus the queue (3) and pick one", severity="warning")
             return
         instance, genkey = picked
-        row = self.dashboard.query_one(QueueTable).request_state(instance, genkey)
+        row = queue.request_state(instance, genkey)
         if row is None or row[1] in FINISHED_REQUEST_STATES or row[1] in ("stopped", "ended"):
             state = row[1] if row else "gone"
             self.notify(f"request {genkey[-8:]} has ended already ({state}): nothing to abort", severity="warning")

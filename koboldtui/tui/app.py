@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,6 +17,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.widgets.data_table import RowDoesNotExist
 
 from koboldtui.paths import AppPaths, app_paths
 from koboldtui.tui import gauges
@@ -31,6 +33,8 @@ from koboldtui.tui.screens.dashboard import DASHBOARD_BINDINGS, DashboardScreen
 from koboldtui.tui.screens.help import HelpScreen, help_entries
 from koboldtui.tui.screens.horde_view import HordeHistory, HordeScreen
 from koboldtui.tui.themes import DEFAULT_THEME, LoadedThemes, load_themes, theme_dirs
+from koboldtui.tui.widgets.instance_tables import BatchTable, InstancesTable
+from koboldtui.tui.widgets.keyed_table import KeyedTable
 
 Clock = Callable[[], float]
 THEME_SETTING = "theme"
@@ -266,8 +270,13 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
             self._poll_instances()
 
     def select_instance(self, name: str) -> None:
+        """Act on ``name`` from now on; the tables' cursors follow so a later highlight agrees."""
         if name != self.selected_instance and not self._shutting_down:
             self.selected_instance = name
+            for table in self.dashboard.query(KeyedTable):
+                if isinstance(table, (InstancesTable, BatchTable)) and table.selected_key != name:
+                    with suppress(RowDoesNotExist):  # not drawn yet: the next poll puts the cursor there
+                        table.move_cursor(row=table.get_row_index(name))
             self.dashboard.show_instances(self.instances, name, self.clock())
 
     # theme -------------------------------------------------------------------------------

@@ -135,5 +135,6 @@ class DashboardScreen(Screen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """The instances (or batch) cursor picks the instance every key acts on."""
-        if isinstance(event.data_table, (InstancesTable, BatchTable)) and event.row_key.value:
+        if isinstance(event.data_table, (InstancesTable, BatchTable)) and event.row_key.value \
+                and event.data_table.selected_key == event.row_key.value:  # a stale highlight must not undo a newer pick
             self.app.select_instance(event.row_key.value)  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from textual import events
 from textual.await_complete import AwaitComplete
 from textual.screen import ModalScreen
 
@@ -25,6 +26,18 @@ class PanelModal(ModalScreen[ResultT], Generic[ResultT]):
         kwargs.setdefault("classes", "modal")
         super().__init__(*args, **kwargs)
         self.dismissed = False
+        self._resumed_once = False
+
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        """The first resume follows the mount, which styled every widget just now: skip a second pass.
+
+        Textual restyles the whole screen on each push (its styles may have changed while it
+        was suspended); for a dialog composed a moment ago that pass only doubles the cost
+        of opening it. Later resumes (a question closed above it) keep the restyle.
+        """
+        if not self._resumed_once:
+            self._resumed_once = True
+            event.refresh_styles = False
 
     def dismiss(self, result: ResultT | None = None) -> AwaitComplete:  # type: ignore[override]
         """Close with ``result`` the first time; later calls (a key that raced the close) do nothing."""
