@@ -29,6 +29,10 @@ class EngineConfig:
     # shifted only when --ctx fits in that window cache. KOBOLDTUI_SWA_FULL=1 keeps full-size
     # window caches (KoboldCpp's default): context shift at any --ctx, at a cost (README).
     swa_full: bool = field(default_factory=lambda: os.environ.get("KOBOLDTUI_SWA_FULL") == "1")
+    # One KV buffer shared by every slot (True) or one stream per slot (False); None: the
+    # engine picks (native.choose_kv_layout). KOBOLDTUI_KV_UNIFIED=0|1 forces it.
+    kv_unified: bool | None = field(
+        default_factory=lambda: {"0": False, "1": True}.get(os.environ.get("KOBOLDTUI_KV_UNIFIED", "")))
 
 
 DECODE_NICE = 5

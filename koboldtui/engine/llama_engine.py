@@ -98,11 +98,16 @@ class LlamaEngine:
             self.n_ctx_per_seq, self.n_ctx = trained, trained * self.parallel
         # llama_decode rejects batches above the context's n_batch: make room for one token per slot.
         self._step_capacity = max(self.n_batch, self.parallel)
+        self.kv_layout = native.choose_kv_layout(
+            parallel=self.parallel, n_swa=int(llama_cpp.llama_model_n_swa(self._model)),
+            swa_full=config.swa_full, forced=config.kv_unified)
+        log.info("KV cache %s: %s", "unified" if self.kv_layout.unified else "one stream per slot",
+                 self.kv_layout.reason)
         try:
             self._ctx = native.create_context(
                 self._model, n_ctx=self.n_ctx, n_batch=self._step_capacity,
                 n_ubatch=min(self.n_ubatch, self._step_capacity), n_seq_max=self.parallel,
-                threads=config.threads, swa_full=config.swa_full,
+                threads=config.threads, swa_full=config.swa_full, kv_unified=self.kv_layout.unified,
             )
         except Exception:
             llama_cpp.llama_model_free(self._model)

@@ -106,6 +106,38 @@ def choose_repack(
     return RepackChoice(True, "no AMX on this CPU: weight repacking enabled (fastest path)")
 
 
+@dataclass(frozen=True)
+class KvLayout:
+    """Whether the slots share one KV buffer, and why — logged at start."""
+
+    unified: bool
+    reason: str
+
+
+def choose_kv_layout(*, parallel: int, n_swa: int, swa_full: bool, forced: bool | None = None) -> KvLayout:
+    """One KV buffer for all slots wherever that keeps context shift, else one per slot.
+
+    With one stream per slot llama.cpp puts only consecutive sequence ids in one micro-batch:
+    busy slots 0,2,4,6 decode 0.54-0.60x as fast as 0,1,2,3 (bench/prompt_cache.py, quiet
+    2-core EPYC, 3 runs; 0.55 with 1,200-token histories in all 8 slots), and requests that
+    end at different times leave such gaps. A unified buffer has no such rule: the same gapped
+    step ran 0.92-1.04x the contiguous one (llama-server also unifies whenever it picks the
+    slot count itself). But llama.cpp shifts a sliding-window model's KV only when its window
+    cache is as large as the full one, and a unified window cache holds ``n_swa`` cells per
+    slot plus a micro-batch of a buffer ``parallel`` times larger: Gemma 2/3 at any useful
+    --ctx would lose context shift. So sliding-window models keep per-slot streams unless
+    ``swa_full`` (then both caches are full size either way).
+    """
+    if forced is not None:
+        return KvLayout(forced, f"KOBOLDTUI_KV_UNIFIED={int(forced)} set by the user")
+    if parallel <= 1:
+        return KvLayout(False, "one slot: nothing to share")
+    if n_swa > 0 and not swa_full:
+        return KvLayout(False, "sliding-window model: a KV stream per slot keeps context shift "
+                               "(KOBOLDTUI_SWA_FULL=1 allows one shared buffer)")
+    return KvLayout(True, "one KV buffer shared by all slots: busy slots need not be consecutive")
+
+
 class ModelLoadError(RuntimeError):
     """The GGUF could not be loaded; the message says what to try."""
 
@@ -165,8 +197,10 @@ def create_context(
     n_seq_max: int,
     threads: int,
     swa_full: bool = False,
+    kv_unified: bool = False,
 ) -> llama_cpp.llama_context_p:
-    """One context with ``n_seq_max`` independent KV streams of ``n_ctx / n_seq_max`` each.
+    """One context with ``n_seq_max`` independent KV streams of ``n_ctx / n_seq_max`` each,
+    or (``kv_unified``) one buffer of ``n_ctx`` cells that every sequence draws from.
 
     ``swa_full``: sliding-window layers (Gemma 2/3) keep the whole context instead of the
     window plus a micro-batch: more memory and slower long-context steps (measured here:
@@ -180,7 +214,7 @@ def create_context(
     params.n_seq_max = int(n_seq_max)
     params.n_threads = int(threads)
     params.n_threads_batch = int(threads)
-    params.kv_unified = False
+    params.kv_unified = bool(kv_unified)
     params.swa_full = bool(swa_full)
     # The engine asks for logits of at most one token per sequence per step. Without this
     # cap llama.cpp reserves logits for a whole micro-batch: 512 x 262k floats = 512 MiB of
