@@ -50,7 +50,9 @@ def make_app(kind: str) -> tuple[Any, Callable[[], None]]:
 
     backend = LiveBackend()
     backend.save_instance(backend.default_draft(), None)
-    return KoboldPanel(backend, **kwargs), lambda: backend.close(stop_instances=False)
+    # The panel autostarts the saved instance: stop it on the way out, or each run leaves a
+    # server behind on a deleted KOBOLDTUI_HOME.
+    return KoboldPanel(backend, **kwargs), lambda: backend.close(stop_instances=True)
 
 
 def ready_check(app: Any, key: str) -> Callable[[], bool]:
