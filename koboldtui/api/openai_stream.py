@@ -83,9 +83,11 @@ async def stream_choices(handles: Sequence[GenerationHandle], writer: ChunkWrite
     arrivals: asyncio.Queue[tuple[int, str | None]] = asyncio.Queue()
 
     async def pump(index: int, handle: GenerationHandle) -> None:
-        async for piece in handle.stream():
-            arrivals.put_nowait((index, piece))
-        arrivals.put_nowait((index, _ENDED))
+        try:
+            async for piece in handle.stream():
+                arrivals.put_nowait((index, piece))
+        finally:  # also when the stream raises: result() below then raises the same error
+            arrivals.put_nowait((index, _ENDED))
 
     pumps = [asyncio.create_task(pump(i, h)) for i, h in enumerate(handles)]
     try:
