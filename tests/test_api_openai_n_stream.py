@@ -91,12 +91,15 @@ def test_disconnect_aborts_every_choice_and_frees_the_slots(instance):
             "temperature": 0.8, "logit_bias": NO_EOS}
     with httpx.stream("POST", base + "/v1/completions", json=body, timeout=120) as r:
         seen = set()
+        busy = None
         for line in r.iter_lines():
             if line.startswith("data: {"):
                 seen.add(json.loads(line[6:])["choices"][0]["index"])
             if len(seen) == 3:
+                # Asked while the stream is still being read: leaving this loop drops the
+                # line iterator, which closes the connection (the disconnect under test).
+                busy = InstanceStatus.from_dict(httpx.get(base + "/api/koboldtui/status").json()).engine.slots_busy
                 break
-        busy = InstanceStatus.from_dict(httpx.get(base + "/api/koboldtui/status").json()).engine.slots_busy
         assert busy == 3
     wait_for(lambda: runtime.engine.snapshot().totals.aborted >= before + 3, timeout=15, what="3 aborts")
     status = wait_for(lambda: (s := InstanceStatus.from_dict(httpx.get(base + "/api/koboldtui/status").json()))
