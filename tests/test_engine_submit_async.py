@@ -49,8 +49,8 @@ async def test_full_queue_is_refused_before_tokenizing(engine, monkeypatch):
     await running.stream().__anext__()  # holds the only slot
     queued = await engine.submit_async(req("Waiting"))  # the queue (1) is full now
     prepared: list[GenerationRequest] = []
-    real = engine._prepare
-    monkeypatch.setattr(engine, "_prepare", lambda r: (prepared.append(r), real(r))[1])
+    real = engine._preparer.prepare
+    monkeypatch.setattr(engine._preparer, "prepare", lambda r: (prepared.append(r), real(r))[1])
     with pytest.raises(QueueFullError):
         await engine.submit_async(req("One too many"))
     assert prepared == []
@@ -62,14 +62,14 @@ async def test_full_queue_is_refused_before_tokenizing(engine, monkeypatch):
 @pytest.mark.slow
 async def test_cancelled_while_preparing_frees_its_sampler(engine, monkeypatch):
     release, built = threading.Event(), []
-    real = engine._prepare
+    real = engine._preparer.prepare
 
     def slow(r):
         release.wait(10)
         built.append(real(r))
         return built[-1]
 
-    monkeypatch.setattr(engine, "_prepare", slow)
+    monkeypatch.setattr(engine._preparer, "prepare", slow)
     task = asyncio.create_task(engine.submit_async(req("Never queued")))
     await asyncio.sleep(0.05)
     task.cancel()

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple, cast
+from typing import cast
 
 import llama_cpp
 
@@ -33,7 +33,7 @@ from koboldtui.engine import native
 from koboldtui.engine.chat_template import render_chat
 from koboldtui.engine.engine_config import EngineConfig, lower_decode_priority, not_set
 from koboldtui.engine.prompt_cache import PromptCache
-from koboldtui.engine.prompt_fit import fit_prompt
+from koboldtui.engine.request_prep import Prepared, RequestPreparer, free_unused
 from koboldtui.engine.sampling import SamplerChain
 from koboldtui.engine.sequence import GenerationStream, Sequence, deliver
 from koboldtui.engine.slots import SlotPool, common_prefix
@@ -53,22 +53,6 @@ from koboldtui.engine.types import (
 
 log = logging.getLogger(__name__)
 RECENT_KEEP_S = 60.0  # finished requests stay in the status queue this long (the panel fades them)
-
-
-class _Prepared(NamedTuple):
-    """A request's fitted prompt and sampler chain, built off the event loop."""
-
-    prompt: list[int]
-    max_tokens: int
-    truncated: int
-    sampler: SamplerChain
-
-
-def _free_unused(work: asyncio.Future[list[_Prepared]]) -> None:
-    """Free the samplers of requests whose submitter was cancelled while they were prepared."""
-    if not work.cancelled() and work.exception() is None:
-        for prepared in work.result():
-            prepared.sampler.free()
 
 
 class LlamaEngine:
@@ -113,6 +97,7 @@ class LlamaEngine:
             llama_cpp.llama_model_free(self._model)
             raise
         self.vocab = native.Vocab(self._model)
+        self._preparer = RequestPreparer(self.vocab, self.n_ctx_per_seq)
         self.model_name = native.model_metadata(self._model, "general.name") or config.model_path.stem
         self.chat_template = native.model_chat_template(self._model)
         self._mem = llama_cpp.llama_get_memory(self._ctx)
@@ -167,7 +152,7 @@ class LlamaEngine:
 
         Tokenizes and builds the sampler on the caller's thread: servers use ``submit_async``."""
         self._check_room()
-        return self._enqueue([request], [self._prepare(request)])[0]
+        return self._enqueue([request], [self._preparer.prepare(request)])[0]
 
     async def submit_async(self, request: GenerationRequest) -> GenerationStream:
         """``submit`` with the slow part (tokenizing, fitting, building the sampler, which may
@@ -185,11 +170,11 @@ class LlamaEngine:
         often done before the next arrived and each choice fed the prompt again. The queue
         limit counts every request; all or none are queued."""
         self._check_room(len(requests))
-        work = asyncio.get_running_loop().run_in_executor(None, self._prepare_many, requests)
+        work = asyncio.get_running_loop().run_in_executor(None, self._preparer.prepare_many, requests)
         try:
             prepared = await asyncio.shield(work)
         except asyncio.CancelledError:
-            work.add_done_callback(_free_unused)
+            work.add_done_callback(free_unused)
             raise
         return self._enqueue(requests, prepared)
 
@@ -204,29 +189,7 @@ class LlamaEngine:
     def _queued_locked(self) -> int:
         return sum(1 for _, waiting in self._pending if not waiting.aborted)
 
-    def _prepare(self, request: GenerationRequest) -> _Prepared:
-        """Tokenize, fit and build the sampler chain: thread-safe (read-only on the vocab)."""
-        prompt, max_tokens, truncated = fit_prompt(self.vocab, request, self.n_ctx_per_seq)
-        sampler = SamplerChain(request.sampling, self.vocab, request.ban_eos, prompt, self.n_ctx_per_seq)
-        return _Prepared(prompt, max_tokens, truncated, sampler)
-
-    def _prepare_many(self, requests: list[GenerationRequest]) -> list[_Prepared]:
-        """``_prepare`` for requests with one prompt: fitted once, one sampler each (all freed
-        if a later one fails to build)."""
-        first = self._prepare(requests[0])
-        prepared = [first]
-        try:
-            for request in requests[1:]:
-                sampler = SamplerChain(request.sampling, self.vocab, request.ban_eos, first.prompt,
-                                       self.n_ctx_per_seq)
-                prepared.append(first._replace(prompt=list(first.prompt), sampler=sampler))
-        except BaseException:
-            for done in prepared:
-                done.sampler.free()
-            raise
-        return prepared
-
-    def _enqueue(self, requests: list[GenerationRequest], prepared: list[_Prepared]) -> list[GenerationStream]:
+    def _enqueue(self, requests: list[GenerationRequest], prepared: list[Prepared]) -> list[GenerationStream]:
         """Queue prepared requests together (cheap: the event loop's part of a submit)."""
         loop = asyncio.get_running_loop()
         streams: list[GenerationStream] = []
