@@ -66,6 +66,25 @@ async def test_a_failure_shows_in_the_row_as_a_toast_and_in_the_details() -> Non
         await wait_for(pilot, lambda: isinstance(app.screen, LogScreen) and app.screen.lines)
 
 
+async def test_the_details_of_a_running_instance_say_what_it_uses() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(80, 24)) as pilot:  # 80 columns: the table drops RSS/CPU/cached
+        await settle(pilot, app)
+        app.select_instance("main")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, InstanceDetailScreen) and app.screen.tail)
+        usage = str(app.screen.query_one("#detail-usage").render())
+        assert "RSS 1.2G" in usage and "CPU 187%" in usage and "41.5 tok/s" in usage, usage
+        assert "requests 57 (51 done" in usage, usage
+        await pilot.press("escape")
+        app.select_instance("chat-cpu")  # stopped
+        await pilot.pause(0.1)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, InstanceDetailScreen) and app.screen.tail)
+        assert not app.screen.query("#detail-usage")  # stopped: nothing to measure
+
+
 async def test_log_view_searches_with_slash_and_follows() -> None:
     backend = FakeBackend()
     backend.log += ["WARNING: something odd", "llama_model_load: error loading model: " + "x" * 200]

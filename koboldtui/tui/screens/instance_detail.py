@@ -19,6 +19,7 @@ from koboldtui.tui.backend import InstanceDraft, InstanceView, PanelBackend
 from koboldtui.tui.failure_reason import split_error
 from koboldtui.tui.screens.log_view import line_level
 from koboldtui.tui.screens.modal import PanelModal
+from koboldtui.tui.widgets.instance_tables import cache_cell, tokens_per_s_cell
 
 TAIL_LINES = 40
 
@@ -38,6 +39,18 @@ def spec_lines(draft: InstanceDraft | None, inst: InstanceView) -> list[str]:
         f"Horde      {horde}",
         f"restart    {'after a crash' if draft.auto_restart else 'never'}",
     ]
+
+
+def usage_line(inst: InstanceView) -> str:
+    """What a running instance uses and does, as the instance table shows it (which drops
+    these columns first on a narrow terminal): uptime, RSS, CPU, tok/s, cached prompt tokens."""
+    parts = [f"up {gauges.duration(inst.uptime_s)}", f"RSS {gauges.size(inst.rss_bytes)}",
+             f"CPU {gauges.maybe(inst.cpu_pct, '.0f', '-')}%", f"{tokens_per_s_cell(inst)} tok/s",
+             f"cached {cache_cell(inst)}"]
+    if inst.status is not None:
+        totals = inst.status.engine.totals
+        parts.append(f"requests {totals.requests} ({totals.completed} done, {totals.aborted} aborted)")
+    return " · ".join(parts)
 
 
 def error_lines(inst: InstanceView) -> list[str]:
@@ -79,6 +92,8 @@ class InstanceDetailScreen(PanelModal[str | None]):
                 id="detail-title",
             )
             with VerticalScroll(id="detail-body"):
+                if inst.running:
+                    yield Static(usage_line(inst), id="detail-usage")
                 yield Static("[$text-muted]reading the settings…[/]", id="detail-spec")
                 yield Static("[b]Last error[/]", classes="detail-heading")
                 yield Static("\n".join(error_lines(inst)), id="detail-error")
