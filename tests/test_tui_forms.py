@@ -21,10 +21,12 @@ def static_text(screen, selector: str) -> str:
     return str(screen.query_one(selector, Static).render())
 
 
-async def open_new_form(pilot, app):
+async def open_new_form(pilot, app, filled: bool = True):
+    """Press ``n`` on a settled dashboard; wait for the form (and, if ``filled``, the backend's draft)."""
     await settle(pilot, app)
     await pilot.press("n")
-    await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen) and not app.screen.draft_pending)
+    await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen) and app.screen.is_mounted
+                   and not (filled and app.screen.draft_pending))
     return app.screen
 
 
@@ -317,10 +319,7 @@ async def test_the_form_opens_before_the_backend_answers_and_keeps_what_was_type
     gate = slow_default_draft(backend, 5007)
     app = make_app(backend)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen) and app.screen.is_mounted)
-        form = app.screen
+        form = await open_new_form(pilot, app, filled=False)
         assert form.draft_pending  # open at once, on the guess
         name = form.query_one("#name", Input)
         assert name.has_focus
@@ -342,10 +341,7 @@ async def test_save_before_the_backend_answered_waits_for_it_and_never_stores_th
     gate = slow_default_draft(backend, 5009)
     app = make_app(backend)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen) and app.screen.is_mounted)
-        form = app.screen
+        form = await open_new_form(pilot, app, filled=False)
         await pilot.press("ctrl+s")
         await pilot.pause(0.2)
         assert app.screen is form and not [c for c in backend.calls if c[0] == "save_instance"]

@@ -14,6 +14,7 @@ from koboldtui.tui.backend import CatalogModel
 from koboldtui.tui.screens.instance_form import InstanceFormScreen
 from koboldtui.tui.screens.model_path import check_model_path, complete_path
 from tests.test_tui_dashboard import make_app, settle, wait_for
+from tests.test_tui_forms import open_new_form
 from tests.tui_fakes import FakeBackend
 
 
@@ -61,10 +62,7 @@ async def test_typed_path_completes_with_tab_and_is_saved_absolute(tmp_path: Pat
     backend = FakeBackend()
     app = make_app(backend)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen) and not app.screen.draft_pending)
-        form = app.screen
+        form = await open_new_form(pilot, app)
         field = form.query_one("#model_path", Input)
         field.focus()
         await pilot.press(*"models/ge")
@@ -86,10 +84,7 @@ async def test_a_bad_typed_path_is_refused_next_to_the_field(tmp_path: Path, bun
     backend = FakeBackend()
     app = make_app(backend)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, InstanceFormScreen) and not app.screen.draft_pending)
-        form = app.screen
+        form = await open_new_form(pilot, app)
         form.query_one("#model_path", Input).value = "models/fake.gguf"
         msg = form.query_one("#model_path-msg", Static)
         await wait_for(pilot, lambda: "not a GGUF file" in str(msg.render()))
