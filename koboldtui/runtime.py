@@ -13,7 +13,6 @@ finish and be submitted, faults what is left, and frees the model.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -29,12 +28,12 @@ from koboldtui.engine.interface import GenerationHandle, TextEngine
 from koboldtui.engine.types import EngineError, GenerationRequest, GenerationResult, Origin
 from koboldtui.horde.priority import LocalPriorityGate
 from koboldtui.queue_wait import limit_queue_wait
+from koboldtui.request_book import RequestBook, Requester
 from koboldtui.status import InstanceInfo, InstanceStatus
 
 log = logging.getLogger(__name__)
 
 
-RECENT_HANDLES = 256
 # one decode step running longer than this means llama.cpp is stuck (a big prompt chunk
 # on a slow CPU takes tens of seconds; a hang never ends): /health then says "wedged"
 WEDGED_AFTER_S = 120.0
@@ -66,9 +65,8 @@ class Runtime:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cancel_load = threading.Event()
         self._load_task: asyncio.Task[None] | None = None
-        # genkey → handle of recent requests, for /api/extra/generate/check and abort.
-        self.recent_handles: collections.OrderedDict[str, GenerationHandle] = collections.OrderedDict()
-        self.latest_local_handle: GenerationHandle | None = None
+        # local requests by who sent them (address + genkey), for /api/extra/generate/check and abort
+        self.requests = RequestBook()
         self.wedged_after_s = wedged_after_s
         self._local_in_flight: set[GenerationHandle] = set()
         self.stop_began_at: float | None = None  # clock time of the first stop signal
@@ -230,14 +228,16 @@ class Runtime:
             raise NotReadyError("the model is still loading: retry in a few seconds")
         return self.engine
 
-    async def submit(self, request: GenerationRequest) -> GenerationHandle:
+    async def submit(self, request: GenerationRequest, requester: Requester | None = None) -> GenerationHandle:
         """Queue a request; local ones shut the Horde's window until ``window_s`` after they end.
 
         The prompt is tokenized in a worker thread (``engine.submit_async``): the event loop
-        keeps answering /health and other clients meanwhile."""
-        return (await self.submit_many([request]))[0]
+        keeps answering /health and other clients meanwhile. ``requester`` (the client's
+        address and genkey) is what ``/api/extra/abort`` and ``generate/check`` select by."""
+        return (await self.submit_many([request], requester))[0]
 
-    async def submit_many(self, requests: list[GenerationRequest]) -> list[GenerationHandle]:
+    async def submit_many(self, requests: list[GenerationRequest],
+                          requester: Requester | None = None) -> list[GenerationHandle]:
         """Queue requests with one prompt as one unit (OpenAI ``n`` choices: the engine feeds
         the prompt once and shares its KV); all are queued or none. One request is a plain
         ``submit``."""
@@ -261,9 +261,11 @@ class Runtime:
                 if is_local:
                     self.gate.local_finished()
             raise
-        return [self._track_new(engine, handle, is_local) for handle, is_local in zip(handles, local, strict=True)]
+        return [self._track_new(engine, handle, is_local, requester)
+                for handle, is_local in zip(handles, local, strict=True)]
 
-    def _track_new(self, engine: TextEngine, handle: GenerationHandle, local: bool) -> GenerationHandle:
+    def _track_new(self, engine: TextEngine, handle: GenerationHandle, local: bool,
+                   requester: Requester | None) -> GenerationHandle:
         """Count a queued request, limit a local one's queue wait, and release the Horde gate
         when it ends; returns the handle the caller reads."""
         tracked = handle
@@ -271,10 +273,8 @@ class Runtime:
             self.total_local += 1
             self._local_in_flight.add(handle)
             handle = limit_queue_wait(engine, handle, self.config.queue_timeout_s)
-            self.latest_local_handle = handle
-        self.recent_handles[handle.genkey] = handle
-        while len(self.recent_handles) > RECENT_HANDLES:
-            self.recent_handles.popitem(last=False)
+            if requester is not None:
+                self.requests.add(requester, handle)
         task = asyncio.get_running_loop().create_task(self._track(tracked, local))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

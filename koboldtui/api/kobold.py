@@ -4,8 +4,9 @@ Field names, defaults and response shapes follow KoboldCpp so existing clients
 (SillyTavern, KoboldAI Lite, the Horde bridge, the ``koboldapi`` package) work unchanged.
 Prompts longer than ``max_context_length - max_length`` are cut from the left after the
 ``memory``, as KoboldCpp does (fields: kobold_fields.py). ``generate/check`` and
-``last_logprobs`` answer only for the ``genkey`` the client chose: without one they show
-nothing, so no client ever reads another's text.
+``last_logprobs`` answer only for the ``genkey`` the client chose, among the
+requests its own address sent with that key (``request_book.py``): no client ever reads or
+aborts another's request, and two requests that share a key never end each other.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from koboldtui.api.kobold_fields import (
 from koboldtui.api.logprob_format import content_logprobs
 from koboldtui.api.validation import BadRequest, get_str, json_body
 from koboldtui.engine.types import FinishReason, GenerationResult
+from koboldtui.request_book import Requester
 from koboldtui.runtime import Runtime
 
 KOBOLDAI_API_VERSION = "1.2.5"
@@ -55,12 +57,17 @@ def answer_text(result: GenerationResult, options: KoboldOptions) -> str:
     return result.text
 
 
+def requester_of(request: Request, genkey: str = "") -> Requester:
+    """Who sent ``request``: its client address and the genkey it chose (see request_book.py)."""
+    return Requester(request.client.host if request.client else "", genkey)
+
+
 def kobold_routes(runtime: Runtime) -> list[Route]:
     """All KoboldAI-compatible routes bound to one runtime."""
 
     async def generate(request: Request) -> JSONResponse:
         gen, options = await request_from_body(runtime, await json_body(request))
-        handle = await runtime.submit(gen)
+        handle = await runtime.submit(gen, requester_of(request, options.genkey))
         result = await result_unless_disconnected(request, handle)
         if result.error:
             raise BadRequest(f"generation failed: {result.error}", status=500)
@@ -74,7 +81,7 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
 
     async def generate_stream(request: Request) -> StreamingResponse:
         gen, options = await request_from_body(runtime, await json_body(request))
-        handle = await runtime.submit(gen)
+        handle = await runtime.submit(gen, requester_of(request, options.genkey))
 
         async def events() -> AsyncIterator[bytes]:
             try:
@@ -85,7 +92,7 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
                     yield _sse({"token": result.stop_text, "finish_reason": None})
                 yield _sse({"token": "", "finish_reason": kobold_finish(result.finish_reason)})
             finally:
-                handle.abort()  # no-op when done; frees the slot if the client went away
+                handle.abort()  # this request only (by handle); no-op when done; frees the slot if the client went away
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -95,12 +102,12 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
 
     async def check(request: Request) -> JSONResponse:
         genkey = get_str(await optional_body(request), "genkey", "")
-        handle = runtime.recent_handles.get(genkey) if genkey else None  # no key: nobody's text
+        handle = runtime.requests.to_show(requester_of(request, genkey))  # only the sender's own
         return JSONResponse({"results": [{"text": handle.partial_text() if handle else ""}]})
 
     async def last_logprobs(request: Request) -> JSONResponse:
         genkey = get_str(await optional_body(request), "genkey", "")
-        handle = runtime.recent_handles.get(genkey) if genkey else None
+        handle = runtime.requests.to_show(requester_of(request, genkey))
         content: list[dict[str, Any]] = []
         if handle is not None and handle.done():
             content = content_logprobs(runtime.require_engine(), await handle.result(), 5)
@@ -109,11 +116,15 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
     async def abort(request: Request) -> JSONResponse:
         genkey = get_str(await optional_body(request), "genkey", "")
         engine = runtime.require_engine()
-        if genkey:
-            found = engine.abort(genkey)
-        else:  # KoboldCpp single-user behaviour: abort the newest local request
-            handle = runtime.latest_local_handle
-            found = engine.abort(handle.genkey) if handle else False
+        # the sender's own request with that key (without a key: its one request in flight, as
+        # KoboldCpp's single-user rule); else a request's own id as the status shows it (KTUI…,
+        # what the panel sends; Horde jobs too)
+        handle = runtime.requests.to_abort(requester_of(request, genkey))
+        if handle is not None:
+            handle.abort()
+            found = True
+        else:
+            found = bool(genkey) and engine.abort(genkey)
         flag = "true" if found else "false"  # KoboldCpp answers with strings
         return JSONResponse({"success": flag, "done": flag})
 

@@ -39,6 +39,7 @@ class KoboldOptions:
 
     trim_stop: bool = True
     logprobs: bool = False
+    genkey: str = ""  # the client's key: selects among its own requests (request_book.py), never an id
 
 
 def first_present(body: dict[str, Any], *names: str) -> str:
@@ -174,7 +175,7 @@ async def request_from_body(runtime: Runtime, body: dict[str, Any]) -> tuple[Gen
     if len(genkey) > 128:
         raise BadRequest("'genkey' must be at most 128 characters", "genkey")
     options = KoboldOptions(trim_stop=get_bool(body, "trim_stop", True),
-                            logprobs=get_bool(body, "logprobs", False))
+                            logprobs=get_bool(body, "logprobs", False), genkey=genkey)
     sampling = sampling_from_body(body, logprobs=KOBOLD_LOGPROBS if options.logprobs else 0)
     n_keep = len(await asyncio.to_thread(engine.tokenize, memory)) if memory else 0
     prompt = await surely_enough_tail(engine, prompt, max_context)
@@ -182,7 +183,6 @@ async def request_from_body(runtime: Runtime, body: dict[str, Any]) -> tuple[Gen
         from koboldtui.engine.text_bounds import read_token_texts
 
         await asyncio.to_thread(read_token_texts, engine)
-    fields: dict[str, Any] = {"genkey": genkey} if genkey else {}
     request = GenerationRequest(
         prompt=memory + prompt,
         max_tokens=max_length,
@@ -193,6 +193,5 @@ async def request_from_body(runtime: Runtime, body: dict[str, Any]) -> tuple[Gen
         max_context=max_context,
         truncate_prompt=True,
         n_keep=n_keep,
-        **fields,
     )
     return request, options

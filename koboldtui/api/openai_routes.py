@@ -42,6 +42,7 @@ from koboldtui.engine.types import (
     SamplingParams,
     new_genkey,
 )
+from koboldtui.request_book import Requester
 from koboldtui.runtime import Runtime
 
 DEFAULT_CHAT_MAX_TOKENS = 400  # as KoboldCpp's chat completions; completions default to OpenAI's 16
@@ -156,14 +157,15 @@ def _choices(runtime: Runtime, body: dict[str, Any]) -> int:
     return n
 
 
-async def _submit_choices(runtime: Runtime, gen: GenerationRequest, n: int) -> list[GenerationHandle]:
+async def _submit_choices(runtime: Runtime, gen: GenerationRequest, n: int,
+                          requester: Requester | None = None) -> list[GenerationHandle]:
     """n choices: n requests with the same prompt, queued as one unit so the engine feeds the
     prompt once and copies its KV to the others (each samples with its own seed: seed,
     seed + 1, ... when one is given). A full queue refuses all of them."""
     seed = gen.sampling.seed
     return await runtime.submit_many([gen] + [
         replace(gen, genkey=new_genkey(), sampling=replace(gen.sampling, seed=(seed + i) % 2**32 if seed >= 0 else -1))
-        for i in range(1, n)])
+        for i in range(1, n)], requester)
 
 
 async def _results(request: Request, handles: list[GenerationHandle]) -> list[GenerationResult]:
@@ -230,7 +232,8 @@ def openai_routes(runtime: Runtime) -> list[Route]:
         body = await json_body(request)
         gen, shape = await build(body, chat)
         stream = get_bool(body, "stream", False)
-        handles = await _submit_choices(runtime, gen, _choices(runtime, body))
+        handles = await _submit_choices(runtime, gen, _choices(runtime, body),
+                                        Requester(request.client.host if request.client else ""))
         writer = ChunkWriter(("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], int(time.time()),
                              model_id(runtime), shape)
         if stream:

@@ -201,7 +201,7 @@ class LlamaEngine:
                     raise EngineClosedError()
                 raise QueueFullError(self.config.max_queue)
             for request, ready in zip(requests, prepared, strict=True):
-                stream = GenerationStream(request, loop, self.abort)
+                stream = GenerationStream(request, loop, self.abort_stream)
                 self._order += 1
                 seq = Sequence(stream, ready.prompt, ready.max_tokens, ready.truncated, self._order, ready.sampler)
                 heapq.heappush(self._pending, (seq.sort_key, seq))
@@ -228,10 +228,18 @@ class LlamaEngine:
         return len(seq.to_feed) - cached <= SHORT_PROMPT_TOKENS
 
     def abort(self, genkey: str) -> bool:
-        """Abort a queued or running request; True if it was found."""
+        """Abort the queued or running request with this id (``GenerationRequest.genkey``: the
+        engine's own unique key, as the status shows it); True if it was found."""
+        return self._abort_where(lambda seq: seq.request.genkey == genkey)
+
+    def abort_stream(self, stream: GenerationStream) -> bool:
+        """Abort exactly the request behind ``stream`` (its handle's ``abort``)."""
+        return self._abort_where(lambda seq: seq.stream is stream)
+
+    def _abort_where(self, match: Callable[[Sequence], bool]) -> bool:
         with self._cond:
             for seq in self._iter_live():
-                if seq.request.genkey == genkey and not seq.aborted:
+                if match(seq) and not seq.aborted:
                     seq.aborted = True
                     self._cond.notify()
                     return True

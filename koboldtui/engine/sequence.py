@@ -34,7 +34,7 @@ class GenerationStream:
     """The caller's side of a request; every method runs on the caller's event loop."""
 
     def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop,
-                 abort: Callable[[str], bool]) -> None:
+                 abort: Callable[[GenerationStream], bool]) -> None:
         self.request = request
         self.genkey = request.genkey
         self._loop = loop
@@ -75,7 +75,8 @@ class GenerationStream:
         return self._result.done()
 
     def abort(self) -> None:
-        self._abort(self.genkey)
+        """Abort this request — by its handle, never by a genkey another request may share."""
+        self._abort(self)
 
 
 class Sequence:
