@@ -52,6 +52,8 @@ class BodyLimit:
         try:
             await self.app(scope, counted, send)
         except ClientDisconnect:
+            if scope.get("state", {}).get("koboldtui.given_up"):
+                return  # the server closed it (a stalled body) and logged why (header_timeout.py)
             log.info("client %s went away while sending its request to %s",
                      _client(scope), scope.get("path"))
 

@@ -181,6 +181,7 @@ async def serve_forever(config: ServeConfig, model_path: Path) -> int:
     import uvicorn
 
     from koboldtui.api.app import build_app
+    from koboldtui.api.fd_pressure import AcceptErrorLog
     from koboldtui.api.header_timeout import (
         KEEP_ALIVE_S,
         MAX_HEADER_BYTES,
@@ -200,6 +201,7 @@ async def serve_forever(config: ServeConfig, model_path: Path) -> int:
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     ))
     loop = asyncio.get_running_loop()
+    AcceptErrorLog().install(loop)  # out of descriptors: one line per 10 s, not one per retry
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, _request_exit, server, runtime)
