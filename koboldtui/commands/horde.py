@@ -15,7 +15,8 @@ import httpx
 
 from koboldtui.control.registry import InstanceRegistry
 from koboldtui.paths import app_paths
-from koboldtui.store.db import DatabaseError, open_database
+from koboldtui.store.db import open_database
+from koboldtui.store.faults import StorageError
 from koboldtui.store.instances import InstanceStore, InstanceStoreError
 
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
@@ -119,7 +120,7 @@ def stop_summary(data: dict[str, Any]) -> str:
 def run_horde(args: argparse.Namespace) -> int:
     try:
         base, key = resolve_target(args)
-    except (LookupError, InstanceStoreError, DatabaseError) as exc:
+    except (LookupError, InstanceStoreError, StorageError) as exc:  # a damaged/full/odd file: one line
         print(f"koboldtui horde: {exc}", file=sys.stderr)
         return 1
     try:

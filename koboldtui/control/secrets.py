@@ -21,6 +21,8 @@ from typing import Any
 
 import tomli_w
 
+from koboldtui.store.faults import StorageError
+
 try:
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -31,8 +33,9 @@ SECRET_FIELDS = ("horde_key", "api_key")
 _lock = threading.Lock()  # flock excludes other processes; this, other threads of ours
 
 
-class SecretsError(RuntimeError):
-    """The secrets file cannot be read or written; the message says what to do."""
+class SecretsError(StorageError):
+    """The secrets file cannot be read or written; the message says what to do (the CLI
+    prints it as one line, as every storage fault)."""
 
 
 class InstanceSecrets:
@@ -44,14 +47,36 @@ class InstanceSecrets:
     def _read(self) -> dict[str, Any]:
         try:
             with open(self.path, "rb") as fh:
-                return tomllib.load(fh)
+                raw = fh.read()
         except FileNotFoundError:
             return {}
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except OSError as exc:
+            raise SecretsError(f"cannot read the secrets file {self.path}: {exc}; check its "
+                               "permissions (it should be yours, mode 0600)") from exc
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise SecretsError(
-                f"cannot read the secrets file {self.path}: {exc}; fix it by hand (it holds "
-                "Horde/API keys: keep a copy before editing)"
-            ) from exc
+                f"the secrets file {self.path} is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x}): "
+                f"{self._fix}") from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SecretsError(f"the secrets file {self.path} is not valid TOML ({exc}): {self._fix}") from exc
+        instances = data.get(SECTION, {})
+        wrong = (not isinstance(instances, dict) and f"`{SECTION}` is {type(instances).__name__}") or next(
+            (f"`{SECTION}.{name}` is {type(table).__name__}" for name, table in instances.items()
+             if not isinstance(table, dict)), None)
+        if wrong:
+            raise SecretsError(
+                f"the secrets file {self.path} has the wrong shape: {wrong}, where a table "
+                f"[{SECTION}.NAME] of horde_key / api_key is expected: {self._fix}")
+        return data
+
+    @property
+    def _fix(self) -> str:
+        return (f"fix it by hand, or move it aside (mv {self.path} {self.path}.bad) and set the keys "
+                "again; it holds Horde/API keys: keep a copy")
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:

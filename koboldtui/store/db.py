@@ -9,6 +9,9 @@ line that says what is safe (``faults.py``) and is never replaced behind the use
 
 from __future__ import annotations
 
+import errno
+import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -78,8 +81,6 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
 )
 
 BUSY_TIMEOUT_MS = 5000
-# a 0-byte file older than this is not one being created right now: something emptied it
-EMPTY_FILE_GRACE_S = 10.0
 
 
 class DatabaseError(StorageError):
@@ -208,6 +209,8 @@ def open_database(path: str | Path) -> sqlite3.Connection:
     _refuse_emptied_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            _create(path)
         conn = sqlite3.connect(
             str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
             isolation_level=None, factory=SharedConnection,
@@ -236,11 +239,41 @@ def open_database(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def _create(path: Path) -> None:
+    """Make a new database at ``path`` whole, then link it into place: the file never exists
+    empty, so a 0-byte file at ``path`` is always one that was emptied.
+
+    The schema is written to a unique temp file beside ``path`` and hard-linked to ``path``;
+    when another process got there first (EEXIST), its file is the one used.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
+    try:
+        conn = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")  # kept in the file's header
+            migrate(conn)
+        finally:
+            conn.close()  # the last connection checkpoints the WAL into the file
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it meanwhile: use theirs
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            if not path.exists():  # a file system without hard links
+                os.rename(tmp, path)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+
+
 def _refuse_emptied_file(path: Path) -> None:
     """A database file that was emptied (0 bytes, no WAL) must not quietly become a new one.
 
     SQLite would take it for a brand-new database and every saved instance would look
-    lost. A file created a moment ago by another process is still being set up: allowed.
+    lost. koboldtui never leaves a new database empty (``_create``), so every 0-byte file
+    is refused, however young.
     """
     try:
         info = path.stat()
@@ -251,7 +284,7 @@ def _refuse_emptied_file(path: Path) -> None:
         wal_bytes = wal.stat().st_size
     except OSError:
         wal_bytes = 0
-    if info.st_size == 0 and wal_bytes == 0 and time.time() - info.st_mtime > EMPTY_FILE_GRACE_S:
+    if info.st_size == 0 and wal_bytes == 0:
         raise DatabaseError(
             f"the database {path} is empty (0 bytes): it was truncated (a full disk or an "
             "interrupted copy?), so koboldtui will not treat it as new: restore it from a "
