@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sqlite3
 import sys
 
@@ -46,13 +47,26 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         handler = panel.run_panel
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that left (`| head`) is noticed here
+        return code
+    except BrokenPipeError:
+        return _reader_left()
     except (OSError, sqlite3.Error, StorageError) as exc:  # a disk fault: one line, no traceback
         words = str(exc) if isinstance(exc, StorageError) else explain(exc, getattr(exc, "filename", None))
         if words is None:
             raise
         print(f"koboldtui: {words}", file=sys.stderr)
         return 1
+
+
+def _reader_left() -> int:
+    """The command's reader closed the pipe (`koboldtui ps --json | head`): stop quietly, as
+    shell tools do, and keep Python from complaining about the unflushed rest at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what the shell reports for a tool killed by the pipe
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -171,3 +171,20 @@ def test_edit_without_changes_says_so(capsys: pytest.CaptureFixture[str]) -> Non
     run(capsys, "instance", "add", "a", "--port", "5501")
     code, _, err = run(capsys, "instance", "edit", "a")
     assert code == 1 and "nothing to change" in err
+
+
+def test_ps_json_into_a_reader_that_left_ends_quietly(kt_home) -> None:
+    """`koboldtui ps --json | head`: the reader closes the pipe first; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "koboldtui.cli", "instance", "add", "x", "--port", "5123"],
+                   check=True, capture_output=True, env=os.environ.copy(), timeout=60)
+    proc = subprocess.Popen([sys.executable, "-m", "koboldtui.cli", "ps", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=os.environ.copy())
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before a byte is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
