@@ -71,6 +71,7 @@ class Runtime:
         self._local_in_flight: set[GenerationHandle] = set()
         self.stop_began_at: float | None = None  # clock time of the first stop signal
         self._drain_task: asyncio.Task[None] | None = None
+        self._shutdown_task: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ life cycle
     def start_loading(self) -> asyncio.Task[None]:
@@ -181,7 +182,17 @@ class Runtime:
         task.add_done_callback(self._tasks.discard)
 
     async def shutdown(self, force_horde: bool = False) -> None:
-        """Drain (if no signal began it), let Horde jobs finish or fault them, free the model."""
+        """Drain (if no signal began it), let Horde jobs finish or fault them, free the model.
+
+        Runs once: ``koboldtui serve`` calls it while the port is still open (new requests get
+        503, not "connection refused"), the app's lifespan again after; both wait for the same."""
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.ensure_future(self._shutdown(force_horde))
+        elif force_horde:
+            self.hurry()
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self, force_horde: bool) -> None:
         if not self.stopping:
             self.begin_stop()
         if force_horde:

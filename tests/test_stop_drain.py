@@ -99,10 +99,18 @@ def test_sigterm_during_8_streams_gives_every_client_a_finish_reason(bundled_mod
                 assert sum(e.is_set() for e in started) >= 2
                 signalled = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.5)
+                async with httpx.AsyncClient(base_url=base, timeout=10) as late:  # a new connection
+                    newcomer = await late.post("/api/v1/generate", json={"prompt": "Hi", "max_length": 4})
+                    health = await late.get("/health")
                 results = await asyncio.gather(*tasks)
-                return results, time.monotonic() - signalled
+                return results, time.monotonic() - signalled, newcomer, health
 
-        results, took = asyncio.run(scenario())
+        results, took, newcomer, health = asyncio.run(scenario())
+        # during the drain a new request gets the documented 503, not "connection refused"
+        assert newcomer.status_code == 503 and "shutting down" in newcomer.text, newcomer.text
+        assert newcomer.headers.get("Retry-After")
+        assert health.status_code == 503 and health.json()["status"] == "stopping"
         assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()

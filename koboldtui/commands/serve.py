@@ -216,10 +216,29 @@ async def serve_forever(config: ServeConfig, model_path: Path) -> int:
 
 
 def _request_exit(server: Any, runtime: Any) -> None:
-    """First signal: drain; another: hurry (abort now, fault Horde jobs) but still submit them.
+    """First signal: drain with the port open; another: hurry (abort now, fault Horde jobs)
+    but still submit them, and close the port.
 
-    Never uvicorn's ``force_exit``: it skips the lifespan shutdown, and with it the
-    submit of every Horde job in hand.
+    The port stays open through the drain (local requests, Horde jobs in hand, freeing the
+    model) so a new request gets the documented 503 "shutting down", not "connection
+    refused"; uvicorn is told to exit once that work is done. Never uvicorn's ``force_exit``:
+    it skips the lifespan shutdown, and with it the submit of every Horde job in hand.
     """
-    runtime.begin_stop()  # a second call hurries
-    server.should_exit = True
+    if runtime.stopping:
+        runtime.begin_stop()  # hurries
+        server.should_exit = True
+        return
+    runtime.begin_stop()
+
+    async def drain_then_exit() -> None:
+        try:
+            await runtime.shutdown()
+        except Exception:  # noqa: BLE001 - the lifespan's own shutdown reports it
+            log.exception("the stop did not finish cleanly")
+        finally:
+            server.should_exit = True
+
+    _stopping.add(asyncio.get_running_loop().create_task(drain_then_exit()))
+
+
+_stopping: set[asyncio.Task[None]] = set()  # keeps the drain task alive until it is done
