@@ -67,11 +67,14 @@ class RequestBook:
         return live[0] if len(live) == 1 else None
 
     def to_show(self, requester: Requester) -> GenerationHandle | None:
-        """The request whose text ``generate/check`` (and ``last_logprobs``) answer with: the
-        requester's newest in flight, else its newest finished. Without a key, only while the
-        address has at most one keyless request in flight (never a guess between two)."""
+        """The request whose text ``generate/check`` (and ``last_logprobs``) answer with: with a
+        key, the requester's newest in flight, else its newest finished. Without a key,
+        KoboldCpp's "the currently ongoing generation": the address's one request in flight,
+        if it was sent without a key (never a guess between two, never a finished one)."""
+        if not requester.genkey:
+            live = self.live_of_address(requester.address)
+            if len(live) != 1:
+                return None
+            return live[0] if live[0] in self._of(requester) else None
         mine = self._of(requester)
-        live = [h for h in mine if not h.done()]
-        if not requester.genkey and len(live) > 1:
-            return None
-        return live[0] if live else (mine[0] if mine else None)
+        return next((h for h in mine if not h.done()), mine[0] if mine else None)

@@ -36,6 +36,10 @@ class WaitingConnection(Protocol):
         """When it began waiting for its client (None while a request is being served)."""
         ...
 
+    def closing(self) -> bool:
+        """True once it is being closed (it still counts until the loop reports it lost)."""
+        ...
+
     def shed(self) -> None:
         """Close it, answering 408 where a request was begun."""
         ...
@@ -75,7 +79,7 @@ class ConnectionRoom:
 
     def admit(self, newcomer: object, connections: Iterable[WaitingConnection]) -> None:
         """Called as ``newcomer`` connects; ``connections`` are all open ones (newcomer included)."""
-        open_ = list(connections)
+        open_ = [c for c in connections if not c.closing()]
         over = len(open_) - self.capacity
         if over <= 0:
             return

@@ -109,6 +109,9 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     # -- what the ConnectionRoom asks --
+    def closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
     def waiting_since(self) -> float | None:
         if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and self._waiting_since is not None:
             return self._waiting_since
