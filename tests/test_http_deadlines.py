@@ -79,6 +79,17 @@ def test_a_body_that_stops_arriving_gets_a_408_within_the_deadline(instance) -> 
     assert _health_s(port) < 0.5
 
 
+def test_a_request_answered_before_its_body_gets_no_second_answer(instance) -> None:
+    port, _ = instance
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(STALLED.replace(b"Content-Type: application/json\r\n", b""))  # refused (415) unread
+        s.settimeout(BODY_IDLE_S + 10)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 415") and answer.count(b"HTTP/1.1 ") == 1, answer
+
+
 def test_stalled_clients_past_the_descriptor_limit_never_lock_out_health(instance) -> None:
     port, lines = instance
     before = sum(len(line) for line in lines)

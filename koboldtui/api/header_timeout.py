@@ -183,7 +183,9 @@ class HeaderTimeoutH11Protocol(H11Protocol):
     def _answer_and_close(self, status: int, message: str) -> None:
         """Answer ``status`` if nothing was answered yet, end the app's wait, close."""
         cycle = self.cycle
-        answered = cycle is not None and cycle.response_started and not cycle.response_complete
+        # a request whose answer has begun (or ended: a route may answer without reading the
+        # body) gets nothing more on the wire, just the close
+        answered = cycle is not None and cycle.response_started and self.conn.their_state is not h11.IDLE
         if not answered and not self.transport.is_closing():
             body = json.dumps({"error": message, "detail": {"msg": message, "type": "invalid_request_error"}}).encode()
             reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}.get(status, b"Error")
