@@ -18,7 +18,8 @@ import pytest
 from koboldtui.config import ServeConfig
 from tests.instance_harness import running_instance, wait_for
 
-LONG = {"prompt": "Count to a thousand:", "max_length": 40, "ban_eos_token": True, "temperature": 0}
+# long enough to outlive every check below on a fast machine; each test ends them with an abort
+LONG = {"prompt": "Count to a thousand:", "max_length": 200, "ban_eos_token": True, "temperature": 0}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,9 @@ class Background:
         self._thread.join(60)
         assert not self._thread.is_alive(), "the request never ended"
 
+    def running(self) -> bool:
+        return self._thread.is_alive() and self.finish is None
+
 
 def _check(client: httpx.Client, genkey: str | None) -> str:
     body = {"genkey": genkey} if genkey is not None else {}
@@ -79,8 +83,12 @@ def test_a_finished_stream_never_cuts_another_with_the_same_genkey(instance) -> 
                        stream=True)
     short.join()
     assert short.finish == "length"
+    time.sleep(0.5)  # the short stream's cleanup used to abort the long one here
+    assert long.running(), f"the long stream ended ({long.finish}) when the short one with its genkey did"
+    with _client(base) as me:
+        assert me.post("/api/extra/abort", json={"genkey": "SAME"}).json()["success"] == "true"
     long.join()
-    assert long.finish == "length", "the long stream was cut when the short one with its genkey ended"
+    assert long.finish == "abort"
 
 
 def test_another_address_can_neither_read_nor_abort_a_request_by_its_genkey(instance) -> None:
@@ -91,26 +99,30 @@ def test_another_address_can_neither_read_nor_abort_a_request_by_its_genkey(inst
         assert _check(other, "K1") == ""  # not its text
         assert other.post("/api/extra/abort", json={"genkey": "K1"}).json()["success"] == "false"
         assert other.post("/api/extra/abort", json={}).json()["success"] == "false"  # it has none in flight
+    time.sleep(0.3)
+    assert mine.running()
     with _client(base) as me:
-        time.sleep(0.3)
         assert _check(me, "K1")
         assert me.post("/api/extra/abort", json={"genkey": "K1"}).json() == {"success": "true", "done": "true"}
     mine.join()
-    assert mine.finish == "abort" and mine.tokens < 40
+    assert mine.finish == "abort" and mine.tokens < 200
 
 
 def test_one_abort_ends_one_request_of_a_shared_key_and_the_other_goes_on(instance) -> None:
-    base, _ = instance
+    base, runtime = instance
     first = Background(base, {**LONG, "genkey": "DUP"})
     _started(base, "DUP")
     second = Background(base, {**LONG, "genkey": "DUP"})
+    wait_for(lambda: len(runtime.requests.live_of_address("127.0.0.1")) == 2, 30, "both requests")
     with _client(base) as me:
-        wait_for(lambda: len(instance[1].requests.live_of_address("127.0.0.1")) == 2, 30, "both requests")
         assert me.post("/api/extra/abort", json={"genkey": "DUP"}).json()["success"] == "true"
-    second.join()
-    assert second.finish == "abort"  # the newest one
+        second.join()
+        assert second.finish == "abort"  # the newest one
+        time.sleep(0.3)
+        assert first.running()
+        assert me.post("/api/extra/abort", json={"genkey": "DUP"}).json()["success"] == "true"
     first.join()
-    assert first.finish == "length"
+    assert first.finish == "abort"
 
 
 def test_without_a_key_abort_and_check_keep_koboldcpps_single_user_rule(instance) -> None:
@@ -123,11 +135,17 @@ def test_without_a_key_abort_and_check_keep_koboldcpps_single_user_rule(instance
         assert me.post("/api/extra/abort", json={}).json()["success"] == "true"
     alone.join()
     assert alone.finish == "abort"
-    # two in flight from one address: a keyless abort cannot tell which is meant, so none ends
+    # two in flight from one address: a keyless abort or check cannot tell which is meant
     one, two = Background(base, dict(LONG)), Background(base, dict(LONG))
-    wait_for(lambda: len(runtime.requests.live_of_address("127.0.0.1")) == 2, 30, "both requests")
+    live = wait_for(lambda: (h := runtime.requests.live_of_address("127.0.0.1")) and len(h) == 2 and h,
+                    30, "both requests")
     with _client(base) as me:
         assert me.post("/api/extra/abort", json={}).json()["success"] == "false"
+        assert _check(me, None) == ""
+        time.sleep(0.3)
+        assert one.running() and two.running()
+        for handle in live:  # the panel's way: each request's own id, from the status queue
+            assert me.post("/api/extra/abort", json={"genkey": handle.genkey}).json()["success"] == "true"
     one.join()
     two.join()
-    assert one.finish == two.finish == "length"
+    assert one.finish == two.finish == "abort"
