@@ -121,7 +121,7 @@ def test_a_crash_is_restarted_with_backoff_and_a_second_controller_reattaches(
     try:
         first = supervisor.start("kc", wait=True, timeout_s=30)
         # KoboldCpp has no /health: readiness came from the first known path answering 200
-        assert supervisor._records["kc"].health_path == "/api/extra/version"
+        assert supervisor._children["kc"].health_path == "/api/extra/version"
         with pytest.raises(httpx.HTTPError):
             httpx.post(f"http://127.0.0.1:{port}/crash", timeout=5)
         failed = wait_for(lambda: (s := supervisor.poll(["kc"])[0]).state is InstanceState.FAILED
@@ -200,7 +200,7 @@ def test_flavours_are_read_from_what_each_server_answers(
         sd = facts["sd"]
         assert (sd.flavour, sd.model, sd.busy, sd.queue, sd.images_done) == (
             "a1111", "sd15.safetensors [6ce0161689]", True, None, None)
-        assert supervisor._records["sd"].health_path == "/sdapi/v1/sd-models"
+        assert supervisor._children["sd"].health_path == "/sdapi/v1/sd-models"
 
         # `koboldtui ps` (another controller: it adopts them by their launch tokens) shows the same
         assert main(["ps", "--json"]) == 0
