@@ -260,6 +260,7 @@ def test_a_remote_that_answers_404_everywhere_is_unreachable_with_why(
     supervisor = Supervisor(paths, store)
     try:
         supervisor.start("kc", wait=True, timeout_s=30)
+        supervisor.look_at_remotes(wait_s=10)  # looked at in the background; wait for it here
         snap = supervisor.snapshot("wrong")  # the URL has a path: every route is under /api
         assert snap.state is InstanceState.UNREACHABLE
         assert "answers, but not like a model server (HTTP 404" in snap.last_error
