@@ -85,7 +85,9 @@ class InstanceStore:
     def __init__(self, conn: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> None:
         self._conn = conn
         self._clock = clock
-        self._lock = threading.RLock()
+        # the connection's own lock (koboldtui.store.db.SharedConnection): a read finishes
+        # before another thread's transaction on the same connection begins
+        self._lock = getattr(conn, "lock", None) or threading.RLock()
 
     @property
     def conn(self) -> sqlite3.Connection:

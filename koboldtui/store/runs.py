@@ -15,6 +15,7 @@ decision as a function of the old row.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
@@ -22,6 +23,7 @@ from typing import Any
 
 from koboldtui.store.db import transaction
 
+LOCKED_RETRY_S = 5.0  # as long as the busy timeout of koboldtui.store.db
 # the states in which a process exists (or is being made) for the instance
 LIVE_STATES = ("starting", "loading", "ready", "stopping")
 
@@ -67,15 +69,21 @@ class RunStore:
     def __init__(self, conn: sqlite3.Connection, *, wall: Callable[[], float] = time.time) -> None:
         self.conn = conn
         self._wall = wall
+        # reads finish under the connection's lock: a SELECT left open by one thread would
+        # hold a stale snapshot that makes another thread's BEGIN IMMEDIATE fail at once
+        self._lock = getattr(conn, "lock", None) or threading.RLock()
 
     def get(self, name: str) -> RunRecord:
         """The row of ``name`` (a fresh "stopped" record when it has none yet)."""
-        row = self.conn.execute(_SELECT + " WHERE name = ?", (name,)).fetchone()
+        with self._lock:
+            row = self.conn.execute(_SELECT + " WHERE name = ?", (name,)).fetchone()
         return _record(row) if row else RunRecord(name)
 
     def all(self) -> dict[str, RunRecord]:
         """Every row, by name (instances without a row are simply stopped)."""
-        return {r.name: r for r in map(_record, self.conn.execute(_SELECT).fetchall())}
+        with self._lock:
+            rows = self.conn.execute(_SELECT).fetchall()
+        return {r.name: r for r in map(_record, rows)}
 
     def change(
         self, name: str, decide: Callable[[RunRecord], RunRecord | None]
@@ -84,8 +92,22 @@ class RunStore:
 
         ``decide`` runs inside the write transaction: keep it quick (no waiting, no HTTP).
         A row for an instance that does not exist fails on the foreign key
-        (``sqlite3.IntegrityError``).
+        (``sqlite3.IntegrityError``). SQLite answers "locked" at once, without its busy
+        wait, when this connection still reads an older snapshot; that is retried here
+        for up to ``LOCKED_RETRY_S``.
         """
+        deadline = time.monotonic() + LOCKED_RETRY_S
+        while True:
+            try:
+                return self._change_once(name, decide)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
+
+    def _change_once(
+        self, name: str, decide: Callable[[RunRecord], RunRecord | None]
+    ) -> tuple[RunRecord, RunRecord]:
         with transaction(self.conn):
             row = self.conn.execute(_SELECT + " WHERE name = ?", (name,)).fetchone()
             old = _record(row) if row else RunRecord(name)
