@@ -27,6 +27,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -84,9 +85,12 @@ def setup(home: Path) -> None:
     model = home / "standin.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 64)
     registry = InstanceRegistry(InstanceStore(open_database(paths.database)), paths)
-    for i, name in enumerate(NAMES):
+    for name in NAMES:
+        with socket.socket() as probe:  # a port free now (the stand-ins never bind it)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         registry.add(
-            InstanceSpec(name=name, port=47100 + i, model=str(model), gpus="cpu", restart="on-failure")
+            InstanceSpec(name=name, port=port, model=str(model), gpus="cpu", restart="on-failure")
         )
 
 

@@ -441,14 +441,18 @@ class Supervisor:
         return True
 
     def _adopt_foreign(self, records: dict[str, RunRecord]) -> None:
-        """Pick up instances another controller started (e.g. ``koboldtui start`` in another shell)."""
+        """Pick up instances another controller started (e.g. ``koboldtui start`` in another shell).
+
+        A recorded process that is gone with nobody to see it end (its controller exited)
+        is recorded as failed here, so the panel never shows a dead instance as running.
+        """
         for name, record in records.items():
             if record.pid is None or not record.token or not record.live:
                 continue
             with self._lock:
                 child = self._children.get(name)
                 known = child is not None and child.token == record.token
-            if not known and pid_alive(record.pid):
+            if not known:  # alive: adopted; gone (nobody saw it end): recorded as failed
                 try:
                     spec = self.spec(name)
                 except KeyError:
