@@ -85,10 +85,11 @@ def main() -> int:
         print("  found: " + ", ".join(f"{k} {v}" for k, v in found.items()))
         for line in (r.tracebacks + r.ps_disagrees + r.running_after_stop + r.duplicates)[:5]:
             print("   ", str(line)[-500:])
-    with tempfile.TemporaryDirectory() as tmp:
-        times = ps_with_silent_remotes(Path(tmp))
-    print(f"ps with 5 silent remote instances: best {min(times) * 1000:.0f} ms, "
-          f"worst {max(times) * 1000:.0f} ms of {len(times)}")
+    for count in (0, 5):
+        with tempfile.TemporaryDirectory() as tmp:
+            times = ps_with_silent_remotes(Path(tmp), count)
+        print(f"ps with {count} silent remote instances: best {min(times) * 1000:.0f} ms, "
+              f"worst {max(times) * 1000:.0f} ms of {len(times)}")
     return 1 if bad else 0
 
 

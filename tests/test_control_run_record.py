@@ -282,9 +282,12 @@ def test_an_instance_running_during_the_upgrade_is_still_adopted(tmp_path: Path,
     db.close()
     run = home / "data" / "run"
     run.mkdir(parents=True, exist_ok=True)
-    (run / "crashed.json").write_text(json.dumps(
-        {"state": "failed", "restarts": 2, "last_error": "exited with code 3", "token": None}))
+    (run / "crashed.json").write_text(json.dumps(  # what the old RunStateFiles wrote
+        {"state": "failed", "restarts": 2, "last_error": "exited with code 3", "token": None,
+         "supervisor_pid": 1, "updated_at": 1.0, "restart_pending": False, "stopped_by_user_at": None}))
     (run / "crashed.lock").write_text("")
+    journal = run / "old.horde-jobs.json"  # a Horde worker's job journal: not ours to fold
+    journal.write_text(json.dumps({"jobs": []}))
     try:
         sup = Supervisor(paths, open_store(paths))
         assert sup.reattach() == ["old"]
@@ -292,7 +295,7 @@ def test_an_instance_running_during_the_upgrade_is_still_adopted(tmp_path: Path,
         crashed = sup.snapshot("crashed")
         assert crashed.state is InstanceState.FAILED and crashed.restarts == 2
         assert crashed.last_error == "exited with code 3"
-        assert list(run.iterdir()) == []  # the old files are folded in, once
+        assert list(run.iterdir()) == [journal]  # the old files are folded in, once
         sup.stop("old", grace_s=2)
         assert child.wait(5) is not None
     finally:

@@ -32,6 +32,10 @@ from koboldtui.store.runs import RunRecord, RunStore
 CLAIMED, RUNNING, LAUNCHING, CANCELLED = "claimed", "running", "launching", "cancelled"
 # a reservation whose controller is alive but has not recorded a pid for this long is abandoned
 CLAIM_STALE_S = 60.0
+# the run-state files of earlier versions (<data>/run/<name>.json) carried these keys; the
+# Horde job journals beside them (<name>.horde-jobs.json) are not ours to touch
+RUNSTATE_KEYS = frozenset({"state", "restarts", "supervisor_pid"})
+JOURNAL_SUFFIX = ".horde-jobs.json"
 
 
 def new_owner() -> str:
@@ -272,30 +276,33 @@ class RunBook:
             return 0
         moved = 0
         for path in files:
+            if path.name.endswith(JOURNAL_SUFFIX):
+                continue  # a Horde worker's job journal: its instance's, not ours
             name = path.stem
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 data = {}
-            if isinstance(data, dict):
+            if not isinstance(data, dict) or not RUNSTATE_KEYS <= set(data):
+                continue  # not a run-state file of ours: left alone
 
-                def decide(old: RunRecord, data: dict = data) -> RunRecord | None:
-                    if old.live or old.updated_at:
-                        return None  # the record is newer than the file
-                    failed = data.get("state") == "failed"
-                    restarts = data.get("restarts")
-                    return replace(
-                        old,
-                        state="failed" if failed else "stopped",
-                        restarts=restarts if isinstance(restarts, int) else 0,
-                        last_error=str(data.get("last_error")) if failed else None,
-                        stop_at=data.get("stopped_by_user_at")
-                        if isinstance(data.get("stopped_by_user_at"), (int, float))
-                        else None,
-                    )
+            def decide(old: RunRecord, data: dict = data) -> RunRecord | None:
+                if old.live or old.updated_at:
+                    return None  # the record is newer than the file
+                failed = data.get("state") == "failed"
+                restarts = data.get("restarts")
+                return replace(
+                    old,
+                    state="failed" if failed else "stopped",
+                    restarts=restarts if isinstance(restarts, int) else 0,
+                    last_error=str(data.get("last_error")) if failed else None,
+                    stop_at=data.get("stopped_by_user_at")
+                    if isinstance(data.get("stopped_by_user_at"), (int, float))
+                    else None,
+                )
 
-                self._change(name, decide)
-                moved += 1
+            self._change(name, decide)
+            moved += 1
             for leftover in (path, path.with_suffix(".lock")):
                 try:
                     leftover.unlink(missing_ok=True)

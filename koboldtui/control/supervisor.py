@@ -163,7 +163,7 @@ class Supervisor:
         if spec.is_remote:
             return self._remote_snapshot(spec, record)
         restart_in = self.restarts.remaining(spec.name)
-        if restart_in is None and record.restart_at is not None and record.restart_owner:
+        if restart_in is None and record.restart_at is not None and owner_alive(record.restart_owner):
             restart_in = max(0.0, record.restart_at - self._wall())
         return InstanceSnapshot.from_record(
             spec,
@@ -233,6 +233,8 @@ class Supervisor:
         A start refused before launch (missing program, taken port, bad model) raises
         ``StartError`` and leaves the run failed with that error, like a crash would.
         """
+        if started_by not in STARTED_BY:
+            raise ValueError(f"started_by must be one of {', '.join(STARTED_BY)}, not {started_by!r}")
         self._launch(self.spec(name), started_by=started_by)
         if wait:
             return self.wait_ready(name, timeout_s=timeout_s, progress=progress)
