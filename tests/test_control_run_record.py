@@ -250,6 +250,8 @@ def test_ps_with_five_silent_remote_instances_answers_at_once(paths: AppPaths) -
         snaps = sup.poll()  # the panel's poll: never waits on the network either
         assert time.perf_counter() - began < 0.3
         assert {s.state for s in snaps} == {InstanceState.UNREACHABLE}
+        rows = json.loads(_ps_json())
+        assert all(row["state"] == "unreachable" and "look_age_s" in row for row in rows.values())
     finally:
         for sock in silent:
             sock.close()

@@ -93,7 +93,10 @@ class InstanceSnapshot:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``ps --json`` object."""
+        """The ``ps --json`` object (a remote instance's also says how old the look is)."""
+        extra = {}
+        if self.kind == "remote":
+            extra["look_age_s"] = None if self.look_age_s is None else round(self.look_age_s, 1)
         return {
             "name": self.name,
             "state": self.state.value,
@@ -106,7 +109,7 @@ class InstanceSnapshot:
             "last_error": self.last_error,
             "kind": self.kind,
             "started_by": self.started_by,
-        }
+        } | extra
 
 
 def describe_exit(code: int | None) -> str:
