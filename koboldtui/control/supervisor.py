@@ -15,7 +15,8 @@ The ``Supervisor`` owns its collaborators and keeps none of their state:
   launched, probed and recognised;
 - ``RestartPolicy`` (``restarts``): the backoff and the restarts this controller owns;
 - ``Child`` records (``children``): the local handle and watchdog clocks of each process
-  this controller watches;
+  this controller watches, and ``HealthWatch`` (``health_watch``): what each look at one
+  means (loading, ready, stalled, hung, failed to load);
 - ``BackgroundLooks`` (``remote``): remote instances, looked at on threads of their own.
 """
 
@@ -33,20 +34,19 @@ from koboldtui.control import logs as logfiles
 from koboldtui.control.backoff import Backoff
 from koboldtui.control.children import Child
 from koboldtui.control.gpu_plan import GpuPlanner, default_gpu_planner
+from koboldtui.control.health_watch import HealthWatch
 from koboldtui.control.kinds import InstanceKinds, LaunchTools, RemoteKind, default_environ
-from koboldtui.control.kinds import Look
 from koboldtui.control.launcher import CommandBuilder
 from koboldtui.control.probe import Health
 from koboldtui.control.process import pid_alive, serve_command, spawn, terminate_group
-from koboldtui.control.reattach import launch_url
 from koboldtui.control.remote import (
     BackgroundLooks,
     FlavourWatch,
+    Look,
     look_age,
     remote_snapshot,
     unlooked_snapshot,
 )
-from koboldtui.control.remote import Look as RemoteLook
 from koboldtui.control.restarts import RestartPolicy
 from koboldtui.control.run_book import CANCELLED, LAUNCHING, RunBook, owner_alive
 from koboldtui.control.run_book import RUNNING as CLAIM_RUNNING
@@ -78,8 +78,6 @@ __all__ = [
 HORDE_STOP_GRACE_S = supervisor_grace_s(horde=True)
 ORPHAN_KILL_GRACE_S = 3.0  # a child whose launch a stop overtook is stopped at once
 LAUNCH_WAIT_S = 60.0  # how long a start waits for another controller's launch of the same instance
-# /health answers that count as "alive" for the hang watchdog (503 loading/stopping included)
-_ANSWERED = frozenset({Health.READY, Health.LOADING, Health.FAILED})
 STARTED_BY = ("user", "up", "gateway")
 
 
@@ -135,13 +133,27 @@ class Supervisor:
         self.flavours = FlavourWatch()  # remote instances' state, any instance's flavour facts
         self.remotes = BackgroundLooks(self.flavours, on_look=self._record_look)
         self._log_max_bytes = log_max_bytes
-        self.stall_timeout_s, self.stop_grace_s = stall_timeout_s, stop_grace_s
-        # the hang watchdog: a ready instance is probed every health_interval_s (each look
-        # waits at most health_timeout_s) and killed when silent for hang_timeout_s
-        self.health_interval_s, self.hang_timeout_s = health_interval_s, hang_timeout_s
-        self.health_timeout_s = health_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self.health = HealthWatch(
+            self.runs,
+            clock=clock,
+            stall_timeout_s=stall_timeout_s,
+            health_interval_s=health_interval_s,
+            hang_timeout_s=hang_timeout_s,
+            health_timeout_s=health_timeout_s,
+        )
         self._children: dict[str, Child] = {}
-        self._lock = threading.Lock()  # guards _children and Child fields; never held while waiting
+        self._lock = threading.Lock()  # guards _children; never held while waiting
+
+    @property
+    def health_interval_s(self) -> float:
+        """How often a ready instance's health is looked at (the hang watchdog's settings)."""
+        return self.health.health_interval_s
+
+    @property
+    def hang_timeout_s(self) -> float:
+        """How long a ready instance may leave its health unanswered before it is killed."""
+        return self.health.hang_timeout_s
 
     # -- reading -------------------------------------------------------------------------
 
@@ -200,7 +212,7 @@ class Supervisor:
         if wait_s > 0 and names:
             self.remotes.settle(names, wait_s)
 
-    def _record_look(self, name: str, look: RemoteLook) -> None:
+    def _record_look(self, name: str, look: Look) -> None:
         state = InstanceState.UNREACHABLE if look.facts is None else InstanceState.READY
         self.runs.looked(name, state.value, look.reason)
 
@@ -568,76 +580,10 @@ class Supervisor:
         if code is not False:
             self._ended(child, code)
             return
-        if record.state == InstanceState.READY.value:
-            self._watch_ready(child)
-            return
-        look = self._probe(child, 0.5)
-        now = self._clock()
-        if look.health is Health.FAILED:
+        reason = self.health.step(child, record)
+        if reason is not None:
             terminate_group(child.pid, popen=child.popen, grace_s=5.0, token=child.token or None)
-            self._ended(child, None, reason=f"the model failed to load: {look.error or 'see the log'}")
-            return
-        new = {Health.READY: "ready", Health.LOADING: "loading"}.get(look.health, record.state)
-        with self._lock:
-            grew = child.note_log_size()
-            # answering /health ("loading") is progress: a big model may load for minutes
-            if new != record.state or grew or look.health is Health.LOADING:
-                child.progress_at = now
-            stalled = now - child.progress_at > self.stall_timeout_s
-        if new != record.state:
-            if self.runs.became(child.name, child.token, new) and new == "ready":
-                with self._lock:
-                    child.ready_at = child.health_checked_at = child.answered_at = now
-        elif stalled:
-            terminate_group(child.pid, popen=child.popen, grace_s=5.0, token=child.token or None)
-            self._ended(
-                child,
-                None,
-                reason=(
-                    f"no progress for {self.stall_timeout_s:.0f} s while {record.state} "
-                    "(no /health answer, no log output); it was killed"
-                ),
-            )
-
-    def _probe(self, child: Child, timeout_s: float) -> Look:
-        """One readiness look through the instance's kind."""
-        look = child.kind.probe(launch_url(child.host, child.port), child.health_path, child.api_key, timeout_s)
-        if look.path and not child.health_path:
-            with self._lock:
-                child.health_path = look.path  # found by trying the known paths: keep it
-        return look
-
-    def _watch_ready(self, child: Child) -> None:
-        """The hang watchdog: kill a ready instance whose /health has been silent too long.
-
-        Cheap between looks (a clock reading); a look is one short GET. Answering at all
-        (200 ok, 503 loading or stopping) counts; no answer or an odd one does not.
-        """
-        now = self._clock()
-        with self._lock:  # claim this look, so threads polling together probe once
-            last_look = child.health_checked_at if child.health_checked_at is not None else child.progress_at
-            if now - last_look < self.health_interval_s:
-                return
-            child.health_checked_at = now
-        look = self._probe(child, self.health_timeout_s)
-        with self._lock:
-            if look.health in _ANSWERED:
-                child.answered_at = now
-                return
-            answered_at = child.answered_at if child.answered_at is not None else child.progress_at
-            if now - answered_at < self.hang_timeout_s:
-                return
-        if self.runs.get(child.name).state != InstanceState.READY.value:
-            return  # a stop came in meanwhile
-        terminate_group(child.pid, popen=child.popen, grace_s=5.0, token=child.token or None)
-        self._ended(
-            child,
-            None,
-            reason=(
-                f"stopped answering {child.health_path or '/health'} for "
-                f"{self.hang_timeout_s:.0f} s; it was killed"
-            ),
-        )
+            self._ended(child, None, reason=reason)
 
     def _ended(self, child: Child, code: int | None, *, reason: str | None = None) -> None:
         """Record that the process of ``child`` is gone: stopped when asked for (or exit 0), else failed."""
