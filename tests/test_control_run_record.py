@@ -304,3 +304,30 @@ def test_an_instance_running_during_the_upgrade_is_still_adopted(tmp_path: Path,
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_a_start_during_a_stop_waits_for_it_then_starts_afresh(paths: AppPaths, model: Path) -> None:
+    slow_stop = (  # drains for 0.5 s after SIGTERM, like a server finishing its requests
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.5), sys.exit(0)))\n"
+        f"time.sleep(60)  # {MARK}"
+    )
+    add(paths, model, "x", 5981)
+    panel = Supervisor(paths, open_store(paths), command_builder=builder(slow_stop))
+    shell = Supervisor(paths, open_store(paths), command_builder=builder(slow_stop))
+    panel.start("x")
+    first = panel.snapshot("x").pid
+    time.sleep(0.3)  # the stand-in has its SIGTERM handler
+    stopping = threading.Thread(target=panel.stop, args=("x",))
+    stopping.start()
+    deadline = time.monotonic() + 5
+    while shell.snapshot("x").state is not InstanceState.STOPPING:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    snap = shell.start("x")  # not "adopted" by a process about to go: a new one after it
+    stopping.join(10)
+    assert not pid_alive(first)
+    assert snap.pid not in (None, first) and pid_alive(snap.pid)
+    assert panel.snapshot("x").state is InstanceState.STARTING and panel.snapshot("x").pid == snap.pid
+    shell.stop_all(grace_s=2)
+    assert strays() == []

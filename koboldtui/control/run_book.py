@@ -30,6 +30,9 @@ from koboldtui.control.process import pid_alive
 from koboldtui.store.runs import RunRecord, RunStore
 
 CLAIMED, RUNNING, LAUNCHING, CANCELLED = "claimed", "running", "launching", "cancelled"
+STOPPING = "stopping"
+# a stop still under way after this long is taken for one whose controller died mid-way
+STOP_STALE_S = 120.0
 # a reservation whose controller is alive but has not recorded a pid for this long is abandoned
 CLAIM_STALE_S = 60.0
 # the run-state files of earlier versions (<data>/run/<name>.json) carried these keys; the
@@ -90,10 +93,11 @@ class RunBook:
         started_by: str | None,
         restart: bool = False,
     ) -> tuple[str, RunRecord]:
-        """Reserve the run for a launch with ``token``: (CLAIMED | RUNNING | LAUNCHING | CANCELLED, the row seen).
+        """Reserve the run for a launch with ``token``: (CLAIMED, RUNNING, ... or CANCELLED; the row seen).
 
         RUNNING: a process is recorded and alive (adopt it); LAUNCHING: another controller
-        is preparing one (wait); CANCELLED: a restart that a stop or a new start overtook.
+        is preparing one, STOPPING: another is stopping it (wait, then claim again);
+        CANCELLED: a restart that a stop or a new start overtook.
         A fresh start resets the restart count and the last error; a restart counts one more.
         """
         outcome = [CLAIMED]
@@ -102,7 +106,8 @@ class RunBook:
         def decide(old: RunRecord) -> RunRecord | None:
             if old.live:
                 if old.pid is not None and pid_alive(old.pid):
-                    outcome[0] = RUNNING
+                    stopping = old.state == "stopping" and now - (old.stop_at or 0.0) < STOP_STALE_S
+                    outcome[0] = STOPPING if stopping else RUNNING
                     return None
                 if (
                     old.pid is None

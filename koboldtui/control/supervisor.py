@@ -48,7 +48,7 @@ from koboldtui.control.remote import (
     unlooked_snapshot,
 )
 from koboldtui.control.restarts import RestartPolicy
-from koboldtui.control.run_book import CANCELLED, LAUNCHING, RunBook, owner_alive
+from koboldtui.control.run_book import CANCELLED, LAUNCHING, STOPPING, RunBook, owner_alive
 from koboldtui.control.run_book import RUNNING as CLAIM_RUNNING
 from koboldtui.control.secrets import InstanceSecrets
 from koboldtui.control.spec import InstanceSpec
@@ -297,10 +297,11 @@ class Supervisor:
                     self.restarts.taken(name)
                     return
                 continue  # it was not ours after all (and is now recorded as gone): claim again
-            if outcome == LAUNCHING:
+            if outcome in (LAUNCHING, STOPPING):  # another controller is at it: wait, then claim
                 if self._wall() >= deadline:
+                    doing = "started" if outcome == LAUNCHING else "stopped"
                     raise LaunchBusyError(
-                        f"{name!r} is being started by another controller for over "
+                        f"{name!r} is being {doing} by another controller for over "
                         f"{LAUNCH_WAIT_S:.0f} s; try again in a moment"
                     )
                 time.sleep(0.02)
