@@ -29,7 +29,6 @@ from koboldtui.control.launcher import PreparedLaunch
 from koboldtui.control.process import LAUNCH_TOKEN_ENV, child_environment
 from koboldtui.control.spec import (  # noqa: F401 - kind_problems re-exported
     BUNDLED,
-    KIND_REMOTE,
     PLACEHOLDERS,
     InstanceSpec,
     kind_problems,
@@ -83,11 +82,6 @@ def prepare_command_launch(
 ) -> PreparedLaunch:
     """Check the port, the program and the GPUs of a command instance, then build its argv and env."""
     name = spec.name
-    if spec.kind == KIND_REMOTE:
-        raise StartError(
-            f"{name!r} is a remote instance ({spec.url}): koboldtui watches it but does not "
-            "start or stop it; start it on its own machine"
-        )
     model = _model_for(spec, paths)
     argv = command_argv(spec, model)
     cwd = Path(spec.workdir) if spec.workdir else None

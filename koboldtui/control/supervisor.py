@@ -172,7 +172,7 @@ class Supervisor:
         return [self._snapshot(s, records.get(s.name) or RunRecord(s.name)) for s in specs]
 
     def _snapshot(self, spec: InstanceSpec, record: RunRecord) -> InstanceSnapshot:
-        if spec.is_remote:
+        if self.kinds.of(spec) is self.kinds.remote:
             return self._remote_snapshot(spec, record)
         restart_in = self.restarts.remaining(spec.name)
         if restart_in is None and record.restart_at is not None and owner_alive(record.restart_owner):
@@ -206,7 +206,7 @@ class Supervisor:
         names = []
         for row in self.store.all():
             spec = InstanceSpec.from_dict(row.spec)
-            if spec.is_remote:
+            if self.kinds.of(spec) is self.kinds.remote:
                 self.remotes.request(spec.name, spec.base_url(), self.secrets.get(spec.name).get("api_key"))
                 names.append(spec.name)
         if wait_s > 0 and names:
