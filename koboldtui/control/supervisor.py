@@ -296,6 +296,10 @@ class Supervisor:
                 if self._adopt(launch, spec):
                     self.restarts.taken(name)
                     return
+                if not record.token:  # a launch row without a token (older versions): stale
+                    self.store.clear_launch(name)
+                if self._wall() >= deadline:
+                    raise LaunchBusyError(f"{name!r}: its recorded process could not be checked; try again")
                 continue  # it was not ours after all (and is now recorded as gone): claim again
             if outcome in (LAUNCHING, STOPPING):  # another controller is at it: wait, then claim
                 if self._wall() >= deadline:

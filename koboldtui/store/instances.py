@@ -2,7 +2,8 @@
 
 Specs are stored as JSON dicts (the ``control`` package owns their meaning); this module
 only guarantees the invariants that need the database: unique names, never two specs
-on one port, and a ``launches`` row per running child (pid, port, token) for reattach.
+on one port, and the launch (pid, port, token) of each running child for reattach, which
+is a part of the instance's run record (``koboldtui.store.runs``).
 """
 
 from __future__ import annotations
