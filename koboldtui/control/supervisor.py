@@ -296,8 +296,6 @@ class Supervisor:
                 if self._adopt(launch, spec):
                     self.restarts.taken(name)
                     return
-                if not record.token:  # a launch row without a token (older versions): stale
-                    self.store.clear_launch(name)
                 if self._wall() >= deadline:
                     raise LaunchBusyError(f"{name!r}: its recorded process could not be checked; try again")
                 continue  # it was not ours after all (and is now recorded as gone): claim again
@@ -426,6 +424,9 @@ class Supervisor:
         api_key = self.secrets.get(spec.name).get("api_key")
         check = kind.check(launch, spec, api_key)
         if not check.ours:
+            if not launch.token:  # a row an older version left without a token: just stale
+                self.store.clear_launch(launch.name)
+                return False
             tail = logfiles.tail_of_last_launch(launch.log_path, 10)
             message = f"stopped unexpectedly while no controller watched it ({check.reason})"
             old = self.runs.get(launch.name)
