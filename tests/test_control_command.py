@@ -121,7 +121,7 @@ def test_a_crash_is_restarted_with_backoff_and_a_second_controller_reattaches(
     try:
         first = supervisor.start("kc", wait=True, timeout_s=30)
         # KoboldCpp has no /health: readiness came from the first known path answering 200
-        assert supervisor._records["kc"].health_path == "/api/extra/version"
+        assert supervisor._children["kc"].health_path == "/api/extra/version"
         with pytest.raises(httpx.HTTPError):
             httpx.post(f"http://127.0.0.1:{port}/crash", timeout=5)
         failed = wait_for(lambda: (s := supervisor.poll(["kc"])[0]).state is InstanceState.FAILED
@@ -200,7 +200,7 @@ def test_flavours_are_read_from_what_each_server_answers(
         sd = facts["sd"]
         assert (sd.flavour, sd.model, sd.busy, sd.queue, sd.images_done) == (
             "a1111", "sd15.safetensors [6ce0161689]", True, None, None)
-        assert supervisor._records["sd"].health_path == "/sdapi/v1/sd-models"
+        assert supervisor._children["sd"].health_path == "/sdapi/v1/sd-models"
 
         # `koboldtui ps` (another controller: it adopts them by their launch tokens) shows the same
         assert main(["ps", "--json"]) == 0
@@ -260,6 +260,7 @@ def test_a_remote_that_answers_404_everywhere_is_unreachable_with_why(
     supervisor = Supervisor(paths, store)
     try:
         supervisor.start("kc", wait=True, timeout_s=30)
+        supervisor.look_at_remotes(wait_s=10)  # looked at in the background; wait for it here
         snap = supervisor.snapshot("wrong")  # the URL has a path: every route is under /api
         assert snap.state is InstanceState.UNREACHABLE
         assert "answers, but not like a model server (HTTP 404" in snap.last_error

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from koboldtui.config import new_launch_token
 from koboldtui.control.process import pid_alive, still_ours, terminate_group
-from koboldtui.control.spec import InstanceSpec
-from koboldtui.control.state import InstanceState, ManagedInstance
+from koboldtui.control.children import Child
 
 SLEEPER = "import time; time.sleep(120)"
 
@@ -24,10 +23,10 @@ def _spawn(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", SLEEPER, *args], start_new_session=True)
 
 
-def _adopted(pid: int, token: str, tmp_path: Path) -> ManagedInstance:
-    return ManagedInstance.for_spec(
-        InstanceSpec(name="a", port=5123), state=InstanceState.READY, log_path=tmp_path / "a.log",
-        started_at=time.time(), progress_at=time.monotonic(), pid=pid, token=token, popen=None,
+def _adopted(pid: int, token: str, tmp_path: Path) -> Child:
+    return Child(
+        name="a", token=token, pid=pid, host="127.0.0.1", port=5123, log_path=tmp_path / "a.log",
+        popen=None, api_key=None, health_path=None, progress_at=time.monotonic(),
     )
 
 

@@ -80,4 +80,12 @@ def test_start_on_a_taken_port_fails_clearly_and_spawns_nothing(
         supervisor.start("a")
     assert store.launches() == []
     assert not (paths.log_dir / "a.log").exists()
-    assert supervisor.snapshot("a").state.value == "stopped"
+    # the refusal stays on the record, like a crash's (issue 19): failed, with the reason,
+    # for every controller, until the person dismisses it (or starts again)
+    from koboldtui.control.supervisor import Supervisor as Other
+
+    for sup in (supervisor, Other(paths, InstanceStore(open_database(paths.database)))):
+        snap = sup.snapshot("a")
+        assert snap.state.value == "failed" and f"port {port} is taken" in snap.last_error
+    snap = supervisor.dismiss("a")
+    assert snap.state.value == "stopped" and snap.last_error is None

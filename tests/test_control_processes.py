@@ -173,6 +173,7 @@ def test_up_restarts_a_killed_instance_and_sigterm_leaves_nothing_running(
                 "uptime_s": ps[0]["uptime_s"],
                 "last_error": None,
                 "kind": "serve",
+                "started_by": "up",  # `up` started it, and its restart keeps that
                 "vram_mib": None,
                 "facts": ps[0]["facts"],
             }

@@ -1,8 +1,8 @@
 """Races between controllers (panel, ``koboldtui up``, CLI shells) and between threads of one.
 
 Two ``Supervisor`` objects on one data folder stand for two processes: each has its own
-SQLite connection and opens its own lock file description, so the ``flock`` excludes them
-just as it excludes two processes. Children are stand-ins (hang or crash at once), and the
+SQLite connection and its own controller name in the run record, so the ``BEGIN IMMEDIATE``
+transitions exclude them just as they exclude two processes. Children are stand-ins (hang or crash at once), and the
 backoff runs on an injected clock, so nothing here waits for a real model.
 """
 
@@ -23,7 +23,6 @@ from koboldtui.cli import main
 from koboldtui.control.gpu_plan import default_gpu_planner
 from koboldtui.control.process import pid_alive
 from koboldtui.control.registry import InstanceRegistry
-from koboldtui.control.runstate import LaunchLockTimeout, RunState, RunStateFiles
 from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import InstanceState
 from koboldtui.control.supervisor import Supervisor
@@ -35,6 +34,7 @@ from koboldtui.store.instances import (
     LaunchConflictError,
     UnknownInstanceError,
 )
+from koboldtui.store.runs import RunStore
 
 MARK = f"kt-race-{uuid.uuid4().hex}"  # in every stand-in's argv, so strays can be found and killed
 HANG = f"import time; time.sleep(60)  # {MARK}"
@@ -167,32 +167,21 @@ def test_two_controllers_starting_one_instance_at_once_spawn_one_child_and_both_
     assert stray_pids() == []
 
 
-def test_a_child_whose_launch_cannot_be_recorded_is_killed(
-    paths: AppPaths, model: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_child_whose_launch_cannot_be_recorded_is_killed(paths: AppPaths, model: Path) -> None:
     store = add(paths, model, "x", 5952)
     other = open_store(paths)  # the user removes the spec from another shell meanwhile
-    seen: list[int] = []
+    built: list[int] = []
 
     def builder(argv: Sequence[str]) -> list[str]:
         other.remove("x")
+        built.append(1)
         return [sys.executable, "-c", HANG, *argv]
 
-    for method in ("record_launch", "claim_launch"):
-        original = getattr(store, method, None)
-        if original is None:
-            continue
-
-        def spy(launch: Launch, _original=original) -> None:  # type: ignore[no-untyped-def]
-            seen.append(launch.pid)
-            _original(launch)
-
-        monkeypatch.setattr(store, method, spy)
     sup = Supervisor(paths, store, command_builder=builder)
     with pytest.raises(UnknownInstanceError, match="no instance named 'x'"):
         sup.start("x")
-    assert len(seen) == 1
-    assert not pid_alive(seen[0]), "the spawned child was left running untracked"
+    assert built == [1]  # a child was spawned ...
+    assert stray_pids() == [], "the spawned child was left running untracked"  # ... and killed
     assert store.launches() == []
 
 
@@ -208,34 +197,39 @@ def test_claim_launch_never_overwrites_a_recorded_launch(paths: AppPaths, model:
         store.claim_launch(Launch("ghost", 1, 1, "t", 1.0, "/l/g.log"))
 
 
-def test_a_start_waits_for_the_launch_lock_another_controller_holds(
+def test_a_start_waits_while_another_controller_prepares_the_same_launch(
     paths: AppPaths, model: Path
 ) -> None:
-    store = add(paths, model, "x", 5954)
-    files = RunStateFiles(paths.data_dir / "run")
-    sup = Supervisor(paths, store, command_builder=CountingBuilder(HANG))
-    held, release = threading.Event(), threading.Event()
+    add(paths, model, "x", 5954)
+    builder = CountingBuilder(HANG)
+    release = threading.Event()
+    planner = default_gpu_planner(open_store(paths))
 
-    def other_controller() -> None:
-        with files.launch_lock("x"):
-            held.set()
-            release.wait(5)
+    def slow_planner(spec, model_path):  # type: ignore[no-untyped-def]
+        release.wait(5)  # the other controller holds its reservation (state starting, no pid)
+        return planner(spec, model_path)
 
-    holder = threading.Thread(target=other_controller)
+    other = Supervisor(paths, open_store(paths), gpu_planner=slow_planner, command_builder=builder)
+    sup = Supervisor(paths, open_store(paths), command_builder=builder)
+    holder = threading.Thread(target=other.start, args=("x",))
     holder.start()
-    assert held.wait(5)
     try:
-        with pytest.raises(LaunchLockTimeout), files.launch_lock("x", timeout_s=0.1):
-            pass  # a second description of the same file is refused while it is held
+        deadline = time.monotonic() + 5
+        while open_store(paths).conn.execute("SELECT state FROM runs WHERE name = 'x'").fetchone() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         threading.Timer(0.3, release.set).start()
         began = time.monotonic()
-        sup.start("x")  # waits for the other controller, then starts
+        snap = sup.start("x")  # waits for the other controller's launch, then adopts it
         assert time.monotonic() - began >= 0.25
+        assert builder.calls == 1 and snap.pid == open_store(paths).launch("x").pid
         assert sup.is_running("x")
     finally:
         release.set()
         holder.join(5)
         sup.stop_all(grace_s=2)
+        other.stop_all(grace_s=2)
+    assert stray_pids() == []
 
 
 # -- Bug B: a stop cancels a pending crash-restart ------------------------------------------
@@ -308,41 +302,25 @@ def test_a_stop_between_the_restart_check_and_the_start_wins(paths: AppPaths, mo
     assert open_store(paths).launch("crashy") is None
 
 
-# -- run-state files written by two threads at once ----------------------------------------
+# -- one run record changed by many threads on two connections at once ----------------------
 
 
-def test_two_threads_writing_one_runstate_file_both_land(
-    paths: AppPaths, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    files = RunStateFiles(paths.data_dir / "run")
-    real_replace = os.replace
-    barrier = threading.Barrier(2)
-    sources: list[str] = []
-    failures: list[BaseException] = []
+def test_concurrent_changes_of_one_run_record_all_land(paths: AppPaths, model: Path) -> None:
+    add(paths, model, "x", 5963)
+    stores = [RunStore(open_store(paths).conn), RunStore(open_store(paths).conn)]
+    errors: list[BaseException] = []
 
-    def replace(src, dst):  # type: ignore[no-untyped-def]
-        sources.append(str(src))
+    def bump(runs: RunStore) -> None:
         try:
-            barrier.wait(timeout=0.7)  # both have written their temp file before either moves it
-        except threading.BrokenBarrierError:
-            pass
-        try:
-            real_replace(src, dst)
-        except OSError as exc:
-            failures.append(exc)
-            raise
+            for _ in range(50):
+                runs.change("x", lambda old: old.__class__(**{**old.__dict__, "restarts": old.restarts + 1}))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
 
-    monkeypatch.setattr(os, "replace", replace)
-    threads = [
-        threading.Thread(target=files.write, args=("x", RunState(state=s, restarts=i)))
-        for i, s in enumerate(("failed", "stopped"))
-    ]
+    threads = [threading.Thread(target=bump, args=(stores[i % 2],)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(5)
-    monkeypatch.undo()
-    assert failures == [], "one thread's update was lost"
-    assert len(set(sources)) == 2
-    assert files.read("x").state in ("failed", "stopped")
-    assert [p.name for p in files.folder.iterdir() if p.name.endswith(".tmp")] == []
+        t.join(30)
+    assert errors == []
+    assert stores[0].get("x").restarts == 200, "a read-modify-write lost another's update"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def test_switching_the_model_restarts_with_the_new_one(tmp_path: Path) -> None:
     assert switch({"model": str(new)}).model == str(new)
     second = store.launch("a")
     assert second.pid != first.pid and not pid_alive(first.pid)
+    deadline = time.monotonic() + 5  # right after exec the kernel may show an empty cmdline
+    while not Path(f"/proc/{second.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert str(new) in Path(f"/proc/{second.pid}/cmdline").read_bytes().decode().split("\0")
     sup.stop_all(grace_s=2)
     assert not pid_alive(second.pid)

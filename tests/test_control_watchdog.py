@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from koboldtui.control import supervisor as supervisor_module
+from koboldtui.control import kinds as kinds_module  # where a serve instance is probed
 from koboldtui.control.process import pid_alive
 from koboldtui.control.registry import InstanceRegistry
 from koboldtui.control.spec import InstanceSpec
@@ -64,13 +64,13 @@ class Probes:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
-        real = supervisor_module.probe_health_detail
+        real = kinds_module.probe_health_detail
 
         def counted(*args, **kwargs):
             self.count += 1
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(supervisor_module, "probe_health_detail", counted)
+        monkeypatch.setattr(kinds_module, "probe_health_detail", counted)
 
 
 def free_port() -> int:

@@ -157,6 +157,7 @@ def test_ps_and_logs_of_instances_never_started(capsys: pytest.CaptureFixture[st
             "uptime_s": None,
             "last_error": None,
             "kind": "serve",
+            "started_by": None,
             "vram_mib": None,
             "facts": None,
         }

@@ -181,8 +181,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
                 f"{args.name!r} is running: stop it first (`koboldtui stop {args.name}`) "
                 "or pass --force"
             )
-    registry.remove(args.name)
-    supervisor.runstate.remove(args.name)
+    registry.remove(args.name)  # its run record goes with it
     print(f"removed instance {args.name!r}")
     return 0
 
@@ -320,12 +319,18 @@ def _uptime(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+REMOTE_LOOK_WAIT_S = 0.15  # `ps` waits at most this long in all for remote instances
+
+
 @_guarded
 def cmd_ps(args: argparse.Namespace) -> int:
     """Show every instance: state, port, pid, restarts, uptime, last error."""
     paths, store = _open()
     supervisor = Supervisor(paths, store)
     supervisor.reattach()
+    # remote instances are looked at in the background: a quick answer is shown fresh,
+    # a silent server shows the last look any controller took (never a wait per remote)
+    supervisor.look_at_remotes(wait_s=REMOTE_LOOK_WAIT_S)
     snaps = supervisor.snapshots()
     facts = [supervisor_facts(supervisor, s) for s in snaps]
     vram = instance_vram(snaps)

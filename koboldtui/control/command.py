@@ -11,7 +11,6 @@ neither takes ``--launch-token`` nor reports it.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -19,80 +18,29 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import httpx
 
 from koboldtui.control import logs as logfiles
 from koboldtui.control.ports import PortUnavailableError, check_port_available
 from koboldtui.control.probe import Health, _headers, _http
+from koboldtui.control.gpu_plan import GpuPlanner, describe_plan
+from koboldtui.control.launcher import PreparedLaunch
 from koboldtui.control.process import LAUNCH_TOKEN_ENV, child_environment
-from koboldtui.control.spec import BUNDLED, KIND_COMMAND, KIND_REMOTE, InstanceSpec
+from koboldtui.control.spec import (  # noqa: F401 - kind_problems re-exported
+    BUNDLED,
+    PLACEHOLDERS,
+    InstanceSpec,
+    kind_problems,
+)
 from koboldtui.control.state import StartError
+from koboldtui.models.bundled import BundledModelError, resolve_model_path
+from koboldtui.paths import AppPaths
 
-if TYPE_CHECKING:
-    from koboldtui.control.gpu_plan import GpuPlanner
-    from koboldtui.control.launcher import PreparedLaunch
-    from koboldtui.paths import AppPaths
-
-PLACEHOLDERS = ("{port}", "{model}", "{host}")
 # tried in order when no --health is given: the first that answers 200 is the readiness path
 # (llama-server, sd.cpp, whisper.cpp: /health; KoboldCpp: /api/extra/version; OpenAI-style:
 # /v1/models; A1111-style: /sdapi/v1/sd-models; anything else: its front page)
 HEALTH_CANDIDATES = ("/health", "/api/extra/version", "/v1/models", "/sdapi/v1/sd-models", "/")
-_PLACEHOLDER = re.compile(r"\{[A-Za-z_]+\}")
-
-
-def kind_problems(spec: InstanceSpec) -> list[str]:
-    """What is wrong with a command or remote spec, in words that say what to pass instead."""
-    problems: list[str] = []
-    if spec.horde.enabled:
-        problems.append(
-            f"koboldtui runs its Horde worker only in `koboldtui serve`; a {spec.kind} instance "
-            "lends to the Horde with its own worker (KoboldCpp: --hordekey ...): drop --horde"
-        )
-    if spec.kind == KIND_COMMAND:
-        if not 1 <= spec.port <= 65535:
-            problems.append(f"port {spec.port} is out of range: pick one in 1-65535 with --port")
-        if not spec.command.strip():
-            problems.append('a command instance needs --cmd "server --port {port} ..."')
-            return problems
-        try:
-            argv = shlex.split(spec.command)
-        except ValueError as exc:
-            return problems + [f"--cmd cannot be split into arguments ({exc}): check the quotes"]
-        if "{port}" not in spec.command:
-            problems.append(
-                "--cmd must contain {port} where the server takes its port "
-                '(e.g. --cmd "koboldcpp --port {port} ..."), so the port is checked and probed'
-            )
-        unknown = sorted(set(_PLACEHOLDER.findall(spec.command)) - set(PLACEHOLDERS))
-        if unknown:
-            problems.append(
-                f"--cmd has unknown placeholders {', '.join(unknown)}: only "
-                f"{', '.join(PLACEHOLDERS)} are filled in"
-            )
-        if argv and argv[0] in PLACEHOLDERS:
-            problems.append("--cmd must start with the program to run, not a placeholder")
-        if spec.health and not spec.health.startswith("/"):
-            problems.append(f"--health {spec.health!r} must be a path starting with '/'")
-        if spec.url:
-            problems.append("a command instance runs here: drop --url (or drop --cmd for a remote one)")
-        if spec.workdir and not os.path.isabs(spec.workdir):
-            problems.append(f"the command's folder {spec.workdir!r} must be an absolute path")
-    elif spec.kind == KIND_REMOTE:
-        parts = urlsplit(spec.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append(
-                f"--url {spec.url!r} must look like http://host:port (an SSH tunnel's "
-                "http://127.0.0.1:PORT works too)"
-            )
-        if spec.command:
-            problems.append("a remote instance is not started here: drop --cmd")
-        if spec.autostart:
-            problems.append("a remote instance is not started here: drop --autostart")
-    return problems
 
 
 def command_argv(spec: InstanceSpec, model: str) -> list[str]:
@@ -111,8 +59,6 @@ def _model_for(spec: InstanceSpec, paths: AppPaths) -> str:
     if "{model}" not in spec.command:
         return spec.model
     if spec.model in ("", BUNDLED):
-        from koboldtui.models.bundled import BundledModelError, resolve_model_path
-
         try:
             return str(resolve_model_path(None, paths))
         except (FileNotFoundError, ValueError, BundledModelError) as exc:
@@ -132,17 +78,10 @@ def prepare_command_launch(
     planner: GpuPlanner,
     environ: Mapping[str, str],
     port_owner_hint: str | None = None,
+    token: str | None = None,
 ) -> PreparedLaunch:
     """Check the port, the program and the GPUs of a command instance, then build its argv and env."""
-    from koboldtui.control.gpu_plan import describe_plan
-    from koboldtui.control.launcher import PreparedLaunch
-
     name = spec.name
-    if spec.kind == KIND_REMOTE:
-        raise StartError(
-            f"{name!r} is a remote instance ({spec.url}): koboldtui watches it but does not "
-            "start or stop it; start it on its own machine"
-        )
     model = _model_for(spec, paths)
     argv = command_argv(spec, model)
     cwd = Path(spec.workdir) if spec.workdir else None
@@ -166,7 +105,7 @@ def prepare_command_launch(
         raise StartError(f"cannot start {name!r}: {exc}") from exc
     # the GPU set only: what the command loads is its own business, so no VRAM fit check
     plan = planner(spec.with_changes(gpu_layers=0), Path(model or "."))
-    token = secrets.token_urlsafe(18)
+    token = token or secrets.token_urlsafe(18)
     env = child_environment(environ, {**spec.extra_env, **plan.env(), LAUNCH_TOKEN_ENV: token})
     header = logfiles.launch_header(
         name, time.strftime("%Y-%m-%d %H:%M:%S"), describe_plan(plan), shlex.join(argv)

@@ -1,4 +1,4 @@
-"""The ``koboldtui up`` loop as a library: start, watch and restart instances until told to stop, then stop them all.
+"""The ``koboldtui up`` loop as a library: start, watch and restart instances until told to stop, then stop what it started.
 
 Kept apart from argparse and signal handling so it can be driven by any stop event
 (SIGTERM/Ctrl-C in the CLI, a test, a service manager).
@@ -33,7 +33,11 @@ def run_foreground(
     interval_s: float = 0.5,
     say: Callable[[str], None] = print,
 ) -> None:
-    """Adopt what runs, start ``names``, poll until ``stop_event`` is set, then stop everything managed."""
+    """Adopt what runs, start ``names``, poll until ``stop_event`` is set, then stop what ``up`` started.
+
+    Instances it only adopted (started from the panel, another shell or the gateway) keep
+    running; so do its own that someone else stopped and started again meanwhile.
+    """
     for name in supervisor.reattach():
         say(f"{name}: adopted the running instance")
     if not names and not supervisor.managed():
@@ -58,6 +62,6 @@ def run_foreground(
                 say(describe(snap))
             seen[snap.name] = key
         stop_event.wait(interval_s)
-    say("stopping every instance ...")
-    for snap in supervisor.stop_all():
+    say("stopping the instances this `up` started ...")
+    for snap in supervisor.stop_all(started_by="up"):
         say(f"{snap.name}: {snap.state.value}")

@@ -17,7 +17,7 @@ from koboldtui.control import logs as logfiles
 from koboldtui.control.gpu_plan import GpuPlanner, describe_plan
 from koboldtui.control.ports import PortUnavailableError, check_port_available
 from koboldtui.control.process import child_environment
-from koboldtui.control.spec import KIND_SERVE, InstanceSpec
+from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import StartError
 from koboldtui.models.bundled import BundledModelError, resolve_model_path
 from koboldtui.paths import AppPaths
@@ -47,15 +47,10 @@ def prepare_launch(
     command_builder: CommandBuilder,
     environ: Mapping[str, str],
     port_owner_hint: str | None = None,
+    token: str | None = None,
 ) -> PreparedLaunch:
-    """Check the model, the port and the GPUs, then build the child's command line and env."""
+    """Check the model, the port and the GPUs of a ``koboldtui serve`` instance, then build its command line and env."""
     name = spec.name
-    if spec.kind != KIND_SERVE:  # any server command line (or a remote one, which is refused)
-        from koboldtui.control.command import prepare_command_launch
-
-        return prepare_command_launch(
-            spec, paths=paths, planner=planner, environ=environ, port_owner_hint=port_owner_hint
-        )
     try:
         model_path = resolve_model_path(spec.model, paths)
     except (FileNotFoundError, ValueError, BundledModelError) as exc:
@@ -65,7 +60,7 @@ def prepare_launch(
     except PortUnavailableError as exc:
         raise StartError(f"cannot start {name!r}: {exc}") from exc
     plan = planner(spec, model_path)  # raises StartError (GPU gone, disabled, does not fit)
-    token = new_launch_token()  # never starts with '-' (argparse would take it for an option)
+    token = token or new_launch_token()  # never starts with '-' (argparse would take it for an option)
     config = plan.apply(
         spec.to_serve_config(
             launch_token=token, api_key=secret.get("api_key"), horde_key=secret.get("horde_key")

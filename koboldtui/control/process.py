@@ -112,22 +112,36 @@ def pid_alive(pid: int | None) -> bool:
     return state not in ("Z", "X")
 
 
+EXEC_SETTLE_S = 0.25  # how long a process may show no arguments while its exec completes
+
+
+def _proc_strings(pid: int, what: str) -> list[bytes]:
+    """``/proc/PID/cmdline`` or ``environ`` split at NULs; waits out the moment of an exec.
+
+    Right after ``Popen`` returns (the child's exec has closed the error pipe) the kernel
+    may still show an empty command line for a few milliseconds. Taking that for "not
+    our instance" would record a live instance as gone and leave it running untracked, so
+    an empty answer from a live process is read again, briefly.
+    """
+    deadline = time.monotonic() + EXEC_SETTLE_S
+    while True:
+        try:
+            raw = Path(f"/proc/{pid}/{what}").read_bytes()
+        except OSError:
+            return []
+        if raw or time.monotonic() >= deadline or not pid_alive(pid):
+            return raw.split(b"\0")
+        time.sleep(0.005)
+
+
 def cmdline_has(pid: int, needle: str) -> bool:
     """True when ``needle`` is one of the arguments of ``pid`` (how a launch token is recognised)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return needle.encode() in raw.split(b"\0")
+    return needle.encode() in _proc_strings(pid, "cmdline")
 
 
 def environ_has(pid: int, key: str, value: str) -> bool:
     """True when ``pid`` was started with ``key=value`` in its environment (our own user's only)."""
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return f"{key}={value}".encode() in raw.split(b"\0")
+    return f"{key}={value}".encode() in _proc_strings(pid, "environ")
 
 
 def carries_token(pid: int, token: str) -> bool:

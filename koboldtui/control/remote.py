@@ -6,6 +6,10 @@ reason when it does not. Looks are cached for ``ttl_s`` so ``ps``, the panel's p
 snapshot asked for twice in a row cost one round of GETs, and the detected flavour is
 kept until the server stops answering (then it is detected again: another server may
 have taken the port).
+
+Nobody waits on a remote server to show state: ``BackgroundLooks`` takes each look on a
+thread of its own (one at a time per instance) and the supervisor reads the last one,
+with its age; an unreachable server costs its timeout on that thread only.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from koboldtui.control.flavour import KOBOLDTUI, FlavourFacts, Unreachable, read_facts
@@ -91,10 +95,73 @@ class FlavourWatch:
             self._servers.pop(name, None)
 
 
+class BackgroundLooks:
+    """Looks at servers on daemon threads; ``latest`` never waits, ``settle`` waits a bounded time.
+
+    ``on_look`` hears every finished look (the supervisor writes it to the run record, so
+    another process, e.g. ``koboldtui ps``, reads the panel's last look with its age).
+    """
+
+    def __init__(
+        self,
+        watch: FlavourWatch,
+        *,
+        on_look: Callable[[str, Look], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.watch = watch
+        self._on_look = on_look
+        self._clock = clock
+        self._busy: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def request(self, name: str, base_url: str, api_key: str | None = None) -> None:
+        """Start a look at ``name`` unless one is running or the last one is fresh enough."""
+        last = self.watch.latest(name)
+        if last is not None and self._clock() - last.at < self.watch.ttl_s:
+            return
+        with self._lock:
+            running = self._busy.get(name)
+            if running is not None and running.is_alive():
+                return
+            thread = threading.Thread(
+                target=self._look, args=(name, base_url, api_key), daemon=True,
+                name=f"remote-look-{name}",
+            )
+            self._busy[name] = thread
+        thread.start()
+
+    def _look(self, name: str, base_url: str, api_key: str | None) -> None:
+        look = self.watch.look(name, base_url, api_key)
+        if self._on_look is not None:
+            try:
+                self._on_look(name, look)
+            except Exception:  # noqa: BLE001 - a record that cannot be written is only advice lost
+                pass
+
+    def latest(self, name: str) -> Look | None:
+        """The last look at ``name`` (None before the first one finished); never waits."""
+        return self.watch.latest(name)
+
+    def settle(self, names: list[str], wait_s: float) -> None:
+        """Wait up to ``wait_s`` in all for the looks in flight for ``names`` (``ps`` shows fresh ones when quick)."""
+        deadline = time.monotonic() + wait_s
+        for name in names:
+            with self._lock:
+                thread = self._busy.get(name)
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def look_age(look: Look, now: float) -> float:
+    """Seconds since ``look`` was taken."""
+    return max(0.0, now - look.at)
+
+
 _KOBOLDTUI_STATES = {"loading": InstanceState.LOADING, "stopping": InstanceState.STOPPING}
 
 
-def remote_snapshot(spec: InstanceSpec, look: Look) -> InstanceSnapshot:
+def remote_snapshot(spec: InstanceSpec, look: Look, *, age_s: float | None = None) -> InstanceSnapshot:
     """How a remote instance is doing, from one look (no pid: it is not a process of this box)."""
     port = urlsplit(spec.url).port or (443 if spec.url.startswith("https") else 80)
     facts = look.facts
@@ -123,7 +190,16 @@ def remote_snapshot(spec: InstanceSpec, look: Look) -> InstanceSnapshot:
         last_error=error,
         log_path=None,
         kind=spec.kind,
+        look_age_s=age_s,
     )
+
+
+def unlooked_snapshot(
+    spec: InstanceSpec, state: InstanceState, error: str | None, age_s: float | None
+) -> InstanceSnapshot:
+    """A remote instance this process has not looked at yet: the last look any controller recorded, or none."""
+    snap = remote_snapshot(spec, Look(None, error or "not looked at yet", 0.0), age_s=age_s)
+    return replace(snap, state=state, last_error=error if state is InstanceState.UNREACHABLE else None)
 
 
 def facts_for(
@@ -132,5 +208,8 @@ def facts_for(
     """What an answering instance (any kind) says it is; None while it does not answer."""
     if snapshot.state not in (InstanceState.READY, InstanceState.LOADING):
         return None
+    if spec.is_remote:  # looked at in the background: the last look, never a wait
+        latest = watch.latest(spec.name)
+        return latest.facts if latest is not None else None
     look = watch.look(spec.name, spec.base_url(), api_key, snapshot.pid)
     return look.facts

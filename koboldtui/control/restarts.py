@@ -1,116 +1,70 @@
-"""Crash handling: failure bookkeeping, restart backoff and stop markers, kept apart from the launch path and the state machine."""
+"""The restart policy: when a failed instance this controller answers for is started again.
+
+It keeps its own state only (the crash streak and the due time of each restart it owns,
+on this process's monotonic clock); whether a restart is still wanted is the run
+record's word (``run_book``): a stop or a dismiss drops it there, and the restart is then
+refused when it is claimed.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
 
-from koboldtui.control import logs as logfiles
 from koboldtui.control.backoff import Backoff
-from koboldtui.control.launching import LaunchBusyError, SupervisorLaunches
-from koboldtui.control.state import (
-    InstanceState,
-    ManagedInstance,
-    describe_exit,
-    with_log_tail,
-)
-from koboldtui.store.instances import UnknownInstanceError
 
 
-class SupervisorRestarts(SupervisorLaunches):
-    """Decides what an exit means: stopped on purpose, failed, or failed and due a restart after backoff."""
+class RestartPolicy:
+    """Exponential backoff per instance, and the restarts this controller has scheduled."""
 
-    def __init__(self, *args: Any, backoff: Backoff | None = None, **kwargs: Any) -> None:
-        """``backoff`` is ours; everything else is the launch path's (see Supervisor)."""
-        super().__init__(*args, **kwargs)
-        self._backoff = backoff or Backoff()
-        self._failed_at: dict[str, float] = {}  # wall time of each instance's last failure
+    def __init__(self, backoff: Backoff | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.backoff = backoff or Backoff()
+        self._clock = clock
+        self._streak: dict[str, int] = {}
+        self._due: dict[str, float] = {}
+        self._lock = threading.Lock()
 
-    def _stopped_since_failure(self, name: str) -> bool:
-        """True when someone stopped ``name`` (any controller) after its last failure here."""
+    def delay_after_exit(self, name: str, ready_for_s: float | None) -> float:
+        """The wait before restarting ``name`` after a failure that followed ``ready_for_s`` of service."""
         with self._lock:
-            failed_at = self._failed_at.get(name)
-        marked = self.runstate.read(name).stopped_by_user_at
-        return failed_at is not None and marked is not None and marked >= failed_at
+            streak = self.backoff.streak_after_exit(self._streak.get(name, 0), ready_for_s)
+            self._streak[name] = streak
+        return self.backoff.delay(streak)
 
-    def _restart_due(self, record: ManagedInstance) -> None:
-        """Restart a failed instance whose backoff ended, unless it was stopped meanwhile."""
-        name = record.name
-        try:
-            with self._exclusive(name):
-                with self._lock:  # re-check under the locks: a stop may have come in between
-                    if (
-                        self._records.get(name) is not record
-                        or record.state is not InstanceState.FAILED
-                        or record.restart_at is None
-                    ):
-                        return
-                if self._stopped_since_failure(name):
-                    with self._lock:
-                        record.state, record.restart_at = InstanceState.STOPPED, None
-                    saved = self.runstate.read(name)
-                    self._save_runstate(
-                        name,
-                        InstanceState.STOPPED,
-                        record.restarts,
-                        None,
-                        None,
-                        stopped_by_user_at=saved.stopped_by_user_at,
-                    )
-                    return
-                if self._clock() < record.restart_at:
-                    return
-                record.restart_at = None
-                try:
-                    self._start_locked(name, restarts=record.restarts + 1)
-                    with self._lock:
-                        self._records[name].streak = record.streak
-                except UnknownInstanceError:
-                    with self._lock:
-                        self._records.pop(name, None)  # its spec was removed meanwhile
-                except Exception as exc:  # noqa: BLE001 - any launch failure is retried per the policy
-                    record.restarts += 1
-                    self._fail(record, f"restart failed: {exc}", [])
-        except LaunchBusyError:
-            return  # another controller is starting or stopping it: look again at the next poll
+    def schedule(self, name: str, delay_s: float) -> None:
+        """Restart ``name`` after ``delay_s`` (on this controller's clock)."""
+        with self._lock:
+            self._due[name] = self._clock() + max(0.0, delay_s)
 
-    def _on_exit(
-        self, record: ManagedInstance, code: int | None | bool, *, reason: str | None = None
-    ) -> None:
-        launch = self.store.launch(record.name)
-        if record.stop_requested or launch is None or launch.token != record.token:
-            with self._lock:
-                record.state, record.pid = InstanceState.STOPPED, None
-            return  # stopped on purpose (maybe by another controller)
-        self.store.clear_launch(record.name, record.token)
-        if reason is None:
-            if code == 0:
-                with self._lock:
-                    record.state, record.pid = InstanceState.STOPPED, None
-                self._save_runstate(record.name, InstanceState.STOPPED, record.restarts, None, None)
-                return
-            reason = describe_exit(code if isinstance(code, int) else None)
-        self._fail(record, reason, logfiles.tail_of_last_launch(record.log_path, 15))
+    def scheduled(self, name: str) -> bool:
+        with self._lock:
+            return name in self._due
 
-    def _fail(self, record: ManagedInstance, reason: str, tail: list[str]) -> None:
+    def due(self, name: str) -> bool:
+        """True once the restart of ``name`` is due (reads the clock once)."""
         now = self._clock()
         with self._lock:
-            uptime = None if record.streak_ready_at is None else now - record.streak_ready_at
-            record.state, record.pid, record.popen = InstanceState.FAILED, None, None
-            record.streak_ready_at = None
-            message = reason
-            if record.policy == "on-failure":
-                record.streak = self._backoff.streak_after_exit(record.streak, uptime)
-                delay = self._backoff.delay(record.streak)
-                record.restart_at = now + delay
-                message = f"{reason}; restarting in {delay:.0f} s"
-            record.last_error = with_log_tail(message, tail)
-            self._failed_at[record.name] = self._wall()
-            pending = record.restart_at is not None
-        self._save_runstate(
-            record.name,
-            InstanceState.FAILED,
-            record.restarts,
-            record.last_error,
-            None,
-            restart_pending=pending,
-        )
+            due = self._due.get(name)
+        return due is not None and now >= due
+
+    def remaining(self, name: str) -> float | None:
+        """Seconds until the scheduled restart of ``name`` (None when none is scheduled here)."""
+        with self._lock:
+            due = self._due.get(name)
+        return None if due is None else max(0.0, due - self._clock())
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._due)
+
+    def taken(self, name: str) -> None:
+        """The scheduled restart happened (or was refused): forget its due time, keep the streak."""
+        with self._lock:
+            self._due.pop(name, None)
+
+    def forget(self, name: str) -> None:
+        """A stop or a dismiss: no restart and a fresh streak."""
+        with self._lock:
+            self._due.pop(name, None)
+            self._streak.pop(name, None)

@@ -8,10 +8,13 @@ Secrets (the Horde key, an API key) are never part of the spec JSON: they live i
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from koboldtui.config import HordeSettings, ServeConfig
 from koboldtui.models.bundled import BUNDLED_MODEL_ALIAS as BUNDLED
@@ -23,6 +26,9 @@ RESTART_POLICIES = ("no", "on-failure")
 # server elsewhere that we only watch (see koboldtui.control.command and .remote)
 KIND_SERVE, KIND_COMMAND, KIND_REMOTE = "serve", "command", "remote"
 KINDS = (KIND_SERVE, KIND_COMMAND, KIND_REMOTE)
+# what a command instance's --cmd may contain, filled in at launch (koboldtui.control.command)
+PLACEHOLDERS = ("{port}", "{model}", "{host}")
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_]+\}")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -136,9 +142,7 @@ class InstanceSpec:
         if self.kind not in KINDS:
             problems.append(f"instance kind {self.kind!r} must be one of: {', '.join(KINDS)}")
         if self.kind != KIND_SERVE:
-            from koboldtui.control.command import kind_problems  # the kind's own checks
-
-            return problems + kind_problems(self)
+            return problems + kind_problems(self)  # the kind's own checks
         if self.model != BUNDLED and not Path(self.model).is_absolute():
             problems.append(f"model path {self.model!r} must be absolute (the CLI resolves it)")
         config = self.to_serve_config(api_key=api_key, horde_key=horde_key)
@@ -199,3 +203,54 @@ class InstanceSpec:
 
     def with_changes(self, **changes: Any) -> InstanceSpec:
         return replace(self, **changes)
+
+
+def kind_problems(spec: InstanceSpec) -> list[str]:
+    """What is wrong with a command or remote spec, in words that say what to pass instead."""
+    problems: list[str] = []
+    if spec.horde.enabled:
+        problems.append(
+            f"koboldtui runs its Horde worker only in `koboldtui serve`; a {spec.kind} instance "
+            "lends to the Horde with its own worker (KoboldCpp: --hordekey ...): drop --horde"
+        )
+    if spec.kind == KIND_COMMAND:
+        if not 1 <= spec.port <= 65535:
+            problems.append(f"port {spec.port} is out of range: pick one in 1-65535 with --port")
+        if not spec.command.strip():
+            problems.append('a command instance needs --cmd "server --port {port} ..."')
+            return problems
+        try:
+            argv = shlex.split(spec.command)
+        except ValueError as exc:
+            return problems + [f"--cmd cannot be split into arguments ({exc}): check the quotes"]
+        if "{port}" not in spec.command:
+            problems.append(
+                "--cmd must contain {port} where the server takes its port "
+                '(e.g. --cmd "koboldcpp --port {port} ..."), so the port is checked and probed'
+            )
+        unknown = sorted(set(_PLACEHOLDER.findall(spec.command)) - set(PLACEHOLDERS))
+        if unknown:
+            problems.append(
+                f"--cmd has unknown placeholders {', '.join(unknown)}: only "
+                f"{', '.join(PLACEHOLDERS)} are filled in"
+            )
+        if argv and argv[0] in PLACEHOLDERS:
+            problems.append("--cmd must start with the program to run, not a placeholder")
+        if spec.health and not spec.health.startswith("/"):
+            problems.append(f"--health {spec.health!r} must be a path starting with '/'")
+        if spec.url:
+            problems.append("a command instance runs here: drop --url (or drop --cmd for a remote one)")
+        if spec.workdir and not os.path.isabs(spec.workdir):
+            problems.append(f"the command's folder {spec.workdir!r} must be an absolute path")
+    elif spec.kind == KIND_REMOTE:
+        parts = urlsplit(spec.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(
+                f"--url {spec.url!r} must look like http://host:port (an SSH tunnel's "
+                "http://127.0.0.1:PORT works too)"
+            )
+        if spec.command:
+            problems.append("a remote instance is not started here: drop --cmd")
+        if spec.autostart:
+            problems.append("a remote instance is not started here: drop --autostart")
+    return problems

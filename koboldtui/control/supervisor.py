@@ -1,38 +1,69 @@
 """The control plane: start, watch, stop and restart instance processes, and adopt ones already running.
 
 A plain library (no Textual): ``koboldtui start/stop/ps/up`` call it from the main thread,
-the panel from worker threads. Methods that wait (``start(wait=True)``, ``stop``) block
-the calling thread only; ``poll()`` advances every state machine one step and never
-waits long, so a loop or a timer drives health, stall detection and restart backoff.
+the panel and the gateway from worker threads, several processes at once. Methods that
+wait (``start(wait=True)``, ``stop``) block the calling thread only; ``poll()`` advances
+every instance one step and never waits long, so a loop or a timer drives health, stall
+detection and restart backoff.
+
+The ``Supervisor`` owns its collaborators and keeps none of their state:
+
+- ``RunBook`` (``run_book``): the one record of each run (pid, token, state, stop mark,
+  pending restart, last error, who started it) in SQLite; every transition is one
+  ``BEGIN IMMEDIATE`` step, so controllers in other processes see and respect it;
+- ``InstanceKinds`` (``kinds``): how a serve, command or remote instance is prepared,
+  launched, probed and recognised;
+- ``RestartPolicy`` (``restarts``): the backoff and the restarts this controller owns;
+- ``Child`` records (``children``): the local handle and watchdog clocks of each process
+  this controller watches, and ``HealthWatch`` (``health_watch``): what each look at one
+  means (loading, ready, stalled, hung, failed to load);
+- ``BackgroundLooks`` (``remote``): remote instances, looked at on threads of their own.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
+from koboldtui.config import new_launch_token
 from koboldtui.control import logs as logfiles
 from koboldtui.control.backoff import Backoff
-from koboldtui.control.command import probe_command_health
-from koboldtui.control.gpu_plan import GpuPlanner
+from koboldtui.control.children import Child
+from koboldtui.control.gpu_plan import GpuPlanner, default_gpu_planner
+from koboldtui.control.health_watch import HealthWatch
+from koboldtui.control.kinds import InstanceKinds, LaunchTools, RemoteKind, default_environ
 from koboldtui.control.launcher import CommandBuilder
-from koboldtui.control.launching import ORPHAN_KILL_GRACE_S, LaunchBusyError  # noqa: F401 - re-exported
-from koboldtui.control.probe import Health, probe_health_detail
-from koboldtui.control.process import pid_alive, serve_command, terminate_group
-from koboldtui.control.reattach import launch_url
-from koboldtui.control.restarts import SupervisorRestarts
+from koboldtui.control.probe import Health
+from koboldtui.control.process import pid_alive, serve_command, spawn, terminate_group
+from koboldtui.control.remote import (
+    BackgroundLooks,
+    FlavourWatch,
+    Look,
+    look_age,
+    remote_snapshot,
+    unlooked_snapshot,
+)
+from koboldtui.control.restarts import RestartPolicy
+from koboldtui.control.run_book import CANCELLED, LAUNCHING, STOPPING, RunBook, owner_alive
+from koboldtui.control.run_book import RUNNING as CLAIM_RUNNING
+from koboldtui.control.secrets import InstanceSecrets
+from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import (
     RUNNING,
     InstanceSnapshot,
     InstanceState,
-    ManagedInstance,
     StartError,
+    describe_exit,
+    with_log_tail,
 )
 from koboldtui.paths import AppPaths
 from koboldtui.stop_budget import supervisor_grace_s
-from koboldtui.store.instances import InstanceStore
+from koboldtui.store.instances import InstanceStore, Launch
+from koboldtui.store.runs import RunRecord, RunStore
 
 __all__ = [
     "InstanceSnapshot",
@@ -45,8 +76,13 @@ __all__ = [
 
 # SIGKILL only after the instance's whole drain (stop_budget): HTTP requests, then Horde jobs
 HORDE_STOP_GRACE_S = supervisor_grace_s(horde=True)
-# /health answers that count as "alive" for the hang watchdog (503 loading/stopping included)
-_ANSWERED = frozenset({Health.READY, Health.LOADING, Health.FAILED})
+ORPHAN_KILL_GRACE_S = 3.0  # a child whose launch a stop overtook is stopped at once
+LAUNCH_WAIT_S = 60.0  # how long a start waits for another controller's launch of the same instance
+STARTED_BY = ("user", "up", "gateway")
+
+
+class LaunchBusyError(StartError):
+    """Another controller kept preparing the instance's launch too long; try again in a moment."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +94,8 @@ class StopReport:
     cancelled_restart: bool
 
 
-class Supervisor(SupervisorRestarts):
-    """Owns the instance processes this controller started or adopted."""
+class Supervisor:
+    """Starts, watches and stops instances; shares what runs with every other controller through the run record."""
 
     def __init__(
         self,
@@ -79,22 +115,117 @@ class Supervisor(SupervisorRestarts):
         command_builder: CommandBuilder = serve_command,
         environ: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(
-            paths,
-            store,
-            gpu_planner=gpu_planner,
-            clock=clock,
-            wall=wall,
-            backoff=backoff,
-            log_max_bytes=log_max_bytes,
-            command_builder=command_builder,
-            environ=environ,
+        self.paths = paths.ensure()
+        self.store = store
+        self.secrets = InstanceSecrets(paths.secrets_file)
+        self._clock, self._wall = clock, wall
+        self.runs = RunBook(RunStore(store.conn, wall=wall), wall=wall)
+        self.runs.adopt_old_files(self.paths.data_dir / "run")
+        self.kinds = InstanceKinds(
+            LaunchTools(
+                self.paths,
+                gpu_planner or default_gpu_planner(store),
+                command_builder,
+                default_environ(environ),
+            )
         )
-        self.stall_timeout_s, self.stop_grace_s = stall_timeout_s, stop_grace_s
-        # the hang watchdog: a ready instance is probed every health_interval_s (each look
-        # waits at most health_timeout_s) and killed when silent for hang_timeout_s
-        self.health_interval_s, self.hang_timeout_s = health_interval_s, hang_timeout_s
-        self.health_timeout_s = health_timeout_s
+        self.restarts = RestartPolicy(backoff, clock=clock)
+        self.flavours = FlavourWatch()  # remote instances' state, any instance's flavour facts
+        self.remotes = BackgroundLooks(self.flavours, on_look=self._record_look)
+        self._log_max_bytes = log_max_bytes
+        self.stop_grace_s = stop_grace_s
+        self.health = HealthWatch(
+            self.runs,
+            clock=clock,
+            stall_timeout_s=stall_timeout_s,
+            health_interval_s=health_interval_s,
+            hang_timeout_s=hang_timeout_s,
+            health_timeout_s=health_timeout_s,
+        )
+        self._children: dict[str, Child] = {}
+        self._lock = threading.Lock()  # guards _children; never held while waiting
+
+    @property
+    def health_interval_s(self) -> float:
+        """How often a ready instance's health is looked at (the hang watchdog's settings)."""
+        return self.health.health_interval_s
+
+    @property
+    def hang_timeout_s(self) -> float:
+        """How long a ready instance may leave its health unanswered before it is killed."""
+        return self.health.hang_timeout_s
+
+    # -- reading -------------------------------------------------------------------------
+
+    def spec(self, name: str) -> InstanceSpec:
+        """The saved spec of ``name`` (``UnknownInstanceError`` names the known ones)."""
+        return InstanceSpec.from_dict(self.store.get(name).spec)
+
+    def snapshot(self, name: str) -> InstanceSnapshot:
+        """How ``name`` is doing now, from the shared run record (a remote one: from its last look)."""
+        return self._snapshot(self.spec(name), self.runs.get(name))
+
+    def snapshots(self) -> list[InstanceSnapshot]:
+        """Every saved instance, sorted by name (one read of the run records)."""
+        records = self.runs.all()
+        specs = [InstanceSpec.from_dict(row.spec) for row in self.store.all()]
+        return [self._snapshot(s, records.get(s.name) or RunRecord(s.name)) for s in specs]
+
+    def _snapshot(self, spec: InstanceSpec, record: RunRecord) -> InstanceSnapshot:
+        if self.kinds.of(spec) is self.kinds.remote:
+            return self._remote_snapshot(spec, record)
+        restart_in = self.restarts.remaining(spec.name)
+        if restart_in is None and record.restart_at is not None and owner_alive(record.restart_owner):
+            restart_in = max(0.0, record.restart_at - self._wall())
+        return InstanceSnapshot.from_record(
+            spec,
+            record,
+            wall_now=self._wall(),
+            log_path=record.log_path or str(logfiles.log_path_for(self.paths.log_dir, spec.name)),
+            restart_in_s=restart_in,
+        )
+
+    def _remote_snapshot(self, spec: InstanceSpec, record: RunRecord) -> InstanceSnapshot:
+        """The last look (ours, else the one another controller recorded); asks for a new one in the background."""
+        self.remotes.request(spec.name, spec.base_url(), self.secrets.get(spec.name).get("api_key"))
+        look = self.remotes.latest(spec.name)
+        if look is not None:
+            return remote_snapshot(spec, look, age_s=look_age(look, time.monotonic()))
+        if record.looked_at is not None:
+            try:
+                state = InstanceState(record.state)
+            except ValueError:
+                state = InstanceState.UNREACHABLE
+            return unlooked_snapshot(
+                spec, state, record.last_error, max(0.0, self._wall() - record.looked_at)
+            )
+        return unlooked_snapshot(spec, InstanceState.UNREACHABLE, "not looked at yet", None)
+
+    def look_at_remotes(self, wait_s: float = 0.0) -> None:
+        """Ask for a look at every remote instance; wait at most ``wait_s`` in all for the answers."""
+        names = []
+        for row in self.store.all():
+            spec = InstanceSpec.from_dict(row.spec)
+            if self.kinds.of(spec) is self.kinds.remote:
+                self.remotes.request(spec.name, spec.base_url(), self.secrets.get(spec.name).get("api_key"))
+                names.append(spec.name)
+        if wait_s > 0 and names:
+            self.remotes.settle(names, wait_s)
+
+    def _record_look(self, name: str, look: Look) -> None:
+        state = InstanceState.UNREACHABLE if look.facts is None else InstanceState.READY
+        self.runs.looked(name, state.value, look.reason)
+
+    def managed(self) -> list[str]:
+        """Names this controller is watching or will restart."""
+        with self._lock:
+            names = set(self._children)
+        return sorted(names | set(self.restarts.names()))
+
+    def is_running(self, name: str) -> bool:
+        """True while a process of ``name`` is starting, loading, ready or stopping (any controller's)."""
+        record = self.runs.get(name)
+        return record.live and (record.pid is None or pid_alive(record.pid))
 
     # -- start ---------------------------------------------------------------------------
 
@@ -105,9 +236,18 @@ class Supervisor(SupervisorRestarts):
         wait: bool = False,
         timeout_s: float | None = None,
         progress: Callable[[InstanceSnapshot], None] | None = None,
+        started_by: str = "user",
     ) -> InstanceSnapshot:
-        """Start ``name`` (or adopt it if it already runs); with ``wait``, block until ready or failed."""
-        self._start(name, restarts=0)
+        """Start ``name`` (or adopt it if it already runs); with ``wait``, block until ready or failed.
+
+        ``started_by`` ("user", "up", "gateway") is kept in the run record until a stop,
+        so each kind of controller stops only what it started (``stop_all(started_by=...)``).
+        A start refused before launch (missing program, taken port, bad model) raises
+        ``StartError`` and leaves the run failed with that error, like a crash would.
+        """
+        if started_by not in STARTED_BY:
+            raise ValueError(f"started_by must be one of {', '.join(STARTED_BY)}, not {started_by!r}")
+        self._launch(self.spec(name), started_by=started_by)
         if wait:
             return self.wait_ready(name, timeout_s=timeout_s, progress=progress)
         return self.snapshot(name)
@@ -115,20 +255,121 @@ class Supervisor(SupervisorRestarts):
     def supervise(self, name: str) -> InstanceSnapshot:
         """Start ``name`` for ``up``: a start that fails is retried with backoff when its policy says so."""
         try:
-            self._start(name, restarts=0)
-        except StartError as exc:
-            spec = self.spec(name)
-            record = ManagedInstance.for_spec(
-                spec,
-                state=InstanceState.FAILED,
-                log_path=logfiles.log_path_for(self.paths.log_dir, name),
-                started_at=self._wall(),
-                progress_at=self._clock(),
-            )
-            with self._lock:
-                self._records[name] = record
-            self._fail(record, str(exc), [])
+            self._launch(self.spec(name), started_by="up", retry=True)
+        except StartError:
+            pass  # recorded as failed (with a restart when the policy says so)
         return self.snapshot(name)
+
+    def dismiss(self, name: str) -> InstanceSnapshot:
+        """The person read the failure of ``name``: failed → stopped, its error and pending restart dropped."""
+        self.spec(name)
+        self.restarts.forget(name)
+        self.runs.dismiss(name)
+        return self.snapshot(name)
+
+    def _launch(
+        self, spec: InstanceSpec, *, started_by: str | None, retry: bool = False, restart: bool = False
+    ) -> None:
+        """Claim the run, prepare, spawn and record the child; adopt or wait when another controller has it."""
+        name = spec.name
+        kind = self.kinds.of(spec)
+        if isinstance(kind, RemoteKind):
+            raise kind.refuse(spec, "start")
+        token = new_launch_token()  # hex: it may go on a `koboldtui serve` command line
+        log_path = logfiles.log_path_for(self.paths.log_dir, name)
+        deadline = self._wall() + LAUNCH_WAIT_S
+        while True:
+            outcome, record = self.runs.claim(
+                name,
+                token=token,
+                port=spec.port,
+                log_path=str(log_path),
+                started_by=None if restart else started_by,
+                restart=restart,
+            )
+            if outcome == CANCELLED:
+                self.restarts.taken(name)
+                return
+            if outcome == CLAIM_RUNNING:
+                launch = Launch(name, record.pid or 0, record.port or spec.port, record.token or "",
+                                record.started_at or 0.0, record.log_path or str(log_path))
+                if self._adopt(launch, spec):
+                    self.restarts.taken(name)
+                    return
+                if self._wall() >= deadline:
+                    raise LaunchBusyError(f"{name!r}: its recorded process could not be checked; try again")
+                continue  # it was not ours after all (and is now recorded as gone): claim again
+            if outcome in (LAUNCHING, STOPPING):  # another controller is at it: wait, then claim
+                if self._wall() >= deadline:
+                    doing = "started" if outcome == LAUNCHING else "stopped"
+                    raise LaunchBusyError(
+                        f"{name!r} is being {doing} by another controller for over "
+                        f"{LAUNCH_WAIT_S:.0f} s; try again in a moment"
+                    )
+                time.sleep(0.02)
+                continue
+            break
+        if self.store.find(name) is None:
+            self.store.get(name)  # removed meanwhile: UnknownInstanceError
+        if restart:
+            self.restarts.taken(name)
+        secret = self.secrets.get(name)
+        try:
+            prepared = kind.prepare(
+                spec, token=token, secret=secret, port_owner_hint=self._port_owner_hint(spec.port, name)
+            )
+            logfiles.rotate_if_large(prepared.log_path, max_bytes=self._log_max_bytes)
+            try:
+                child = spawn(
+                    prepared.command,
+                    env=prepared.env,
+                    log_path=prepared.log_path,
+                    cwd=prepared.cwd or self.paths.data_dir,
+                    header=prepared.header,
+                )
+            except OSError as exc:
+                raise StartError(
+                    f"cannot start {name!r}: launching {prepared.command[0]} failed: {exc}"
+                ) from exc
+        except Exception as exc:
+            # refused before any process ran: recorded exactly like a failure after launch
+            message = str(exc) if isinstance(exc, StartError) else f"cannot start {name!r}: {exc}"
+            delay = None
+            if (retry or restart) and spec.restart == "on-failure":
+                delay = self.restarts.delay_after_exit(name, None)
+                message = f"{message}; restarting in {delay:.0f} s"
+            self.runs.failed_to_launch(name, token, message, restart_in_s=delay)
+            if delay is not None:
+                self.restarts.schedule(name, delay)
+            if isinstance(exc, StartError):
+                raise
+            raise StartError(message) from exc
+        if not self.runs.launched(name, token, child.pid):
+            # a stop took the reservation while we spawned (or the spec was removed): no orphan
+            terminate_group(child.pid, popen=child.popen, grace_s=ORPHAN_KILL_GRACE_S)
+            if self.store.find(name) is None:
+                self.store.get(name)
+            return
+        with self._lock:
+            self._children[name] = Child(
+                name=name,
+                token=token,
+                pid=child.pid,
+                host=spec.host,
+                port=spec.port,
+                log_path=prepared.log_path,
+                popen=child.popen,
+                api_key=secret.get("api_key"),
+                health_path=kind.health_path(spec),
+                progress_at=self._clock(),
+                kind=kind,
+            )
+
+    def _port_owner_hint(self, port: int, name: str) -> str | None:
+        for launch in self.store.launches():
+            if launch.port == port and launch.name != name and pid_alive(launch.pid):
+                return f"instance {launch.name!r} (pid {launch.pid})"
+        return None
 
     def wait_ready(
         self,
@@ -142,8 +383,7 @@ class Supervisor(SupervisorRestarts):
         deadline = None if timeout_s is None else self._clock() + timeout_s
         last_state = None
         while True:
-            self.poll([name])
-            snap = self.snapshot(name)
+            snap = self.poll([name])[0]
             if progress is not None and snap.state != last_state:
                 progress(snap)
             last_state = snap.state
@@ -158,6 +398,89 @@ class Supervisor(SupervisorRestarts):
                 raise StartError(f"{name!r} was not ready after {timeout_s:.0f} s; it was stopped")
             sleep(0.1)
 
+    # -- reattach ------------------------------------------------------------------------
+
+    def reattach(self) -> list[str]:
+        """Adopt every recorded launch that is verifiably still its instance; record the others as gone."""
+        adopted = []
+        for launch in self.store.launches():
+            try:
+                spec = self.spec(launch.name)
+            except KeyError:
+                continue
+            if self._adopt(launch, spec):
+                adopted.append(launch.name)
+        return adopted
+
+    def _adopt(self, launch: Launch, spec: InstanceSpec) -> bool:
+        """Watch ``launch`` when it is still this instance (token confirmed); else record that it ended."""
+        with self._lock:
+            current = self._children.get(launch.name)
+            if current is not None and current.token == launch.token:
+                return True
+        kind = self.kinds.of(spec)
+        if isinstance(kind, RemoteKind):
+            return False
+        api_key = self.secrets.get(spec.name).get("api_key")
+        check = kind.check(launch, spec, api_key)
+        if not check.ours:
+            if not launch.token:  # a row an older version left without a token: just stale
+                self.store.clear_launch(launch.name)
+                return False
+            tail = logfiles.tail_of_last_launch(launch.log_path, 10)
+            message = f"stopped unexpectedly while no controller watched it ({check.reason})"
+            old = self.runs.get(launch.name)
+            restart_owner = old.owner if owner_alive(old.owner) and spec.restart == "on-failure" else None
+            self.runs.ended(
+                launch.name,
+                launch.token,
+                error=with_log_tail(message, tail),
+                restart_in_s=self.restarts.backoff.delay(1) if restart_owner else None,
+                restart_owner=restart_owner,
+            )
+            return False
+        state = {Health.READY: InstanceState.READY, Health.LOADING: InstanceState.LOADING}.get(check.health)
+        if state is not None:
+            self.runs.became(launch.name, launch.token, state.value)
+        now = self._clock()
+        with self._lock:
+            self._children[launch.name] = Child(
+                name=launch.name,
+                token=launch.token,
+                pid=launch.pid,
+                host=spec.host,
+                port=launch.port,
+                log_path=Path(launch.log_path),
+                popen=None,
+                api_key=api_key,
+                health_path=kind.health_path(spec),
+                progress_at=now,
+                kind=kind,
+                ready_at=now if state is InstanceState.READY else None,
+            )
+        return True
+
+    def _adopt_foreign(self, records: dict[str, RunRecord]) -> None:
+        """Pick up instances another controller started (e.g. ``koboldtui start`` in another shell).
+
+        A recorded process that is gone with nobody to see it end (its controller exited)
+        is recorded as failed here, so the panel never shows a dead instance as running.
+        """
+        for name, record in records.items():
+            if record.pid is None or not record.token or not record.live:
+                continue
+            with self._lock:
+                child = self._children.get(name)
+                known = child is not None and child.token == record.token
+            if not known:  # alive: adopted; gone (nobody saw it end): recorded as failed
+                try:
+                    spec = self.spec(name)
+                except KeyError:
+                    continue
+                launch = Launch(name, record.pid, record.port or spec.port, record.token,
+                                record.started_at or 0.0, record.log_path or "")
+                self._adopt(launch, spec)
+
     # -- stop ----------------------------------------------------------------------------
 
     def stop(self, name: str, *, grace_s: float | None = None) -> InstanceSnapshot:
@@ -167,95 +490,63 @@ class Supervisor(SupervisorRestarts):
     def stop_report(self, name: str, *, grace_s: float | None = None) -> StopReport:
         """``stop``, saying what it did: the pid stopped, or a crash-restart it cancelled.
 
-        It always leaves a "stopped by user" mark (with the time) in the run-state file,
-        even when nothing runs, so a controller elsewhere (``up``, the panel) that is
-        waiting to restart ``name`` after a crash drops that restart.
+        The stop is one atomic step on the run record (stopping, no restart), taken before
+        any signal: an exit that races it is recorded as stopped, a restart anywhere is
+        refused, and a launch another controller is preparing loses its reservation.
         """
         spec = self.spec(name)
-        if spec.is_remote:
-            raise StartError(
-                f"{name!r} is a remote instance ({spec.url}): koboldtui only watches it; "
-                "stop it on its own machine"
-            )
-        with self._name_lock(name):
-            return self._stop_locked(name, grace_s)
-
-    def _stop_locked(self, name: str, grace_s: float | None) -> StopReport:
-        spec = self.spec(name)
+        kind = self.kinds.of(spec)
+        if isinstance(kind, RemoteKind):
+            raise kind.refuse(spec, "stop")
         if grace_s is None:  # a Horde worker finishes its jobs first (stop_budget)
             grace_s = (
-                max(self.stop_grace_s, HORDE_STOP_GRACE_S)
-                if spec.horde.enabled
-                else self.stop_grace_s
+                max(self.stop_grace_s, HORDE_STOP_GRACE_S) if spec.horde.enabled else self.stop_grace_s
             )
-        stopped_at = self._wall()
-        # the bookkeeping under the file lock: a restart elsewhere either happened before
-        # (its launch row is found and stopped) or happens after (it sees the mark and stays down)
-        with self._exclusive(name):
-            saved = self.runstate.read(name)
-            with self._lock:
-                record = self._records.get(name)
-                pending_here = (
-                    record is not None
-                    and record.state is InstanceState.FAILED
-                    and record.restart_at is not None
-                )
-            pending_elsewhere = (
-                saved.state == InstanceState.FAILED.value
-                and saved.restart_pending
-                and pid_alive(saved.supervisor_pid)
-            )
-            if record is None or record.state not in RUNNING:
-                launch = self.store.launch(name)
-                if launch is not None and self._adopt(launch):
-                    with self._lock:
-                        record = self._records[name]
-            if record is None or record.state not in RUNNING:
-                with self._lock:
-                    if record is not None:
-                        record.state, record.restart_at = InstanceState.STOPPED, None
-                self._save_runstate(
-                    name,
-                    InstanceState.STOPPED,
-                    saved.restarts,
-                    None,
-                    None,
-                    stopped_by_user_at=stopped_at,
-                )
-                return StopReport(self.snapshot(name), None, pending_here or pending_elsewhere)
-            with self._lock:
-                record.state, record.stop_requested, record.restart_at = (
-                    InstanceState.STOPPING,
-                    True,
-                    None,
-                )
-            # first, so a watching `up` does not restart it
-            self.store.clear_launch(name, record.token)
-            self._save_runstate(
-                name,
-                InstanceState.STOPPED,
-                record.restarts,
-                None,
-                None,
-                stopped_by_user_at=stopped_at,
-            )
-        pid = record.pid
-        terminate_group(
-            record.pid,
-            popen=record.popen,
-            grace_s=grace_s,
-            token=record.token or None,  # adopted: signal only while the token still matches
+        self.restarts.forget(name)
+        old = self.runs.begin_stop(name)
+        cancelled = (
+            old.state == InstanceState.FAILED.value
+            and old.restart_at is not None
+            and owner_alive(old.restart_owner)
         )
         with self._lock:
-            record.state, record.pid, record.exit_code = InstanceState.STOPPED, None, None
-        self._save_runstate(
-            name, InstanceState.STOPPED, record.restarts, None, None, stopped_by_user_at=stopped_at
+            child = self._children.get(name)
+            if child is not None and child.token != old.token:
+                child = None
+        if old.pid is None or not old.live:
+            with self._lock:
+                self._children.pop(name, None)
+            return StopReport(self.snapshot(name), None, cancelled)
+        terminate_group(
+            old.pid,
+            popen=None if child is None else child.popen,
+            grace_s=grace_s,
+            token=None if child is not None and child.popen is not None else (old.token or None),
         )
-        return StopReport(self.snapshot(name), pid, False)
+        self.runs.end_stop(name, old.token)
+        with self._lock:
+            if self._children.get(name) is child:
+                self._children.pop(name, None)
+        return StopReport(self.snapshot(name), old.pid, False)
 
-    def stop_all(self, *, grace_s: float | None = None) -> list[InstanceSnapshot]:
-        """Stop every instance this controller runs or adopted, in parallel (quitting the panel, ``up`` exit)."""
+    def stop_all(
+        self, *, grace_s: float | None = None, started_by: str | None = None
+    ) -> list[InstanceSnapshot]:
+        """Stop, in parallel, every instance this controller runs, adopted or will restart (quitting the panel).
+
+        With ``started_by`` ("up", "gateway"): only the instances this controller itself
+        started with that word and that still carry it (a stop by anyone clears it), so
+        ``up`` leaves the instances it merely adopted running.
+        """
         names = self.managed()
+        if started_by is not None:
+            records = self.runs.all()
+            names = [
+                n for n in names
+                if (r := records.get(n)) is not None
+                and r.started_by == started_by
+                and r.owner == self.runs.owner
+            ]
         if not names:
             return []
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
@@ -265,124 +556,85 @@ class Supervisor(SupervisorRestarts):
 
     def poll(self, names: Sequence[str] | None = None) -> list[InstanceSnapshot]:
         """Advance each instance one step: exits, health, stalls, due restarts. Returns snapshots."""
-        with self._lock:
-            records = [r for n, r in self._records.items() if names is None or n in names]
-        for record in records:
-            self._step(record)
+        records = self.runs.all()
         if names is None:
-            self._adopt_foreign()
+            self._adopt_foreign(records)
+        with self._lock:
+            children = [c for n, c in self._children.items() if names is None or n in names]
+        for child in children:
+            self._step(child, records.get(child.name) or RunRecord(child.name))
+        self._restart_due(names, self.runs.all() if children else records)
+        if names is None:
+            self.look_at_remotes()
             return self.snapshots()
         return [self.snapshot(n) for n in names]
 
-    def _step(self, record: ManagedInstance) -> None:
-        if record.state in (InstanceState.STARTING, InstanceState.LOADING, InstanceState.READY):
-            code = record.exit_code_now()
-            if code is not False:
-                self._on_exit(record, code)
-                return
-            if record.state is InstanceState.READY:
-                self._watch_ready(record)
-                return
-            health, load_error = self._probe(record, 0.5)
-            now = self._clock()
-            if health is Health.FAILED:
-                terminate_group(
-                    record.pid, popen=record.popen, grace_s=5.0, token=record.token or None
-                )
-                self._on_exit(
-                    record, None, reason=f"the model failed to load: {load_error or 'see the log'}"
-                )
-                return
-            with self._lock:
-                if record.state not in (InstanceState.STARTING, InstanceState.LOADING):
-                    return
-                new = {
-                    Health.READY: InstanceState.READY,
-                    Health.LOADING: InstanceState.LOADING,
-                }.get(health, record.state)
-                grew = record.note_log_size()
-                # answering /health ("loading") is progress: a big model may load for minutes
-                if new is not record.state or grew or health is Health.LOADING:
-                    record.progress_at = now
-                record.state = new
-                stalled = now - record.progress_at > self.stall_timeout_s
-            if new is InstanceState.READY:
-                record.streak_ready_at = record.health_checked_at = record.answered_at = now
-                self._save_runstate(record.name, new, record.restarts, None, record.token)
-            elif stalled:
-                terminate_group(
-                    record.pid, popen=record.popen, grace_s=5.0, token=record.token or None
-                )
-                self._on_exit(
-                    record,
-                    None,
-                    reason=(
-                        f"no progress for {self.stall_timeout_s:.0f} s while {record.state.value} "
-                        "(no /health answer, no log output); it was killed"
-                    ),
-                )
-        elif (
-            record.state is InstanceState.FAILED
-            and (restart_at := record.restart_at) is not None  # read once: a stop may clear it
-            # a stop from another shell (`koboldtui stop`) cancels the restart as soon as it is seen
-            and (self._clock() >= restart_at or self._stopped_since_failure(record.name))
-        ):
-            self._restart_due(record)  # re-checks under the locks
-
-    def _probe(self, record: ManagedInstance, timeout_s: float) -> tuple[Health, str | None]:
-        """One readiness look: our ``/health``, or a command instance's health path."""
-        url = launch_url(record.host, record.port)
-        if record.health_path is None:
-            return probe_health_detail(url, api_key=record.api_key, timeout_s=timeout_s)
-        look = probe_command_health(
-            url, record.health_path, api_key=record.api_key, timeout_s=timeout_s
-        )
-        if look.path and not record.health_path:
-            with self._lock:
-                record.health_path = look.path  # found by trying the known paths: keep it
-        return look.health, None
-
-    def _watch_ready(self, record: ManagedInstance) -> None:
-        """The hang watchdog: kill a ready instance whose /health has been silent too long.
-
-        Cheap between looks (a clock reading); a look is one short GET. Answering at all
-        (200 ok, 503 loading or stopping) counts; no answer or an odd one does not.
-        """
-        now = self._clock()
-        with self._lock:  # claim this look, so threads polling together probe once
-            last_look = record.health_checked_at
-            if last_look is None:
-                last_look = record.progress_at
-            if (
-                record.state is not InstanceState.READY
-                or record.stop_requested
-                or now - last_look < self.health_interval_s
-            ):
-                return
-            record.health_checked_at = now
-        health, _ = self._probe(record, self.health_timeout_s)
+    def _forget_child(self, child: Child) -> None:
         with self._lock:
-            if health in _ANSWERED:
-                record.answered_at = now
-                return
-            answered_at = record.answered_at
-            if answered_at is None:
-                answered_at = record.progress_at
-            if (
-                now - answered_at < self.hang_timeout_s
-                or record.state is not InstanceState.READY
-                or record.stop_requested
-            ):
-                return
-            pid, popen = record.pid, record.popen
-        if pid is None:
+            if self._children.get(child.name) is child:
+                del self._children[child.name]
+
+    def _step(self, child: Child, record: RunRecord) -> None:
+        if record.token != child.token:
+            self._forget_child(child)  # stopped or replaced by another controller
+            if child.popen is not None:
+                child.popen.poll()  # reap it
             return
-        terminate_group(pid, popen=popen, grace_s=5.0, token=record.token or None)
-        self._on_exit(
-            record,
-            None,
-            reason=(
-                f"stopped answering {record.health_path or '/health'} for "
-                f"{self.hang_timeout_s:.0f} s; it was killed"
-            ),
-        )
+        if record.state == InstanceState.STOPPING.value:
+            return  # the stopper finishes it
+        code = child.exit_code_now()
+        if code is not False:
+            self._ended(child, code)
+            return
+        reason = self.health.step(child, record)
+        if reason is not None:
+            terminate_group(child.pid, popen=child.popen, grace_s=5.0, token=child.token or None)
+            self._ended(child, None, reason=reason)
+
+    def _ended(self, child: Child, code: int | None, *, reason: str | None = None) -> None:
+        """Record that the process of ``child`` is gone: stopped when asked for (or exit 0), else failed."""
+        name = child.name
+        self._forget_child(child)
+        try:
+            spec = self.spec(name)
+        except KeyError:
+            return
+        error: str | None = None
+        delay = None
+        if reason is not None or code != 0:
+            message = reason if reason is not None else describe_exit(code)
+            if spec.restart == "on-failure":
+                ready_for = None if child.ready_at is None else self._clock() - child.ready_at
+                delay = self.restarts.delay_after_exit(name, ready_for)
+                message = f"{message}; restarting in {delay:.0f} s"
+            error = with_log_tail(message, logfiles.tail_of_last_launch(child.log_path, 15))
+        old, new = self.runs.ended(name, child.token, error=error, restart_in_s=delay)
+        if new.state == InstanceState.FAILED.value and new.restart_owner == self.runs.owner and delay is not None:
+            self.restarts.schedule(name, delay)
+
+    def _restart_due(self, names: Sequence[str] | None, records: dict[str, RunRecord]) -> None:
+        """Restart the failed instances whose restart this controller owns and whose backoff ended."""
+        for name, record in records.items():
+            if names is not None and name not in names:
+                continue
+            mine = (
+                record.state == InstanceState.FAILED.value
+                and record.restart_at is not None
+                and record.restart_owner == self.runs.owner
+            )
+            if not mine:
+                if self.restarts.scheduled(name) and record.state != InstanceState.FAILED.value:
+                    self.restarts.taken(name)  # stopped, dismissed or started by someone else
+                continue
+            if not self.restarts.scheduled(name):  # recorded by another controller for us
+                self.restarts.schedule(name, record.restart_at - self._wall())
+            if not self.restarts.due(name):
+                continue
+            try:
+                spec = self.spec(name)
+                self._launch(spec, started_by=None, restart=True)
+            except KeyError:
+                self.restarts.forget(name)
+            except StartError:
+                pass  # recorded as failed again, with the next restart when the policy says so
+

@@ -78,6 +78,50 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     ALTER TABLE instances ADD COLUMN url TEXT
         GENERATED ALWAYS AS (json_extract(spec, '$.url')) VIRTUAL
     """,
+    # 3: one record of each instance's run (koboldtui.store.runs): pid, launch token, state,
+    # stop mark, pending restart, last error, who started it. It replaces the launches
+    # table (its rows move over: an instance running during the upgrade is still adopted)
+    # and the <data>/run/<name>.json files; `launches` stays as a view (with INSTEAD OF
+    # triggers) over the runs that have a process, for readers and writers of the old table.
+    """
+    CREATE TABLE runs (
+        name TEXT PRIMARY KEY REFERENCES instances(name) ON DELETE CASCADE,
+        state TEXT NOT NULL DEFAULT 'stopped',
+        pid INTEGER,
+        port INTEGER,
+        token TEXT,
+        started_at REAL,
+        log_path TEXT,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        started_by TEXT,
+        owner TEXT,
+        stop_at REAL,
+        restart_at REAL,
+        restart_owner TEXT,
+        updated_at REAL NOT NULL DEFAULT 0,
+        looked_at REAL
+    );
+    INSERT INTO runs (name, state, pid, port, token, started_at, log_path, updated_at)
+        SELECT name, 'starting', pid, port, token, started_at, log_path, coalesce(started_at, 0)
+        FROM launches;
+    DROP TABLE launches;
+    CREATE VIEW launches AS
+        SELECT name, pid, port, token, started_at, log_path FROM runs WHERE pid IS NOT NULL;
+    CREATE TRIGGER launches_insert INSTEAD OF INSERT ON launches BEGIN
+        INSERT INTO runs (name, state, pid, port, token, started_at, log_path)
+            VALUES (NEW.name, 'starting', NEW.pid, NEW.port, NEW.token, NEW.started_at, NEW.log_path)
+            ON CONFLICT(name) DO UPDATE SET state = 'starting', pid = excluded.pid,
+                port = excluded.port, token = excluded.token, started_at = excluded.started_at,
+                log_path = excluded.log_path;
+    END;
+    CREATE TRIGGER launches_delete INSTEAD OF DELETE ON launches BEGIN
+        UPDATE runs SET pid = NULL, token = NULL,
+            state = CASE WHEN state IN ('starting', 'loading', 'ready', 'stopping')
+                    THEN 'stopped' ELSE state END
+            WHERE name = OLD.name;
+    END;
+    """,
 )
 
 BUSY_TIMEOUT_MS = 5000

@@ -2,7 +2,8 @@
 
 Specs are stored as JSON dicts (the ``control`` package owns their meaning); this module
 only guarantees the invariants that need the database: unique names, never two specs
-on one port, and a ``launches`` row per running child (pid, port, token) for reattach.
+on one port, and the launch (pid, port, token) of each running child for reattach, which
+is a part of the instance's run record (``koboldtui.store.runs``).
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ class InstanceStore:
     def __init__(self, conn: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> None:
         self._conn = conn
         self._clock = clock
-        self._lock = threading.RLock()
+        # the connection's own lock (koboldtui.store.db.SharedConnection): a read finishes
+        # before another thread's transaction on the same connection begins
+        self._lock = getattr(conn, "lock", None) or threading.RLock()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -174,12 +177,17 @@ class InstanceStore:
 
     # -- launches --------------------------------------------------------------------------
 
+    # A launch is the part of an instance's run record (``koboldtui.store.runs``) that says
+    # which process runs it; these read and write that part of the ``runs`` row.
+
     def record_launch(self, launch: Launch) -> None:
         """Remember a started child, replacing any recorded launch of it (see ``claim_launch``)."""
         with self._lock:
             self._conn.execute(
-                "INSERT INTO launches (name, pid, port, token, started_at, log_path) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET pid = excluded.pid, "
+                "INSERT INTO runs (name, state, pid, port, token, started_at, log_path) "
+                "VALUES (?, 'starting', ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "state = CASE WHEN state IN ('starting', 'loading', 'ready') THEN state "
+                "ELSE 'starting' END, pid = excluded.pid, "
                 "port = excluded.port, token = excluded.token, started_at = excluded.started_at, "
                 "log_path = excluded.log_path",
                 (
@@ -202,7 +210,8 @@ class InstanceStore:
         """
         with self._lock, transaction(self._conn):
             row = self._conn.execute(
-                "SELECT name, pid, port, token, started_at, log_path FROM launches WHERE name = ?",
+                "SELECT name, pid, port, token, started_at, log_path FROM runs "
+                "WHERE name = ? AND pid IS NOT NULL",
                 (launch.name,),
             ).fetchone()
             if row is not None:
@@ -212,24 +221,14 @@ class InstanceStore:
                     f"(pid {existing.pid})",
                     existing,
                 )
-            self._conn.execute(
-                "INSERT INTO launches (name, pid, port, token, started_at, log_path) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    launch.name,
-                    launch.pid,
-                    launch.port,
-                    launch.token,
-                    launch.started_at,
-                    launch.log_path,
-                ),
-            )
+            self.record_launch(launch)
 
     def launch(self, name: str) -> Launch | None:
         """The recorded launch of ``name``, if any."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT name, pid, port, token, started_at, log_path FROM launches WHERE name = ?",
+                "SELECT name, pid, port, token, started_at, log_path FROM runs "
+                "WHERE name = ? AND pid IS NOT NULL",
                 (name,),
             ).fetchone()
         return self._launch_row(row) if row else None
@@ -238,19 +237,23 @@ class InstanceStore:
         """Every recorded launch."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT name, pid, port, token, started_at, log_path FROM launches ORDER BY name"
+                "SELECT name, pid, port, token, started_at, log_path FROM runs "
+                "WHERE pid IS NOT NULL ORDER BY name"
             ).fetchall()
         return [self._launch_row(row) for row in rows]
 
     def clear_launch(self, name: str, token: str | None = None) -> bool:
         """Forget a launch (only if its token still matches, when one is given); True if removed."""
+        sql = (
+            "UPDATE runs SET pid = NULL, token = NULL, state = CASE WHEN state IN "
+            "('starting', 'loading', 'ready', 'stopping') THEN 'stopped' ELSE state END "
+            "WHERE name = ? AND pid IS NOT NULL"
+        )
         with self._lock:
             if token is None:
-                cur = self._conn.execute("DELETE FROM launches WHERE name = ?", (name,))
+                cur = self._conn.execute(sql, (name,))
             else:
-                cur = self._conn.execute(
-                    "DELETE FROM launches WHERE name = ? AND token = ?", (name, token)
-                )
+                cur = self._conn.execute(sql + " AND token = ?", (name, token))
         return cur.rowcount > 0
 
     # -- internals -------------------------------------------------------------------------
