@@ -141,3 +141,19 @@ def test_version_lists_what_each_route_ignores(client):
     assert {"/api/v1/generate", "/v1/completions", "/v1/chat/completions"} <= set(ignored)
     assert "tfs" in ignored["/v1/completions"] and "grammar" not in ignored["/v1/completions"]
     assert "memory" in ignored["/v1/chat/completions"] and "memory" not in ignored["/v1/completions"]
+
+
+def test_lite_bypass_eos_and_render_special(client):
+    bos = client.post("/api/extra/tokencount", json={"prompt": "", "special": True}).json()["ids"]
+    assert bos == [2]  # the bundled Gemma 3: BOS 2, EOS 1
+    forced = {"prompt": "The end.", "max_length": 4, "logit_bias": {"1": 100}, **GREEDY}
+    stopped = client.post("/api/v1/generate", json=forced).json()["results"][0]
+    assert stopped["completion_tokens"] == 0 and stopped["finish_reason"] == "stop"
+    bypassed = client.post("/api/v1/generate", json={**forced, "bypass_eos": True}).json()["results"][0]
+    assert bypassed["completion_tokens"] == 4 and bypassed["finish_reason"] == "length"
+    assert bypassed["text"] == ""  # EOS sampled four times, never shown
+    shown = client.post("/api/v1/generate", json={**forced, "bypass_eos": True, "render_special": True})
+    assert shown.json()["results"][0]["text"] == "<eos>" * 4
+    body = st_body("textgen_koboldcpp", prompt="The end.", max_tokens=2, logit_bias={"1": 100},
+                   bypass_eos=True, render_special=True, **GREEDY)
+    assert completion(client, body)["choices"][0]["text"] == "<eos>" * 2  # the same on /v1/completions

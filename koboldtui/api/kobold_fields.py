@@ -214,6 +214,8 @@ async def request_from_body(runtime: Runtime, body: dict[str, Any]) -> tuple[Gen
         sampling=sampling,
         stop=get_str_list(body, "stop_sequence"),
         ban_eos=get_bool(body, "ban_eos_token", False) or get_bool(body, "use_default_badwordsids", False),
+        bypass_eos=get_bool(body, "bypass_eos", False),
+        render_special=get_bool(body, "render_special", False),
         origin=Origin.LOCAL,
         max_context=max_context,
         truncate_prompt=True,

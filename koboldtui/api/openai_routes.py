@@ -218,6 +218,7 @@ def openai_routes(runtime: Runtime) -> list[Route]:
             prompt=memory + prompt, max_tokens=max_tokens, sampling=sampling,
             stop=tuple(dict.fromkeys(stops)), origin=Origin.LOCAL,
             ban_eos=get_bool(body, "ban_eos_token", False) or get_bool(body, "use_default_badwordsids", False),
+            bypass_eos=get_bool(body, "bypass_eos", False), render_special=get_bool(body, "render_special", False),
             max_context=max_context, truncate_prompt=kobold, n_keep=n_keep,
             **({"genkey": genkey} if genkey else {}),
         )
