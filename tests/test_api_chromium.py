@@ -69,6 +69,11 @@ async function run() {
       body: JSON.stringify({prompt: "x", max_length: 1, genkey: "WEBKEY3"})});
     return ["sent", r.type];
   }, out);
+  await attempt("untyped", async () => {  // a Blob without a type: a body with no Content-Type at all
+    const r = await fetch(API + "/api/v1/generate", {method: "POST", mode: "no-cors",
+      body: new Blob([JSON.stringify({prompt: "x", max_length: 1, genkey: "WEBKEY4"})])});
+    return ["sent", r.type];
+  }, out);
   await attempt("rebound", async () => {
     const r = await fetch("%(rebound)s/api/v1/model");
     return ["answered", r.status];
@@ -142,3 +147,4 @@ def test_a_page_on_another_origin_works_like_lite_and_cannot_take_over(bundled_m
         assert str(out["rebound"]).startswith("blocked"), out
         # the text/plain request was refused before it could run a generation
         assert "WEBKEY3" not in runtime.recent_handles, out
+        assert out["untyped"] == ["sent", "opaque"] and "WEBKEY4" not in runtime.recent_handles, out
