@@ -10,7 +10,7 @@ Prints, per run: requester wait (arrival at the Horde → result submitted) medi
 max, jobs/hour (jobs ÷ first arrival → last submit) and kudos/hour (the fake rewards a flat
 10 kudos per job, so it follows jobs/hour; the real Horde pays by tokens and speed).
 
-    PYTHONPATH=. python bench/horde_threads.py [--jobs 24] [--gap 1.0] [--max-length 48]
+    PYTHONPATH=. python bench/horde_threads.py [--jobs 24] [--gap 1.0] [--max-length 48] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -81,15 +81,21 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=24)
     parser.add_argument("--gap", type=float, default=1.0, help="seconds between two requests reaching the Horde")
     parser.add_argument("--max-length", type=int, default=48, help="tokens each request asks for")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="pairs of runs, the order swapped each round (a shared machine's load drifts)")
     args = parser.parse_args()
     model = resolve_model_path(None)
-    rows = [run(1, args, model), run(0, args, model)]
+    labels = {1: "1 (old default)", 0: "0 (new default)"}
+    rows: list[tuple[int, str, dict[str, float]]] = []
+    for round_no in range(1, args.rounds + 1):
+        for threads in ((1, 0) if round_no % 2 else (0, 1)):
+            rows.append((round_no, labels[threads], run(threads, args, model)))
     print(f"{args.jobs} jobs, one every {args.gap:g} s, {args.max_length} tokens each; --parallel {PARALLEL}")
-    print(f"{'--horde-threads':>16} {'threads':>7} {'ok':>4} {'wait median':>11} {'p90':>7} {'max':>7} "
-          f"{'jobs/hour':>9} {'kudos/hour':>10}")
-    for label, row in zip(("1 (old default)", "0 (new default)"), rows):
-        print(f"{label:>16} {row['threads']:>7} {row['ok']:>4} {row['median']:>10.1f}s {row['p90']:>6.1f}s "
-              f"{row['max']:>6.1f}s {row['jobs_h']:>9.0f} {row['kudos_h']:>10.0f}")
+    print(f"{'round':>5} {'--horde-threads':>16} {'threads':>7} {'ok':>4} {'wait median':>11} {'p90':>7} "
+          f"{'max':>7} {'jobs/hour':>9} {'kudos/hour':>10}")
+    for round_no, label, row in rows:
+        print(f"{round_no:>5} {label:>16} {row['threads']:>7} {row['ok']:>4} {row['median']:>10.1f}s "
+              f"{row['p90']:>6.1f}s {row['max']:>6.1f}s {row['jobs_h']:>9.0f} {row['kudos_h']:>10.0f}")
     return 0
 
 
