@@ -77,7 +77,7 @@ class HordeSettings:
     worker_name: str = ""
     url: str = DEFAULT_HORDE_URL
     window_s: float = 20.0  # local-priority window
-    threads: int = 1  # Horde jobs in parallel, at most parallel - 1
+    threads: int = 0  # Horde jobs in parallel: 0 = every spare slot (parallel - 1), else at most that
     max_length: int = 512
     model_name: str = ""  # default koboldcpp/<gguf basename>
     bridge_agent: str = ""  # default koboldtui:<version>:<url>

@@ -107,18 +107,45 @@ def test_control_routes_answer_a_page_that_holds_the_key():
         assert r.status_code == 401
 
 
-def test_text_plain_and_form_bodies_are_refused_with_415(base):
+def test_text_plain_and_form_bodies_from_another_origin_are_refused_with_415(base):
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
         r = httpx.post(base + "/api/v1/generate", content=b'{"prompt": "hi"}',
                        headers={"Content-Type": content_type, "Origin": LITE})
         assert r.status_code == 415, content_type
         assert "application/json" in r.json()["error"]
-    r = httpx.post(base + "/v1/completions", content=b'{"prompt": "hi"}', headers={"Content-Type": "text/plain"})
+    # a page on another port of the same host (same-site) or one that hides its Origin
+    r = httpx.post(base + "/v1/completions", content=b'{"prompt": "hi"}',
+                   headers={"Content-Type": "text/plain", "Sec-Fetch-Site": "same-site"})
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
-    # no Content-Type but a body: refused; an empty POST (abort, check) is fine
-    r = httpx.post(base + "/api/koboldtui/horde/stop", content=b"{}", headers={"Content-Type": ""})
-    assert r.status_code == 415
-    assert httpx.post(base + "/api/koboldtui/horde/stop").status_code == 409
+    r = httpx.post(base + "/api/koboldtui/horde/stop", content=b"{}",
+                   headers={"Content-Type": "", "Sec-Fetch-Site": "cross-site"})
+    assert r.status_code in (403, 415)
+    # a page on this very origin may send what it likes
+    r = httpx.post(base + "/api/extra/tokencount", content=b'{"prompt": "hi"}',
+                   headers={"Content-Type": "text/plain", "Origin": base, "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 503  # read as JSON; the model of this instance never loads
+
+
+def test_clients_that_are_no_browser_need_no_content_type(base):
+    """curl -d, requests.post(data=...), urllib: no Origin, no Sec-Fetch-Site -> read as JSON."""
+    import urllib.request
+
+    body = b'{"prompt": "hi"}'
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", None):  # curl -d / none
+        headers = {"Content-Type": content_type} if content_type else {}
+        r = httpx.post(base + "/api/extra/tokencount", content=body, headers=headers)
+        assert r.status_code == 503, (content_type, r.text)  # past the guard: "model loading"
+    req = urllib.request.Request(base + "/api/extra/tokencount", data=body)  # urllib: form type
+    try:
+        urllib.request.urlopen(req, timeout=10)
+    except urllib.error.HTTPError as err:
+        assert err.code == 503
+    assert httpx.post(base + "/api/koboldtui/horde/stop", content=b"{}", headers={"Content-Type": ""}).status_code == 409
+
+
+def test_requests_data_without_content_type_passes(base):
+    requests = pytest.importorskip("requests")  # not a dependency; installed with most toolchains
+    assert requests.post(base + "/api/extra/tokencount", data=b'{"prompt": "hi"}', timeout=10).status_code == 503
 
 
 def test_restricted_origins():

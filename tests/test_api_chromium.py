@@ -70,6 +70,11 @@ async function run() {
       body: JSON.stringify({prompt: "x", max_length: 1, genkey: "WEBKEY3"})});
     return ["sent", r.type];
   }, out);
+  await attempt("untyped", async () => {  // a Blob without a type: a body with no Content-Type at all
+    const r = await fetch(API + "/api/v1/generate", {method: "POST", mode: "no-cors",
+      body: new Blob([JSON.stringify({prompt: "x", max_length: 1, genkey: "WEBKEY4"})])});
+    return ["sent", r.type];
+  }, out);
   await attempt("rebound", async () => {
     const r = await fetch("%(rebound)s/api/v1/model");
     return ["answered", r.status];
@@ -143,3 +148,5 @@ def test_a_page_on_another_origin_works_like_lite_and_cannot_take_over(bundled_m
         assert str(out["rebound"]).startswith("blocked"), out
         # the text/plain request was refused before it could run a generation
         assert runtime.requests.to_show(Requester("127.0.0.1", "WEBKEY3")) is None, out
+        assert out["untyped"] == ["sent", "opaque"], out
+        assert runtime.requests.to_show(Requester("127.0.0.1", "WEBKEY4")) is None, out

@@ -91,10 +91,14 @@ def test_pop_body_clamps_threads_and_amount() -> None:
     [
         (1, 4, False, 1),
         (8, 4, False, 3),
-        (0, 4, False, 1),
+        (0, 4, False, 3),  # 0, the default: every spare slot
+        (0, 2, False, 1),
+        (0, 8, False, 7),
         (2, 2, False, 1),
         (1, 1, False, 0),
         (3, 1, True, 1),
+        (0, 1, True, 1),
+        (0, 1, False, 0),
     ],
 )
 def test_threads_keep_one_slot_for_local_users(

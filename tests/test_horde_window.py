@@ -67,7 +67,9 @@ async def test_the_job_in_hand_finishes_while_a_local_request_runs(
     worker.gate.local_started()  # a person starts generating
     pops_before = len(horde.pops())
     status = worker.status()
-    assert status["state"] == "generating" and status["remaining_s"] == 20.0
+    # pops are paused while the job in hand runs on (README: state paused_local)
+    assert status["state"] == "paused_local" and status["remaining_s"] == 20.0
+    assert status["jobs_in_progress"] == 1
     engine.release_all()
     await horde.wait_for(lambda: len(horde.submits()) == 1)
     assert horde.submits()[0].json["state"] == "ok"  # the job in hand was not dropped

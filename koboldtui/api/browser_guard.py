@@ -8,8 +8,12 @@ abusing it while KoboldAI Lite on another origin still works (see README "Browse
   ``TrustedHostMiddleware`` is not used because it cuts ``[::1]:5001`` at the first colon.
 - **Control routes** (``/api/koboldtui/*``: Horde start/stop/maintenance, status) never
   answer a cross-origin browser request unless the instance has an API key.
-- **JSON bodies only**: a body sent as ``text/plain`` or a form is a "simple request" a
-  page can send without a CORS preflight; it is refused with 415.
+- **JSON bodies from other origins**: a page on another origin can send ``text/plain``, a
+  form, or a body without a type as a "simple request", with no CORS preflight; such a
+  request (a foreign ``Origin``, or ``Sec-Fetch-Site: cross-site``/``same-site``) is refused
+  with 415 unless its type is JSON. A request with neither header is no browser's
+  cross-site request (curl, ``requests``, urllib): it is read as JSON whatever its type
+  says, as KoboldCpp reads every body.
 
 Cross-origin access to the client API itself (KoboldAI and OpenAI routes) is Starlette's
 ``CORSMiddleware``, configured from the same policy by ``cors_options``.
@@ -115,9 +119,10 @@ class BrowserGuard:
         origin = headers.get("origin")
         path: str = scope["path"]
         foreign = origin is not None and not self._same_origin(origin, host, scope)
+        site = headers.get("sec-fetch-site", "")
+        cross_site = foreign or site in ("cross-site", "same-site")  # a page on another origin
         if path.startswith(CONTROL_PREFIX) and not self.policy.has_key:
-            site = headers.get("sec-fetch-site", "")
-            if foreign or site in ("cross-site", "same-site"):
+            if cross_site:
                 message = (f"{path} controls this instance and does not answer web pages from other "
                            f"origins ({origin or site}) unless the instance has an API key: start it "
                            "with --api-key KEY and send 'Authorization: Bearer KEY'")
@@ -126,12 +131,13 @@ class BrowserGuard:
             message = (f"web pages from {origin} may not use this server: start it with "
                        f"--allow-origin {origin} to allow them")
             return 403, message, "origin_not_allowed"
-        if scope["method"] in BODY_METHODS:
+        if scope["method"] in BODY_METHODS and cross_site:
             content_type = headers.get("content-type")
             has_body = headers.get("content-length", "0").strip() not in ("", "0") or "transfer-encoding" in headers
             if (content_type is not None and not is_json_type(content_type)) or (content_type is None and has_body):
-                message = ("send the body as JSON with 'Content-Type: application/json' (got "
-                           f"{content_type or 'no Content-Type'})")
+                message = ("a web page on another origin must send the body as JSON with "
+                           f"'Content-Type: application/json' (got {content_type or 'no Content-Type'}): "
+                           "other types are a request any page could send without asking")
                 return 415, message, "unsupported_media_type"
         return None
 

@@ -23,14 +23,10 @@ from starlette.routing import Route
 
 from koboldtui import __version__
 from koboldtui.api.disconnect import result_unless_disconnected
-from koboldtui.api.kobold_fields import (
-    DEFAULT_MAX_LENGTH,
-    IGNORED_FIELDS,
-    KoboldOptions,
-    request_from_body,
-)
+from koboldtui.api.ignored_fields import ignored_fields
+from koboldtui.api.kobold_fields import DEFAULT_MAX_LENGTH, KoboldOptions, request_from_body
 from koboldtui.api.logprob_format import content_logprobs
-from koboldtui.api.validation import BadRequest, get_str, json_body
+from koboldtui.api.validation import BadRequest, get_bool, get_str, json_body
 from koboldtui.engine.types import FinishReason, GenerationResult
 from koboldtui.request_book import Requester
 from koboldtui.runtime import Runtime
@@ -131,7 +127,10 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
     async def tokencount(request: Request) -> JSONResponse:
         body = await json_body(request)
         text = get_str(body, "prompt", required=True)
-        ids = await asyncio.to_thread(runtime.require_engine().tokenize, text)
+        engine = runtime.require_engine()
+        ids = await asyncio.to_thread(engine.tokenize, text)
+        if not get_bool(body, "special", True):
+            ids = without_bos(engine, ids)
         return JSONResponse({"value": len(ids), "ids": ids})
 
     async def detokenize(request: Request) -> JSONResponse:
@@ -167,7 +166,7 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
                              "protected": bool(runtime.config.api_key), "txt2img": False,
                              "vision": False, "transcribe": False, "multiplayer": False,
                              "websearch": False, "tts": False, "embeddings": False,
-                             "logprobs": True, "grammar": True, "ignored_fields": list(IGNORED_FIELDS)})
+                             "logprobs": True, "grammar": True, "ignored_fields": ignored_fields()})
 
     async def max_length(_: Request) -> JSONResponse:
         return JSONResponse({"value": DEFAULT_MAX_LENGTH})
@@ -237,6 +236,16 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         Route("/api/v1/config/soft_prompt", soft_prompt),
         Route("/sdapi/v1/sd-models", sd_models),
     ]
+
+
+def without_bos(engine: Any, ids: list[int]) -> list[int]:
+    """The ids without the BOS the tokenizer adds: KoboldCpp's ``special: false`` (Lite's
+    "logit bias from a string" would otherwise ban BOS). Special-token text in the prompt is
+    still read as the special token, as KoboldCpp does."""
+    vocab = getattr(engine, "vocab", None)
+    if vocab is not None and vocab.add_bos and ids and ids[0] == vocab.bos:
+        return ids[1:]
+    return ids
 
 
 def _stop_reason_code(result: GenerationResult) -> int:

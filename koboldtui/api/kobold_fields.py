@@ -5,7 +5,9 @@ front end that talks to KoboldCpp gets the same behaviour here: ``memory`` is th
 prefix of the prompt, ``max_length`` is lowered (never the prompt thrown away) when it
 does not leave room for the prompt, ``use_default_badwordsids`` bans EOS, and the sampler
 fields map onto llama.cpp samplers (engine/sampling.py). Fields llama.cpp cannot express
-are accepted and listed in ``IGNORED_FIELDS``.
+are accepted and listed in ``ignored_fields.py``. The OpenAI routes parse the same fields
+through ``sampling_from_body`` (koboldcpp_dialect.py), so a grammar or a ban means the same on
+every route.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from koboldtui.runtime import Runtime
 DEFAULT_MAX_LENGTH = 180  # KoboldCpp's default
 KOBOLD_LOGPROBS = 5  # KoboldCpp's logprobs_max
 MAX_GRAMMAR_CHARS = 65_536
-# Accepted, but llama.cpp 0.3.36 has no sampler for them (README; /api/extra/version lists them).
-IGNORED_FIELDS = ("top_a", "tfs", "smoothing_factor", "rep_pen_slope")
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,29 @@ def _sampler_order(body: dict[str, Any]) -> tuple[int, ...]:
     return tuple(value)
 
 
-def sampling_from_body(body: dict[str, Any], *, logprobs: int = 0) -> SamplingParams:
-    """KoboldAI sampler fields → SamplingParams; unknown fields are ignored."""
-    d = SamplingParams()
+def custom_token_bans(body: dict[str, Any]) -> tuple[tuple[int, float], ...]:
+    """KoboldCpp's ``custom_token_bans``: "12,345" (as SillyTavern sends it) or a list of ids,
+    each banned (bias -100); entries that are not ids are skipped, as KoboldCpp does."""
+    value = body.get("custom_token_bans")
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise BadRequest("'custom_token_bans' must be token ids separated by commas, e.g. \"12,345\"",
+                         "custom_token_bans")
+    if len(items) > 1024:
+        raise BadRequest(f"'custom_token_bans' has {len(items)} entries; at most 1024 are allowed",
+                         "custom_token_bans")
+    ids = [int(t) if isinstance(t, int) and not isinstance(t, bool) else
+           int(t.strip()) if isinstance(t, str) and t.strip().isdigit() else -1 for t in items]
+    return tuple((t, float("-inf")) for t in dict.fromkeys(ids) if t >= 0)
+
+
+def sampling_from_body(body: dict[str, Any], *, logprobs: int = 0,
+                       defaults: SamplingParams | None = None) -> SamplingParams:
+    """KoboldAI sampler fields → SamplingParams; unknown fields are ignored. ``defaults``
+    fill the fields the body leaves out (KoboldCpp's unless a route has its own)."""
+    d = defaults or SamplingParams()
     grammar = get_str(body, "grammar", "")
     if len(grammar) > MAX_GRAMMAR_CHARS:
         raise BadRequest(f"'grammar' is {len(grammar)} characters; at most {MAX_GRAMMAR_CHARS}", "grammar")
@@ -128,7 +148,7 @@ def sampling_from_body(body: dict[str, Any], *, logprobs: int = 0) -> SamplingPa
         xtc_probability=get_number(body, "xtc_probability", d.xtc_probability, lo=0, hi=1),
         dynatemp_range=get_number(body, "dynatemp_range", d.dynatemp_range, lo=0, hi=100),
         dynatemp_exponent=get_number(body, "dynatemp_exponent", d.dynatemp_exponent, lo=0, hi=100),
-        logit_bias=parse_logit_bias(body),
+        logit_bias=parse_logit_bias(body) + custom_token_bans(body),
         banned_strings=_string_list(body, first_present(body, "banned_tokens", "banned_strings"), 512),
         grammar=grammar,
         grammar_retain_state=get_bool(body, "grammar_retain_state", False),
@@ -162,6 +182,14 @@ async def surely_enough_tail(engine: Any, prompt: str, max_context: int) -> str:
     return prompt[-keep:] if keep is not None and len(prompt) > keep else prompt
 
 
+async def read_ban_texts(engine: Any, sampling: SamplingParams) -> None:
+    """Banned strings are matched against every token's text: read those once, off the loop."""
+    if sampling.banned_strings:
+        from koboldtui.engine.text_bounds import read_token_texts
+
+        await asyncio.to_thread(read_token_texts, engine)
+
+
 async def request_from_body(runtime: Runtime, body: dict[str, Any]) -> tuple[GenerationRequest, KoboldOptions]:
     """The generation a KoboldAI body asks for, and how to shape its answer."""
     engine = runtime.require_engine()
@@ -179,16 +207,15 @@ async def request_from_body(runtime: Runtime, body: dict[str, Any]) -> tuple[Gen
     sampling = sampling_from_body(body, logprobs=KOBOLD_LOGPROBS if options.logprobs else 0)
     n_keep = len(await asyncio.to_thread(engine.tokenize, memory)) if memory else 0
     prompt = await surely_enough_tail(engine, prompt, max_context)
-    if sampling.banned_strings:
-        from koboldtui.engine.text_bounds import read_token_texts
-
-        await asyncio.to_thread(read_token_texts, engine)
+    await read_ban_texts(engine, sampling)
     request = GenerationRequest(
         prompt=memory + prompt,
         max_tokens=max_length,
         sampling=sampling,
         stop=get_str_list(body, "stop_sequence"),
         ban_eos=get_bool(body, "ban_eos_token", False) or get_bool(body, "use_default_badwordsids", False),
+        bypass_eos=get_bool(body, "bypass_eos", False),
+        render_special=get_bool(body, "render_special", False),
         origin=Origin.LOCAL,
         max_context=max_context,
         truncate_prompt=True,

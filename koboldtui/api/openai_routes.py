@@ -1,10 +1,13 @@
 """OpenAI-compatible routes: /v1/models, /v1/completions, /v1/chat/completions (streamed in openai_stream.py).
 
-Errors use OpenAI's shape ({"error": {message, type, param, code}}), and a prompt that
-does not fit the context is refused with 400 ``context_length_exceeded`` — OpenAI
-never truncates silently, so neither do we on these routes. Chat turns end at the
-template's turn markers (turn_markers.py); ``response_format`` is enforced with a grammar;
-``logprobs`` come from the engine; ``tools`` are refused in words rather than ignored.
+Errors use OpenAI's shape ({"error": {message, type, param, code}}). The samplers come from
+KoboldCpp's fields as well as OpenAI's, through the parser /api/v1/generate uses
+(koboldcpp_dialect.py). A prompt that does not fit is refused with 400
+``context_length_exceeded`` as OpenAI does — unless the body speaks KoboldCpp, which cuts
+it from the front as KoboldCpp does (the rule and why: koboldcpp_dialect.py). Chat turns
+end at the template's turn markers (turn_markers.py); ``response_format`` is enforced with
+a grammar; ``logprobs`` come from the engine; ``tools`` are refused in words rather than
+ignored.
 """
 
 from __future__ import annotations
@@ -21,7 +24,19 @@ from starlette.routing import Route
 
 from koboldtui.api.disconnect import result_unless_disconnected
 from koboldtui.api.kobold import model_id
-from koboldtui.api.kobold_fields import first_present, parse_logit_bias, token_bytes_bound
+from koboldtui.api.kobold_fields import (
+    DEFAULT_MAX_LENGTH,
+    clamp_lengths,
+    read_ban_texts,
+    surely_enough_tail,
+    token_bytes_bound,
+)
+from koboldtui.api.koboldcpp_dialect import (
+    completion_logprob_count,
+    openai_sampling,
+    openai_seed,
+    speaks_koboldcpp,
+)
 from koboldtui.api.logprob_format import completion_logprobs, content_logprobs
 from koboldtui.api.openai_stream import ChunkWriter, Shape, finish_reason, stream_choices, usage
 from koboldtui.api.turn_markers import turn_stops
@@ -30,7 +45,7 @@ from koboldtui.api.validation import (
     check_text,
     get_bool,
     get_int,
-    get_number,
+    get_str,
     get_str_list,
     json_body,
 )
@@ -39,7 +54,6 @@ from koboldtui.engine.types import (
     GenerationRequest,
     GenerationResult,
     Origin,
-    SamplingParams,
     new_genkey,
 )
 from koboldtui.request_book import Requester
@@ -54,11 +68,7 @@ def _logprob_request(body: dict[str, Any], chat: bool) -> tuple[bool, int]:
         wanted = get_bool(body, "logprobs", False)
         top = get_int(body, "top_logprobs", 0, lo=0, hi=20)
         return wanted, top if wanted else 0
-    given = body.get("logprobs")
-    if isinstance(given, bool):  # some clients send the chat form to /v1/completions
-        return given, 1 if given else 0
-    n = get_int(body, "logprobs", -1, lo=-1, hi=5)
-    return n >= 0, max(n, 0)
+    return completion_logprob_count(body)
 
 
 def _grammar(body: dict[str, Any]) -> str:
@@ -81,30 +91,6 @@ def _grammar(body: dict[str, Any]) -> str:
                              "{...}}}", "response_format")
         return json_schema_grammar(schema)
     raise BadRequest("'response_format' type must be 'text', 'json_object' or 'json_schema'", "response_format")
-
-
-def _sampling(body: dict[str, Any], top_logprobs: int, wants_logprobs: bool) -> SamplingParams:
-    d = SamplingParams()
-    return SamplingParams(
-        temperature=get_number(body, "temperature", 1.0, lo=0, hi=2),
-        top_p=get_number(body, "top_p", 1.0, lo=0, hi=1),
-        top_k=get_int(body, "top_k", 0, lo=0, hi=1_000_000),  # common extension
-        min_p=get_number(body, "min_p", 0.0, lo=0, hi=1),
-        rep_pen=get_number(body, first_present(body, "repetition_penalty", "repeat_penalty", "rep_pen"),
-                           1.0, lo=0.01, hi=100),
-        rep_pen_range=d.rep_pen_range,
-        presence_penalty=get_number(body, "presence_penalty", 0.0, lo=-2, hi=2),
-        frequency_penalty=get_number(body, "frequency_penalty", 0.0, lo=-2, hi=2),
-        seed=_seed(body),
-        logit_bias=parse_logit_bias(body),
-        grammar=_grammar(body),
-        logprobs=max(top_logprobs, 1) if wants_logprobs else 0,
-    )
-
-
-def _seed(body: dict[str, Any]) -> int:
-    seed = get_int(body, "seed", -1, lo=-1, hi=2**63 - 1)
-    return seed % (2**32) if seed >= 0 else -1
 
 
 def _refuse_tools(body: dict[str, Any]) -> None:
@@ -194,7 +180,9 @@ def openai_routes(runtime: Runtime) -> list[Route]:
     async def build(body: dict[str, Any], chat: bool) -> tuple[GenerationRequest, Shape]:
         engine = runtime.require_engine()
         _refuse_tools(body)
-        stops = get_str_list(body, "stop")
+        kobold = speaks_koboldcpp(body)  # KoboldCpp's context rule (koboldcpp_dialect.py)
+        stops = get_str_list(body, "stop") + get_str_list(body, "stop_sequence")
+        memory = ""
         if chat:
             messages = _chat_messages(body)
             prompt = await asyncio.to_thread(engine.apply_chat_template, messages)
@@ -206,24 +194,45 @@ def openai_routes(runtime: Runtime) -> list[Route]:
             if not isinstance(given, str):
                 raise BadRequest("'prompt' must be a string (one prompt per request)", "prompt")
             prompt = check_text(given, "prompt")
-        await _refuse_hopeless(engine, prompt, "messages" if chat else "prompt")
+            memory = get_str(body, "memory", "")
+        ctx = engine.n_ctx_per_seq
+        max_context: int | None = None
+        if kobold:
+            max_tokens, max_context = clamp_lengths(
+                await _max_tokens(body, prompt, chat, kobold=True),
+                get_int(body, "max_context_length", ctx, lo=16, hi=10_000_000), ctx)
+            prompt = await surely_enough_tail(engine, prompt, max_context)
+        else:
+            await _refuse_hopeless(engine, prompt, "messages" if chat else "prompt")
+            max_tokens = await _max_tokens(body, prompt, chat, kobold=False)
         wants, top = _logprob_request(body, chat)
         stream_options = body.get("stream_options")
         include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
         shape = Shape(chat=chat, logprobs=wants, top_logprobs=top, include_usage=include_usage)
-        max_tokens = await _max_tokens(body, prompt, chat)
+        sampling = openai_sampling(body, logprobs=max(top, 1) if wants else 0, seed=openai_seed(body),
+                                   grammar=_grammar(body))
+        await read_ban_texts(engine, sampling)
+        n_keep = len(await asyncio.to_thread(engine.tokenize, memory)) if memory else 0
         gen = GenerationRequest(
-            prompt=prompt, max_tokens=max_tokens, sampling=_sampling(body, top, wants),
-            stop=tuple(dict.fromkeys(stops)), origin=Origin.LOCAL, truncate_prompt=False,
+            prompt=memory + prompt, max_tokens=max_tokens, sampling=sampling,
+            stop=tuple(dict.fromkeys(stops)), origin=Origin.LOCAL,
+            ban_eos=get_bool(body, "ban_eos_token", False) or get_bool(body, "use_default_badwordsids", False),
+            bypass_eos=get_bool(body, "bypass_eos", False), render_special=get_bool(body, "render_special", False),
+            max_context=max_context, truncate_prompt=kobold, n_keep=n_keep,
         )
         return gen, shape
 
-    async def _max_tokens(body: dict[str, Any], prompt: str, chat: bool) -> int:
-        for name in ("max_completion_tokens", "max_tokens"):
+    async def _max_tokens(body: dict[str, Any], prompt: str, chat: bool, *, kobold: bool) -> int:
+        """OpenAI: max_completion_tokens / max_tokens (at least 1). KoboldCpp: also
+        max_length, and 0 or less means its default, as KoboldCpp reads it there."""
+        for name in ("max_completion_tokens", "max_tokens") + (("max_length",) if kobold else ()):
             if body.get(name) is not None:
-                return get_int(body, name, 16, lo=1, hi=10_000_000)
+                if not kobold:
+                    return get_int(body, name, 16, lo=1, hi=10_000_000)
+                given = get_int(body, name, DEFAULT_MAX_LENGTH, hi=10_000_000)
+                return given if given > 0 else DEFAULT_MAX_LENGTH
         if not chat:
-            return DEFAULT_COMPLETION_MAX_TOKENS
+            return DEFAULT_MAX_LENGTH if kobold else DEFAULT_COMPLETION_MAX_TOKENS
         engine = runtime.require_engine()
         used = len(await asyncio.to_thread(engine.tokenize, prompt))
         return max(1, min(DEFAULT_CHAT_MAX_TOKENS, engine.n_ctx_per_seq - used))
@@ -232,8 +241,11 @@ def openai_routes(runtime: Runtime) -> list[Route]:
         body = await json_body(request)
         gen, shape = await build(body, chat)
         stream = get_bool(body, "stream", False)
+        genkey = get_str(body, "genkey", "")  # KoboldCpp's field: selects among this sender's own requests
+        if len(genkey) > 128:
+            raise BadRequest("'genkey' must be at most 128 characters", "genkey")
         handles = await _submit_choices(runtime, gen, _choices(runtime, body),
-                                        Requester(request.client.host if request.client else ""))
+                                        Requester(request.client.host if request.client else "", genkey))
         writer = ChunkWriter(("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24], int(time.time()),
                              model_id(runtime), shape)
         if stream:

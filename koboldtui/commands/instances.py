@@ -111,7 +111,7 @@ def _spec_arguments(parser: argparse.ArgumentParser, *, editing: bool) -> None:
     )
     p("--horde-url", help="Horde API URL")
     p("--horde-window", type=float, help="seconds the worker pauses after each local request")
-    p("--horde-threads", type=int, help="Horde jobs in parallel")
+    p("--horde-threads", type=int, help="Horde jobs in parallel (0: every spare slot, the default)")
     p("--horde-max-length", type=int, help="longest Horde generation in tokens")
     p("--horde-model-name", help="model name advertised to the Horde")
     p("--horde-bridge-agent", help="bridge agent advertised to the Horde")

@@ -112,7 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--horde-name", default="", help="worker name, unique on the Horde")
     h.add_argument("--horde-url", default=DEFAULT_HORDE_URL)
     h.add_argument("--horde-window", type=float, default=20.0, help="local-priority window in seconds")
-    h.add_argument("--horde-threads", type=int, default=1, help="Horde jobs at once (<= parallel - 1)")
+    h.add_argument("--horde-threads", type=int, default=0,
+                   help="Horde jobs at once (default 0: every spare slot, parallel - 1; one slot stays for you)")
     h.add_argument("--horde-max-length", type=int, default=512)
     h.add_argument("--horde-model-name", default="", help="advertised model (default koboldcpp/<file>)")
     h.add_argument("--horde-bridge-agent", default="", help="bridge agent (default koboldtui:<version>:<url>)")

@@ -463,14 +463,14 @@ class LlamaEngine:
         with self._cond:
             for seq, token in sampled:
                 seq.state = RequestState.GENERATING
-                if self.vocab.is_eog(token) and not seq.request.ban_eos:
+                if self.vocab.is_eog(token) and not (seq.request.ban_eos or seq.request.bypass_eos):
                     self._finish(seq, FinishReason.STOP)
                     continue
                 seq.generated.append(token)
                 generated_now += 1
                 if seq.first_token_at is None:
                     seq.first_token_at = now
-                text = seq.decode_piece(self.vocab.piece(token, self._piece_buf))
+                text = seq.decode_piece(self.vocab.piece(token, self._piece_buf, seq.request.render_special))
                 if text:
                     seq.text_parts.append(text)
                     self._post(seq.stream, seq.stream.push_text, text)

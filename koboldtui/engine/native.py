@@ -258,14 +258,15 @@ class Vocab:
             n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, True)
         return list(buf[:n])
 
-    def piece(self, token: int, buf: ctypes.Array | None = None) -> bytes:
-        """The bytes of one token (may be part of a UTF-8 character). Not reentrant with the
-        default buffer: the decode thread passes its own."""
+    def piece(self, token: int, buf: ctypes.Array | None = None, special: bool = False) -> bytes:
+        """The bytes of one token (may be part of a UTF-8 character); ``special`` renders
+        special tokens as their text, else they are empty. Not reentrant with the default
+        buffer: the decode thread passes its own."""
         buf = buf if buf is not None else ctypes.create_string_buffer(256)
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
 
     def token_text(self, token: int) -> str:

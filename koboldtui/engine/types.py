@@ -105,6 +105,8 @@ class GenerationRequest:
     max_context: int | None = None
     truncate_prompt: bool = True
     n_keep: int = 0  # leading prompt tokens never discarded (KoboldAI memory, system prompt)
+    bypass_eos: bool = False  # KoboldCpp: an end-of-generation token does not end the text
+    render_special: bool = False  # KoboldCpp: special tokens appear in the text ("<end_of_turn>")
 
     @property
     def priority(self) -> int:

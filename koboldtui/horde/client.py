@@ -157,15 +157,15 @@ class HordeClient:
                     why = "the worker was stopped with force" if give_up() else "it expired (its ttl ran out)"
                     return SubmitOutcome(
                         "dropped",
-                        error=f"could not submit Horde job {body.get('id')} in {tries} tries before "
-                        f"{why} ({err.explain()}): dropped",
+                        error=f"given up after {tries} tries to submit it: {why}; the last try got "
+                        f"{err.cause()}",
                     )
                 delay = backoff.next_delay()
                 if err.retry_after:
                     delay = max(delay, err.retry_after)
                 delay = min(delay, left)
                 if on_retry is not None:
-                    on_retry(err.explain(), delay)
+                    on_retry(err.cause(), delay)
                 await wait(delay)
                 continue
             reward = data.get("reward") if isinstance(data, dict) else None

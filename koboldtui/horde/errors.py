@@ -123,6 +123,19 @@ class HordeError(Exception):
     def action(self) -> Action:
         return self._action or classify(self.status, self.rc)
 
+    def cause(self) -> str:
+        """What went wrong, in a few words and without advice (for lines that add their own)."""
+        said = f": {self.server_message}" if self.server_message else ""
+        if self.advice:
+            return self.advice
+        if self.rc:
+            return f"{self.rc}{said}"
+        if self.status is None:
+            return f"no answer from the Horde{said}"
+        if self.status == 429:
+            return "HTTP 429, rate-limited"
+        return f"HTTP {self.status}{said}"
+
     def explain(self) -> str:
         """One line a person can act on: what failed, why, what to do."""
         if self.advice:

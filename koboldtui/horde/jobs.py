@@ -29,9 +29,12 @@ Sleep = Callable[[float], Awaitable[Any]]
 
 
 def horde_threads(requested: int, parallel: int, preempt: bool) -> int:
-    """Slots the Horde may use: at most ``parallel - 1`` (one stays free for locals); 0 = none."""
+    """Slots the Horde may use: at most ``parallel - 1`` (one stays free for locals); 0 = none.
+
+    ``requested`` 0 (the default) means every spare slot: ``parallel - 1``."""
     if parallel >= 2:
-        return max(1, min(int(requested), parallel - 1))
+        spare = parallel - 1
+        return spare if int(requested) <= 0 else max(1, min(int(requested), spare))
     return 1 if preempt else 0
 
 
@@ -45,6 +48,8 @@ class _JobInHand:
     submitting: bool = False  # generation over, the result is on its way to the Horde
     retry_at: float | None = None  # a failed submit waits until then (clock)
     model: str = ""  # the model the pop asked for (the panel's recent jobs list shows it)
+    together: int = 1  # the most Horde jobs in hand at once while this one was
+    retry_words: str = ""  # why the last submit failed, while a retry waits
 
 
 class HordeJobs:
@@ -63,8 +68,10 @@ class HordeJobs:
         sleep: Sleep,
         rng: Callable[[], float],
         journal: JobJournal | None = None,
+        threads: int = 1,
     ) -> None:
         self._engine = engine
+        self._threads = max(1, threads)
         self._journal = journal or JobJournal(None)
         self._client = client
         self._stats = stats
@@ -88,6 +95,11 @@ class HordeJobs:
         self._forced = asyncio.Event()
         self._force = False
 
+    @property
+    def forced(self) -> bool:
+        """Whether a forced stop is under way."""
+        return self._force
+
     def force(self) -> None:
         """A forced stop: abort the generations in hand and submit every job faulted at once."""
         self._force = True
@@ -103,6 +115,8 @@ class HordeJobs:
             self.in_hand[horde_id] = _JobInHand(horde_id, self._clock(), self._clock() + job.ttl_s, model=job.model)
             self._journal.add(horde_id, job.ttl_s)
             self._start(self._run_job(job, index, horde_id), horde_id)
+        for held in self.in_hand.values():
+            held.together = max(held.together, len(self.in_hand))
 
     def hand_back_leftovers(self) -> int:
         """Submit ``faulted`` the jobs a killed predecessor left in hand (journal.py); how many."""
@@ -167,6 +181,16 @@ class HordeJobs:
         waits = [job.retry_at - now for job in self.in_hand.values() if job.retry_at is not None]
         return max(0.0, min(waits)) if waits else 0.0
 
+    def _retry_text(self, job: _JobInHand) -> str:
+        left = max(0.0, job.deadline - self._clock())
+        return f"submitting Horde job {job.horde_id} failed ({job.retry_words}): retrying for {left:.0f} s more"
+
+    def retry_error(self) -> str | None:
+        """The submit error of the job that expires first, its time left counted now (the
+        status shows it between retries, not the figure of the last retry)."""
+        waiting = [j for j in self.in_hand.values() if j.retry_at is not None and j.retry_words]
+        return self._retry_text(min(waiting, key=lambda j: j.deadline)) if waiting else None
+
     def all_retrying(self) -> bool:
         """True when every job in hand is waiting to retry its submit (the Horde is failing)."""
         return bool(self.in_hand) and all(j.retry_at is not None for j in self.in_hand.values())
@@ -196,7 +220,12 @@ class HordeJobs:
                 self._stats.clear_error("job")
             if outcome.state == "ok" and outcome.result is not None:
                 result = outcome.result
-                self._stats.record_speed(result.completion_tokens, result.tokens_per_s)
+                # A job that ran beside k others of ours is slower than one alone; what one
+                # job gets with every thread busy is at least speed * together / threads
+                # (batched decoding gives more tokens in all, not fewer, as jobs are added).
+                self._stats.record_speed(result.completion_tokens, result.tokens_per_s,
+                                         full_load=result.tokens_per_s * min(in_hand.together, self._threads)
+                                         / self._threads)
             await self._submit(in_hand, outcome.text, outcome.state, outcome.seed)
         except asyncio.CancelledError:
             raise
@@ -224,11 +253,8 @@ class HordeJobs:
             raise
         except Exception as again:  # noqa: BLE001 - logged by bug_report
             log.error("Horde job %s could not be faulted: %s", in_hand.horde_id, bug_report(again))
-            self._stats.record_drop(
-                in_hand.horde_id,
-                f"Horde job {in_hand.horde_id} could not be faulted ({type(again).__name__}): dropped",
-                self._clock(),
-            )
+            self._stats.record_drop(in_hand.horde_id, f"it could not be submitted faulted "
+                                    f"({type(again).__name__})", self._clock())
 
     async def _submit(self, in_hand: _JobInHand, text: str, state: str, seed: int) -> None:
         horde_id = in_hand.horde_id
@@ -242,11 +268,8 @@ class HordeJobs:
                 horde_id, words, delay, left,
             )
             in_hand.retry_at = self._clock() + delay
-            self._stats.record_error(
-                f"submitting Horde job {horde_id} failed ({words}): retrying for {left:.0f} s more",
-                self._clock(),
-                "submit",
-            )
+            in_hand.retry_words = words
+            self._stats.record_error(self._retry_text(in_hand), self._clock(), "submit")
 
         outcome = await self._client.submit_until(
             body,
@@ -257,14 +280,14 @@ class HordeJobs:
             wait=lambda seconds: wait_or_event(seconds, self._forced, self._sleep),
             on_retry=retrying,
         )
-        in_hand.retry_at = None
+        in_hand.retry_at, in_hand.retry_words = None, ""
         if outcome.kind == "done":
             self._stats.record_submitted(state, outcome.reward, model=in_hand.model,
                                          held_s=self._clock() - in_hand.started_at,
                                          ttl_s=in_hand.deadline - in_hand.started_at)
             self._stats.clear_error("submit")
             return
-        reason = outcome.error or f"Horde job {horde_id} was dropped"
+        reason = outcome.error or "the Horde did not take it"
         log.error("Horde job %s dropped: %s", horde_id, reason)
         self._stats.record_drop(horde_id, reason, self._clock())
         if outcome.kind == "fatal":

@@ -59,27 +59,29 @@ class HordeStats:
     user_refreshed_at: float | None = None
     user_refresh_s: float = 60.0
     _speeds: deque[float] = field(default_factory=lambda: deque(maxlen=10))
+    _full_load_speeds: deque[float] = field(default_factory=lambda: deque(maxlen=10))
     # The panel's Horde view lists the last jobs (read-only; added by the panel's issue 12).
     recent_jobs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
     _unsubmitted: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
 
-    def record_speed(self, tokens: int, tokens_per_s: float) -> None:
-        """One finished Horde job's generation speed (kept for the last 10 jobs)."""
+    def record_speed(self, tokens: int, tokens_per_s: float, *, full_load: float | None = None) -> None:
+        """One finished Horde job's generation speed (kept for the last 10 jobs), and what a
+        job would get with every Horde thread busy (``full_load``; default: the same)."""
         self.tokens_generated += max(0, tokens)
         if tokens_per_s > 0:
             self._speeds.append(tokens_per_s)
+            self._full_load_speeds.append(full_load if full_load is not None else tokens_per_s)
         self._unsubmitted.append({"tokens": max(0, tokens), "tokens_per_s": round(tokens_per_s, 2)})
 
     @property
     def tokens_per_s(self) -> float:
         """Median speed of the last Horde jobs (median: a shared VM has rare 10x stalls)."""
-        if not self._speeds:
-            return 0.0
-        ordered = sorted(self._speeds)
-        mid = len(ordered) // 2
-        if len(ordered) % 2:
-            return ordered[mid]
-        return (ordered[mid - 1] + ordered[mid]) / 2.0
+        return _median(self._speeds)
+
+    @property
+    def full_load_tokens_per_s(self) -> float:
+        """Median speed one job gets with every Horde thread busy: what max_length is sized by."""
+        return _median(self._full_load_speeds)
 
     def record_submitted(self, state: str, reward: float, *, model: str = "", held_s: float | None = None,
                          ttl_s: float | None = None) -> None:
@@ -123,10 +125,11 @@ class HordeStats:
             self.last_error_source = None
 
     def record_drop(self, horde_id: str, reason: str, now: float) -> None:
-        """A job given up: count it and keep which and why (kept after the error clears)."""
+        """A job given up: count it and keep which and why (kept after the error clears);
+        ``reason`` names no job id (``last_drop`` carries it)."""
         self.jobs_dropped += 1
         self.last_drop = {"id": horde_id, "reason": reason, "at": round(time.time(), 1)}
-        self.record_error(reason, now, "submit")
+        self.record_error(f"Horde job {horde_id} dropped: {reason}", now, "submit")
 
     def user_due(self, now: float) -> bool:
         """Whether find_user may be called again (at most every ``user_refresh_s``)."""
@@ -185,3 +188,13 @@ def off_status(window_s: float = 20.0, remaining_s: float = 0.0) -> dict[str, An
         "max_context_length": 0,
         "bridge_agent": None,
     }
+
+
+def _median(values: Any) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[mid])
+    return (ordered[mid - 1] + ordered[mid]) / 2.0

@@ -7,10 +7,11 @@ Horde priority and is submitted ``ok`` or ``faulted``. Errors follow HORDE.md's 
 the instance keeps serving local clients. Clock, sleep and randomness are injected so
 the window, backoffs and pacing are tested without waiting.
 
-Threads: ``min(settings.threads, parallel - 1)`` so one slot always stays free for
-local users. With ``parallel == 1`` there is no slot to spare: the worker gets one
-thread only when ``settings.preempt`` lets a local request preempt the Horde sequence,
-otherwise it refuses to start and says how to fix it.
+Threads: every spare slot by default (``parallel - 1``; ``settings.threads`` caps it), so
+one slot always stays free for local users. With ``parallel == 1`` there is no slot to
+spare: the worker gets one thread only when ``settings.preempt`` lets a local request
+preempt the Horde sequence, otherwise it refuses to start and says how to fix it. The
+advertised ``max_length`` is sized by the speed one job gets with every thread busy.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class HordeWorker:
             sleep=sleep,
             rng=rng,
             journal=journal,
+            threads=self.threads,
         )
         self._loop_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -157,13 +159,15 @@ class HordeWorker:
         in_hand, eta = len(self._jobs), self._jobs.eta_s()
         if self._loop_task is None and self._stop_task is None:
             return {"jobs_in_progress": 0, "eta_s": 0.0, "forced": force}
+        first = not self._stop_requested
+        hurried = force and not self._jobs.forced
         self._stop_requested = True
         if force:
             self._jobs.force()
         self._poke()
         if self._stop_task is None:
             self._stop_task = asyncio.create_task(self._finish_stop(), name="horde-worker-stop")
-        if in_hand:
+        if in_hand and (first or hurried):  # one line per stop, one more if it turns forced
             log.info(
                 "Horde worker stopping: %d job(s) in hand%s",
                 in_hand,
@@ -191,6 +195,8 @@ class HordeWorker:
                 "registers on its first pop, so start the worker first"
             )
         await self._client.set_maintenance(worker_id, on, message)
+        log.info("Horde worker maintenance switched %s from koboldtui%s", "on" if on else "off",
+                 f": {message}" if on and message else "")
         self._in_maintenance = on
         self.maintenance_message = (message or "maintenance set from koboldtui") if on else None
         if not on:
@@ -213,18 +219,18 @@ class HordeWorker:
             return self._phase
         if self._jobs.all_retrying():
             return "backoff"  # results in hand, the Horde is not taking them: retrying
+        if self._gate.remaining() > 0 and not self._in_maintenance:
+            return "paused_local"  # no pops during the local window, even with a job in hand
         if self._jobs:
             return "generating"
         if self._in_maintenance:
             return "maintenance"
-        if self._gate.remaining() > 0:
-            return "paused_local"
         return self._phase
 
     def limits(self) -> WorkerLimits:
         """What the next pop advertises (shrinks once Horde jobs turn out slow)."""
         return honest_limits(
-            self.n_ctx_per_seq, self.settings.max_length, self.stats.tokens_per_s or None
+            self.n_ctx_per_seq, self.settings.max_length, self.stats.full_load_tokens_per_s or None
         )
 
     def status(self) -> dict[str, Any]:
@@ -239,7 +245,7 @@ class HordeWorker:
             "window_s": self._gate.window_s,
             "remaining_s": round(self._gate.remaining(), 1),
             **self.stats.counters(now),
-            "last_error": self._fatal or self.stats.last_error,
+            "last_error": self._fatal or self._jobs.retry_error() or self.stats.last_error,
             "worker_id": self.worker_id,
             "worker_name": self.settings.worker_name,
             "jobs_in_progress": len(self._jobs),
@@ -299,6 +305,8 @@ class HordeWorker:
         self.stats.pops += 1
         self._backoff.reset()
         self.stats.clear_error("pop", "maintenance")  # the Horde answers again
+        if self._in_maintenance:
+            log.info("Horde worker out of maintenance: the Horde gives it jobs again")
         self._in_maintenance = False
         self.stats.record_skipped(data.get("skipped") if isinstance(data, dict) else None)
         job = HordeJob.from_pop(data) if isinstance(data, dict) else None
@@ -322,9 +330,13 @@ class HordeWorker:
             self._fail(text)
         elif action is Action.MAINTENANCE:
             self.stats.record_error(text, self._clock(), "maintenance")
+            was = self._in_maintenance
             self._in_maintenance = True
             self.maintenance_message = err.server_message or text
             await self._read_maintenance_message()
+            if not was:  # switched on at the Horde (its site, another tool): say so once
+                log.warning("Horde worker in maintenance: %s (polling every %.0f s)",
+                            self.maintenance_message, self._maintenance_poll_s)
             self._phase = "maintenance"
             await self._pause(self._maintenance_poll_s)
         else:
