@@ -104,7 +104,8 @@ async def test_a_job_that_never_ends_is_aborted_and_faulted_before_its_ttl(
     t = FakeTime()
     engine = ScriptedEngine(hold=True)
     horde.pop_script.append(job_reply(ttl=150))
-    worker = make_worker(engine, time=t)
+    # one thread: with spare threads the idle pops' injected sleeps would move this clock too
+    worker = make_worker(engine, time=t, threads=1)
     await worker.start()
     await horde.wait_for(lambda: len(engine.running) == 1)
     (handle,) = engine.running
