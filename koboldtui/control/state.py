@@ -55,6 +55,7 @@ class InstanceSnapshot:
     log_path: str | None = None
     restart_in_s: float | None = None  # a restart is scheduled this many seconds from now
     kind: str = "serve"  # "serve" | "command" | "remote" (InstanceSpec.kind)
+    started_by: str = "user"  # "user" | "gateway": who asked this controller to start it
 
     @classmethod
     def at_rest(cls, spec: InstanceSpec, saved: RunState, log_path: str | None) -> InstanceSnapshot:
@@ -142,6 +143,7 @@ class ManagedInstance:
     kind: str = "serve"
     # None: our own /health; a command instance's path ("" until the first known path answers 200)
     health_path: str | None = None
+    started_by: str = "user"  # "user" | "gateway" (Supervisor.start's started_by)
 
     @classmethod
     def for_spec(
@@ -217,4 +219,5 @@ class ManagedInstance:
             log_path=str(self.log_path),
             restart_in_s=None if self.restart_at is None else max(0.0, self.restart_at - mono_now),
             kind=self.kind,
+            started_by=self.started_by,
         )

@@ -105,9 +105,21 @@ class Supervisor(SupervisorRestarts):
         wait: bool = False,
         timeout_s: float | None = None,
         progress: Callable[[InstanceSnapshot], None] | None = None,
+        started_by: str = "user",
     ) -> InstanceSnapshot:
-        """Start ``name`` (or adopt it if it already runs); with ``wait``, block until ready or failed."""
+        """Start ``name`` (or adopt it if it already runs); with ``wait``, block until ready or failed.
+
+        ``started_by`` ("user" or "gateway") is kept on the record for the snapshot, so the
+        gateway stops on its own (TTL, making room) only what it started.
+        """
+        with self._lock:
+            before = self._records.get(name)
         self._start(name, restarts=0)
+        with self._lock:
+            record = self._records.get(name)
+            launched = record is not None and record is not before and record.popen is not None
+            if record is not None and (launched or started_by == "user"):
+                record.started_by = started_by  # spawned by this call (not adopted), or a person's
         if wait:
             return self.wait_ready(name, timeout_s=timeout_s, progress=progress)
         return self.snapshot(name)
