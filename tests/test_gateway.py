@@ -1,0 +1,186 @@
+"""The gateway in front of real instances of the bundled model, on 127.0.0.1.
+
+Two in-process instances (``alpha``, ``beta``, one pool ``bundled``) are shared by the
+module; the tests that start, stop or kill an instance use a real ``koboldtui serve``
+child spawned by the supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import httpx
+import openai
+import pytest
+
+from gateway_harness import ShiftedClock, running_gateway
+from instance_harness import free_port, running_instance, wait_for
+from koboldtui.config import ServeConfig
+from koboldtui.control.spec import InstanceSpec
+from koboldtui.control.supervisor import Supervisor
+from koboldtui.gateway.wiring import make_gateway
+from koboldtui.paths import HOME_ENV, app_paths
+from koboldtui.store.db import open_database
+from koboldtui.store.instances import InstanceStore
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory, shared_models_dir):
+    """Two ready instances saved in a module-wide home, and a gateway over them."""
+    home = tmp_path_factory.mktemp("gw-home")
+    paths = app_paths({HOME_ENV: str(home)}).ensure()
+    model = next(shared_models_dir.glob("*.gguf"))
+    store = InstanceStore(open_database(paths.database))
+    config = ServeConfig(model=str(model), ctx=512, parallel=2, threads=1)
+    with running_instance(config.with_changes(name="alpha", port=free_port()), model) as (a_url, _), \
+            running_instance(config.with_changes(name="beta", port=free_port()), model) as (b_url, _):
+        for name, url in (("alpha", a_url), ("beta", b_url)):
+            port = int(url.rsplit(":", 1)[1])
+            store.add(name, InstanceSpec(name=name, port=port, model=str(model), ctx=512, parallel=2,
+                                         alias="bundled").to_dict())
+        clock = ShiftedClock()
+        gateway = make_gateway(paths, clock=clock, wait_s=60)
+        with running_gateway(gateway, free_port(), watch=True) as base:
+            wait_for(lambda: all(b.state == "ready" for b in gateway.table.all()), 20, "instances ready")
+            yield {"base": base, "gateway": gateway, "paths": paths, "store": store, "model": model,
+                   "clock": clock}
+
+
+def routed_to(gateway, instance: str) -> int:
+    return sum(n for (_, i), n in gateway.metrics.requests.items() if i == instance)
+
+
+def test_openai_client_switches_models_by_name(box):
+    client = openai.OpenAI(base_url=box["base"] + "/v1", api_key="none", max_retries=0)
+    ids = {m.id for m in client.models.list().data}
+    assert {"alpha", "beta", "bundled"} <= ids
+    for name in ("alpha", "beta"):
+        before = routed_to(box["gateway"], name)
+        reply = client.chat.completions.create(model=name, max_tokens=4, temperature=0,
+                                               messages=[{"role": "user", "content": "Hi"}])
+        assert reply.choices[0].finish_reason in ("length", "stop")
+        assert routed_to(box["gateway"], name) == before + 1
+    chunks = list(client.completions.create(model="bundled", prompt="Once upon", max_tokens=5, stream=True))
+    assert chunks and chunks[-1].choices[0].finish_reason in ("length", "stop")
+
+
+def test_unknown_model_is_404_in_each_shape(box):
+    r = httpx.post(box["base"] + "/v1/chat/completions", json={"model": "nope", "messages": []})
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "model_not_found" and "alpha" in r.json()["error"]["message"]
+    with pytest.raises(openai.NotFoundError):
+        openai.OpenAI(base_url=box["base"] + "/v1", api_key="x", max_retries=0).models.retrieve("nope")
+    r = httpx.post(box["base"] + "/api/admin/reload_config", json={"filename": "nope"})
+    assert r.json()["success"] is False and "beta" in r.json()["error"]
+
+
+def test_admin_routes_switch_the_current_model(box):
+    base, gateway = box["base"], box["gateway"]
+    options = httpx.get(base + "/api/admin/list_options").json()
+    assert options[:3] == ["alpha", "beta", "bundled"] and options[-2:] == ["initial_model", "unload_model"]
+    for name in ("beta", "alpha"):
+        assert httpx.post(base + "/api/admin/reload_config", json={"filename": name}).json() == {"success": True}
+        before = routed_to(gateway, name)
+        r = httpx.post(base + "/api/v1/generate", json={"prompt": "Hello", "max_length": 3}, timeout=30)
+        assert r.status_code == 200 and r.json()["results"][0]["text"] is not None
+        assert routed_to(gateway, name) == before + 1
+    assert httpx.get(base + "/api/extra/version").json()["admin"] == 1
+    assert "result" in httpx.get(base + "/api/v1/model").json()
+
+
+def test_admin_password_rule(box, tmp_path):
+    gateway = make_gateway(box["paths"])
+    with running_gateway(gateway, free_port(), admin_password="sesame", watch=False) as base:
+        assert httpx.get(base + "/api/admin/list_options").json() == []
+        r = httpx.post(base + "/api/admin/reload_config", json={"filename": "beta"})
+        assert r.status_code == 401 and r.json()["success"] is False
+        ok = httpx.post(base + "/api/admin/reload_config", json={"filename": "beta"},
+                        headers={"Authorization": "Bearer sesame"})
+        assert ok.json() == {"success": True}
+
+
+def test_kobold_stream_passes_events_and_affinity_sticks(box):
+    base, gateway = box["base"], box["gateway"]
+    httpx.post(base + "/api/admin/reload_config", json={"filename": "bundled"})
+    history = "A long story about a dragon and a knight. " * 12
+    hits = gateway.metrics.affinity_hits
+    with httpx.stream("POST", base + "/api/extra/generate/stream", timeout=30,
+                      json={"prompt": history, "max_length": 4}) as r:
+        events = [line for line in r.iter_lines() if line.startswith("data:")]
+    assert events and "finish_reason" in json.loads(events[-1][5:])
+    r = httpx.post(base + "/api/v1/generate", json={"prompt": history + " More.", "max_length": 2}, timeout=30)
+    assert r.status_code == 200
+    assert gateway.metrics.affinity_hits == hits + 1  # the same instance got the growing prompt
+
+
+def test_gateway_status_and_metrics(box):
+    status = httpx.get(box["base"] + "/api/koboldtui/gateway").json()
+    assert status["pools"]["bundled"] == ["alpha", "beta"]
+    assert {i["name"] for i in status["instances"]} == {"alpha", "beta"}
+    text = httpx.get(box["base"] + "/metrics").text
+    assert 'koboldtui_gateway_requests_total{model="alpha",instance="alpha"}' in text
+    # a web page on another origin may not read the control route
+    r = httpx.get(box["base"] + "/api/koboldtui/gateway", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+
+
+@pytest.fixture
+def child(box):
+    """A stopped serve instance ``gamma`` (its own pool) that the supervisor can spawn."""
+    store, port = box["store"], free_port()
+    store.add("gamma", InstanceSpec(name="gamma", port=port, model=str(box["model"]), ctx=512, parallel=2,
+                                    threads=1, ttl_min=1.0).to_dict())
+    supervisor = Supervisor(box["paths"], store)
+    yield supervisor
+    supervisor.stop("gamma", grace_s=2)
+    store.remove("gamma")
+
+
+def test_on_demand_start_then_ttl_stop(box, child):
+    gateway = make_gateway(box["paths"], supervisor=child, clock=box["clock"], wait_s=60)
+    with running_gateway(gateway, free_port(), watch=False) as base:
+        assert gateway.table.get("gamma").state == "stopped"
+        r = httpx.post(base + "/v1/completions", json={"model": "gamma", "prompt": "Hi", "max_tokens": 3},
+                       timeout=90)
+        assert r.status_code == 200, r.text
+        snap = child.snapshot("gamma")
+        assert snap.state.value == "ready" and snap.started_by == "gateway"
+        assert gateway.on_demand.reap_idle() == []  # used just now
+        box["clock"].offset += 61
+        try:
+            assert gateway.on_demand.reap_idle() == ["gamma"]
+        finally:
+            box["clock"].offset -= 61
+        assert child.snapshot("gamma").state.value == "stopped"
+        assert gateway.on_demand.counts.ttl_stops == 1
+
+
+def test_failed_start_answers_with_the_reason(box):
+    store = box["store"]
+    store.add("broken", InstanceSpec(name="broken", port=free_port(), kind="command",
+                                     command="sh -c 'echo no such model file >&2; exit 3' {port}").to_dict())
+    try:
+        gateway = make_gateway(box["paths"], wait_s=30)
+        with running_gateway(gateway, free_port(), watch=False) as base:
+            r = httpx.post(base + "/v1/completions", json={"model": "broken", "prompt": "x"}, timeout=60)
+            assert r.status_code == 503
+            assert "exited with code 3" in r.json()["error"]["message"]
+            assert httpx.get(base + "/health").status_code == 200  # the gateway stays up
+    finally:
+        store.remove("broken")
+
+
+def test_instance_killed_mid_stream_ends_the_stream(box, child):
+    snap = child.start("gamma", wait=True, timeout_s=90)
+    gateway = make_gateway(box["paths"], wait_s=30)
+    with running_gateway(gateway, free_port(), watch=False) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=30)
+        stream = client.chat.completions.create(model="gamma", max_tokens=400, stream=True, temperature=1,
+                                                messages=[{"role": "user", "content": "Tell a long story"}])
+        with pytest.raises(openai.APIError, match="mid-stream"):
+            for n, _ in enumerate(stream):
+                if n == 2:
+                    os.killpg(snap.pid, signal.SIGKILL)
+        assert gateway.table.get("gamma").out_of_rotation_until > gateway.clock()
