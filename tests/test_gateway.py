@@ -34,8 +34,8 @@ def box(tmp_path_factory, shared_models_dir):
     model = next(shared_models_dir.glob("*.gguf"))
     store = InstanceStore(open_database(paths.database))
     config = ServeConfig(model=str(model), ctx=512, parallel=2, threads=1)
-    with running_instance(config.with_changes(name="alpha", port=free_port()), model) as (a_url, _), \
-            running_instance(config.with_changes(name="beta", port=free_port()), model) as (b_url, _):
+    with running_instance(config.with_changes(name="alpha", port=free_port()), model) as (a_url, a_rt), \
+            running_instance(config.with_changes(name="beta", port=free_port()), model) as (b_url, b_rt):
         for name, url in (("alpha", a_url), ("beta", b_url)):
             port = int(url.rsplit(":", 1)[1])
             store.add(name, InstanceSpec(name=name, port=port, model=str(model), ctx=512, parallel=2,
@@ -45,7 +45,7 @@ def box(tmp_path_factory, shared_models_dir):
         with running_gateway(gateway, free_port(), watch=True) as base:
             wait_for(lambda: all(b.state == "ready" for b in gateway.table.all()), 20, "instances ready")
             yield {"base": base, "gateway": gateway, "paths": paths, "store": store, "model": model,
-                   "clock": clock}
+                   "clock": clock, "runtimes": {"alpha": a_rt, "beta": b_rt}}
 
 
 def routed_to(gateway, instance: str) -> int:
@@ -62,6 +62,8 @@ def test_openai_client_switches_models_by_name(box):
                                                messages=[{"role": "user", "content": "Hi"}])
         assert reply.choices[0].finish_reason in ("length", "stop")
         assert routed_to(box["gateway"], name) == before + 1
+        # the instance saw a local request: the Horde steps aside for the person, as for a direct one
+        assert box["runtimes"][name].gate.remaining() > 0
     chunks = list(client.completions.create(model="bundled", prompt="Once upon", max_tokens=5, stream=True))
     assert chunks and chunks[-1].choices[0].finish_reason in ("length", "stop")
 
@@ -184,3 +186,93 @@ def test_instance_killed_mid_stream_ends_the_stream(box, child):
                 if n == 2:
                     os.killpg(snap.pid, signal.SIGKILL)
         assert gateway.table.get("gamma").out_of_rotation_until > gateway.clock()
+
+
+def test_browser_page_on_another_origin_streams_and_aborts(box):
+    base, origin = box["base"], "https://lite.koboldai.net"
+    pre = httpx.options(base + "/api/extra/generate/stream", headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] in ("*", origin)
+    httpx.post(base + "/api/admin/reload_config", json={"filename": "alpha"})
+    with httpx.stream("POST", base + "/api/extra/generate/stream", timeout=60, headers={"Origin": origin},
+                      json={"prompt": "Write a very long poem about the sea.", "max_length": 400,
+                            "genkey": "KCPP-gw-1"}) as r:
+        assert r.headers["access-control-allow-origin"] in ("*", origin)
+        lines = r.iter_lines()
+        first = next(line for line in lines if line.startswith("data:"))
+        assert "token" in first
+        aborted = httpx.post(base + "/api/extra/abort", json={"genkey": "KCPP-gw-1"}, headers={"Origin": origin})
+        assert aborted.json()["success"] == "true"
+        last = [line for line in lines if line.startswith("data:")][-1]
+    assert json.loads(last[5:])["finish_reason"] == "abort"
+    # a page may not send a body a form could send without a preflight
+    assert httpx.post(base + "/v1/completions", content=b"{}", headers={
+        "Origin": origin, "Content-Type": "text/plain"}).status_code == 415
+
+
+def make_room_supervisor(box):
+    """A supervisor whose VRAM check says gamma and delta never fit together (fake GPU, real processes)."""
+    from koboldtui.control.gpu_plan import default_gpu_planner
+    from koboldtui.control.state import RUNNING, StartError
+
+    store = box["store"]
+    base = default_gpu_planner(store)
+    holder: dict[str, Supervisor] = {}
+
+    def planner(spec, model_path):
+        other = {"gamma": "delta", "delta": "gamma"}.get(spec.name)
+        if other and holder["sup"].snapshot(other).state in RUNNING:
+            raise StartError(f"cannot start {spec.name!r}: the model does not fit in VRAM "
+                             f"({other} holds it)")
+        return base(spec, model_path)
+
+    supervisor = Supervisor(box["paths"], store, gpu_planner=planner)
+    holder["sup"] = supervisor
+    return supervisor
+
+
+def test_room_is_made_only_from_what_the_gateway_started(box, child):
+    store = box["store"]
+    store.add("delta", InstanceSpec(name="delta", port=free_port(), model=str(box["model"]), ctx=512,
+                                    parallel=2, threads=1, gpus="cpu").to_dict())
+    supervisor = make_room_supervisor(box)
+    try:
+        supervisor.start("gamma", wait=True, timeout_s=90)  # started by hand: never the gateway's to stop
+        gateway = make_gateway(box["paths"], supervisor=supervisor, wait_s=60)
+        with running_gateway(gateway, free_port(), watch=False) as base:
+            ask = {"prompt": "Hi", "max_tokens": 2}
+            r = httpx.post(base + "/v1/completions", json={"model": "delta", **ask}, timeout=90)
+            assert r.status_code == 503 and "does not fit in VRAM" in r.json()["error"]["message"]
+            assert supervisor.snapshot("gamma").state.value == "ready"
+            supervisor.stop("gamma", grace_s=5)
+            gateway.table.get("gamma").state = "stopped"
+            assert httpx.post(base + "/v1/completions", json={"model": "gamma", **ask}, timeout=90).status_code == 200
+            r = httpx.post(base + "/v1/completions", json={"model": "delta", **ask}, timeout=90)
+            assert r.status_code == 200, r.text
+            assert supervisor.snapshot("gamma").state.value == "stopped"
+            assert gateway.on_demand.counts.room_stops == 1
+    finally:
+        supervisor.stop("delta", grace_s=5)
+        supervisor.stop("gamma", grace_s=5)
+        store.remove("delta")
+
+
+def test_two_gateways_asking_at_once_start_one_process(box, child):
+    import concurrent.futures
+
+    gateways = [make_gateway(box["paths"], supervisor=Supervisor(box["paths"], box["store"]), wait_s=90)
+                for _ in range(2)]
+    with running_gateway(gateways[0], free_port(), watch=False) as one, \
+            running_gateway(gateways[1], free_port(), watch=False) as two:
+        def ask(base: str) -> int:
+            return httpx.post(base + "/v1/completions", timeout=120,
+                              json={"model": "gamma", "prompt": "Hi", "max_tokens": 2}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(ask, [one, two, one, two]))
+    assert codes == [200] * 4
+    assert sum(g.on_demand.counts.starts for g in gateways) == 2  # each gateway's one start call ...
+    owners = [g for g in gateways if "gamma" in g.on_demand.started_here]
+    assert len(owners) == 1  # ... but one spawned it; the other adopted it and will not stop it
+    assert len([launch for launch in box["store"].launches() if launch.name == "gamma"]) == 1

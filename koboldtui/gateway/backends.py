@@ -7,6 +7,7 @@ so an instance added in the panel is routable without restarting the gateway.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,8 @@ from koboldtui.store.instances import InstanceStore
 
 # what /v1/models says of an instance
 READY, LOADING, STOPPED, UNREACHABLE = "ready", "loading", "stopped", "unreachable"
-GATEWAY_MARK = "koboldtui gateway"  # a command instance running the gateway itself is not a model
+# a command instance running the gateway itself (`gateway enable`) is not a model
+GATEWAY_COMMAND = re.compile(r"koboldtui(?:\.cli)?\s+gateway\b")
 
 
 def default_alias(spec: InstanceSpec) -> str:
@@ -79,7 +81,7 @@ class Backend:
 
 def is_gateway_spec(spec: InstanceSpec) -> bool:
     """The gateway registered as a supervised command instance (``gateway enable``)."""
-    return spec.kind == KIND_COMMAND and GATEWAY_MARK in spec.command
+    return spec.kind == KIND_COMMAND and GATEWAY_COMMAND.search(spec.command) is not None
 
 
 @dataclass

@@ -78,7 +78,7 @@ class OnDemand:
         future = self._start_in_background(backend)
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.wait_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise NotReady(f"{backend.name!r} is still loading after {self.wait_s:.0f} s; "
                            "try again shortly", retry_after_s=10) from None
         except StartError as exc:
