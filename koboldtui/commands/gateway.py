@@ -53,17 +53,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                            allow_origins=tuple(args.allow_origin or ("*",)))
     with contextlib.suppress(Exception):
         set_setting(_conn(), PORT_SETTING, args.port)  # so `gateway status` finds it
-    return asyncio.run(_serve(config, args.wait))
+    return asyncio.run(_serve(config, args.wait, args.balance))
 
 
-async def _serve(config: Any, wait_s: float) -> int:
+async def _serve(config: Any, wait_s: float, balance: str = "affinity") -> int:
     import uvicorn
 
     from koboldtui.api.header_timeout import KEEP_ALIVE_S, MAX_HEADER_BYTES, HeaderTimeoutH11Protocol
     from koboldtui.gateway.app import build_gateway_app
+    from koboldtui.gateway.service import GatewayOptions
     from koboldtui.gateway.wiring import make_gateway
 
-    gateway = make_gateway(app_paths(), wait_s=wait_s)
+    options = GatewayOptions(round_robin=balance == "round-robin")
+    gateway = make_gateway(app_paths(), wait_s=wait_s, options=options)
     server = uvicorn.Server(uvicorn.Config(
         build_gateway_app(gateway, config), host=config.host, port=config.port, log_level="warning",
         access_log=False, lifespan="on", timeout_graceful_shutdown=5, http=HeaderTimeoutH11Protocol,
@@ -176,6 +178,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     gw.add_argument("--allow-origin", action="append", help="browser origins allowed (default any)")
     gw.add_argument("--wait", type=float, default=120.0,
                     help="seconds a request waits for a stopped instance to load (then 503 + Retry-After)")
+    gw.add_argument("--balance", choices=("affinity", "round-robin"), default="affinity",
+                    help="how a pool's instances share requests (round-robin: for comparison)")
     gw.set_defaults(handler=cmd_run)
     actions = gw.add_subparsers(dest="gateway_command", metavar="ACTION")
     use = actions.add_parser("use", help="make an instance or pool the current model (KoboldAI routes)")
