@@ -140,6 +140,7 @@ class Forwarder:
                 yield stream_fault(path, message)
             finally:
                 await upstream.aclose()  # a client that left closes the upstream: the instance aborts
+                on_done()  # also when the client left (the background task then never runs)
 
         return StreamingResponse(chunks(), status_code=upstream.status_code,
                                  headers=response_headers(upstream), background=BackgroundTask(on_done))

@@ -242,6 +242,11 @@ class Gateway:
         """``/api/v1/model`` and ``/api/extra/version`` for the current model, without starting it."""
         backend = await self.current_ready()
         name = self.current_name()
+        # with a gateway key, a client without it learns that one is needed, not the model (as an instance)
+        if not request.scope.get("state", {}).get("authorized", True):
+            if path == "/api/v1/model":
+                return JSONResponse({"result": "koboldcpp/protected-model"})
+            return JSONResponse({"result": "KoboldCpp", "version": "1.80", "protected": True, "admin": 1})
         if backend is not None:
             try:
                 upstream = await self.forwarder.open(request, backend, path, b"")
