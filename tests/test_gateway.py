@@ -20,6 +20,7 @@ from instance_harness import free_port, running_instance, wait_for
 from koboldtui.config import ServeConfig
 from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.supervisor import Supervisor
+from koboldtui.gateway.affinity import prefix_hashes, prompt_text
 from koboldtui.gateway.wiring import make_gateway
 from koboldtui.paths import HOME_ENV, app_paths
 from koboldtui.store.db import open_database
@@ -144,9 +145,15 @@ def test_on_demand_start_then_ttl_stop(box, child):
     gateway = make_gateway(box["paths"], supervisor=child, clock=box["clock"], wait_s=60)
     with running_gateway(gateway, free_port(), watch=False) as base:
         assert gateway.table.get("gamma").state == "stopped"
+        gateway.on_demand.wait_s = 0.3  # past the bound: 503 + Retry-After while it goes on loading
+        r = httpx.post(base + "/v1/completions", json={"model": "gamma", "prompt": "Hi", "max_tokens": 3})
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0
+        assert "still loading" in r.json()["error"]["message"]
+        gateway.on_demand.wait_s = 90
         r = httpx.post(base + "/v1/completions", json={"model": "gamma", "prompt": "Hi", "max_tokens": 3},
                        timeout=90)
         assert r.status_code == 200, r.text
+        assert gateway.on_demand.counts.starts == 1  # the second request joined the first start
         snap = child.snapshot("gamma")
         assert snap.state.value == "ready" and snap.started_by == "gateway"
         assert gateway.on_demand.reap_idle() == []  # used just now
@@ -276,3 +283,24 @@ def test_two_gateways_asking_at_once_start_one_process(box, child):
     owners = [g for g in gateways if "gamma" in g.on_demand.started_here]
     assert len(owners) == 1  # ... but one spawned it; the other adopted it and will not stop it
     assert len([launch for launch in box["store"].launches() if launch.name == "gamma"]) == 1
+
+
+def test_request_that_got_nothing_is_retried_on_another_member(box):
+    box["store"].add("ghost", InstanceSpec(name="ghost", port=free_port(), model=str(box["model"]),
+                                           alias="bundled").to_dict())
+    try:
+        gateway = make_gateway(box["paths"])
+        with running_gateway(gateway, free_port(), watch=False) as base:
+            for b in gateway.table.all():  # the gateway thinks ghost is ready (a look just before it died)
+                b.state = "ready"
+            body = {"model": "bundled", "prompt": "The ghost story begins here. " * 10, "max_tokens": 2}
+            gateway.prefixes.record("ghost", prefix_hashes(prompt_text("/v1/completions", body)))
+            r = httpx.post(base + "/v1/completions", json=body, timeout=60)
+            assert r.status_code == 200, r.text
+            assert gateway.metrics.retries == 1
+            ghost = gateway.table.get("ghost")
+            assert not ghost.in_rotation(gateway.clock()) and ghost.errors == 1
+            r = httpx.post(base + "/v1/completions", json=body, timeout=60)  # ghost stays out
+            assert r.status_code == 200 and gateway.metrics.retries == 1
+    finally:
+        box["store"].remove("ghost")
