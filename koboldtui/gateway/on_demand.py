@@ -159,8 +159,10 @@ class OnDemand:
         now = self.clock()
         stopped = []
         for backend in self.table.all():
+            # idle: no request through us, and none the instance reports (a direct client, the Horde)
             if (self.stoppable(backend) and backend.ttl_s > 0 and backend.in_flight == 0
-                    and backend.state == READY and now - backend.last_used >= backend.ttl_s):
+                    and backend.busy == 0 and backend.state == READY
+                    and now - backend.last_used >= backend.ttl_s):
                 with self._lock:
                     start = self._starts.get(backend.name)
                     if start is not None and not start.done():
@@ -173,6 +175,8 @@ class OnDemand:
         while True:
             await asyncio.sleep(interval_s)
             try:
+                # the supervisor notices a crash (and restarts per its policy) of what we started
+                await asyncio.to_thread(self.supervisor.poll, sorted(self.started_here))
                 await asyncio.to_thread(self.reap_idle)
             except Exception:
                 log.exception("gateway TTL check failed")
