@@ -116,7 +116,12 @@ def overhead(gw: Gw, direct: str, n: int, tokens: int, rounds: int) -> dict[str,
             rate, ttft = asyncio.run(concurrent(base, "solo", n, tokens))
             rates[label].append(rate)
             ttfts[label].append(ttft)
-    return {"tok_s_ratio": statistics.median(rates["gateway"]) / statistics.median(rates["direct"]),
+    single: dict[str, list[float]] = {"gateway": [], "direct": []}  # one request at a time: the hop alone
+    for i in range(rounds * 6):
+        for label, base in (("direct", direct), ("gateway", gw.base)):
+            single[label].append(asyncio.run(concurrent(base, "solo", 1, 2))[1])
+    return {"single_ttft_added_ms": (statistics.median(single["gateway"]) - statistics.median(single["direct"])) * 1000,
+            "tok_s_ratio": statistics.median(rates["gateway"]) / statistics.median(rates["direct"]),
             "ttft_added_ms": (statistics.median(ttfts["gateway"]) - statistics.median(ttfts["direct"])) * 1000,
             "direct_tok_s": statistics.median(rates["direct"]), "gateway_tok_s": statistics.median(rates["gateway"])}
 
