@@ -118,10 +118,17 @@ def test_kobold_stream_passes_events_and_affinity_sticks(box):
     assert gateway.metrics.affinity_hits == hits + 1  # the same instance got the growing prompt
 
 
-def test_gateway_status_and_metrics(box):
+def test_gateway_status_and_metrics(box, capsys):
     status = httpx.get(box["base"] + "/api/koboldtui/gateway").json()
     assert status["pools"]["bundled"] == ["alpha", "beta"]
     assert {i["name"] for i in status["instances"]} == {"alpha", "beta"}
+    from koboldtui.cli import main
+
+    port = box["base"].rsplit(":", 1)[1]
+    assert main(["gateway", "status", "--json", "--port", port]) == 0
+    assert json.loads(capsys.readouterr().out)["pools"]["bundled"] == ["alpha", "beta"]
+    assert main(["gateway", "status", "--port", port]) == 0
+    assert "pool bundled" in capsys.readouterr().out
     text = httpx.get(box["base"] + "/metrics").text
     assert 'koboldtui_gateway_requests_total{model="alpha",instance="alpha"}' in text
     # a web page on another origin may not read the control route

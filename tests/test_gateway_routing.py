@@ -13,6 +13,7 @@ def backend(name: str, in_flight: int = 0, horde: int = 0) -> Backend:
     b = Backend(name=name, alias="pool", kind="serve", base_url="http://x", api_key=None, ttl_s=0,
                 pin=False, spec=spec, state=READY)
     b.in_flight, b.busy, b.horde_busy = in_flight, in_flight + horde, horde
+    b.parallel = 2
     return b
 
 
@@ -34,6 +35,9 @@ def test_holder_wins_unless_busier_than_the_margin():
     pick = choose([a, b], table, hashes, margin=2)
     assert (pick.backend.name, pick.affinity, pick.matched_blocks) == ("b", True, len(hashes))
     b.in_flight = b.busy = 3
+    b.parallel = 8  # half its slots (4) is the margin then
+    assert choose([a, b], table, hashes, margin=2).backend.name == "b"
+    b.parallel = 2
     pick = choose([a, b], table, hashes, margin=2)
     assert (pick.backend.name, pick.affinity) == ("a", False)
 

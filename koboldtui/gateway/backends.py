@@ -54,6 +54,7 @@ class Backend:
     in_flight: int = 0  # requests this gateway has open on it
     busy: int = 0  # slots busy + queued, from its status (Horde jobs included)
     horde_busy: int = 0  # of those, Horde jobs
+    other_busy: int = 0  # of those, neither Horde nor ours at the look: direct clients, another gateway
     parallel: int = 1
     last_used: float = 0.0  # monotonic
     out_of_rotation_until: float = 0.0  # monotonic: a failed request keeps it out until probed back
@@ -66,8 +67,10 @@ class Backend:
         return self.kind != KIND_REMOTE
 
     def load(self) -> int:
-        """How busy it is for routing: our open requests, or its own count when larger (Horde jobs)."""
-        return max(self.in_flight, self.busy - self.horde_busy) + self.horde_busy
+        """How busy it is for routing: our open requests (exact, now), plus what its last status showed
+        beyond ours (Horde jobs, other clients). Its own count alone would lag by a look and
+        count our finished requests as busy."""
+        return self.in_flight + self.horde_busy + self.other_busy
 
     def in_rotation(self, now: float) -> bool:
         return self.state == READY and now >= self.out_of_rotation_until
@@ -110,7 +113,7 @@ class BackendTable:
                 api_key=self.secrets.get(spec.name).get("api_key") or None,
                 ttl_s=max(0.0, float(spec.ttl_min or 0.0)) * 60.0, pin=bool(spec.pin), spec=spec)
             if old is not None:  # keep what was watched
-                for attr in ("state", "reason", "in_flight", "busy", "horde_busy", "parallel",
+                for attr in ("state", "reason", "in_flight", "busy", "horde_busy", "other_busy", "parallel",
                              "last_used", "out_of_rotation_until", "requests", "errors"):
                     setattr(backend, attr, getattr(old, attr))
             fresh[spec.name] = backend

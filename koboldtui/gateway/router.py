@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from koboldtui.gateway.affinity import PrefixTable
 from koboldtui.gateway.backends import Backend
 
-AFFINITY_MARGIN = 2  # requests more than the least busy that a cache holder may carry and still win
+# requests more than the least busy that a cache holder may carry and still win: at least this,
+# or half its slots (a holder with free slots recomputes nothing; moving recomputes the prompt)
+AFFINITY_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,6 @@ def choose(ready: Sequence[Backend], table: PrefixTable, hashes: Sequence[bytes]
             best, best_blocks = backend, blocks
     if best_blocks == 0:
         return Choice(least, 0, None)
-    if best.load() - least.load() <= margin:
+    if best.load() - least.load() <= max(margin, best.parallel // 2):
         return Choice(best, best_blocks, True)
     return Choice(least, table.matched_blocks(least.name, hashes), False)

@@ -34,6 +34,7 @@ def apply_status(backend: Backend, body: dict[str, Any]) -> None:
     backend.busy = int(body.get("slots_busy") or 0) + int(body.get("queue_depth") or 0)
     backend.horde_busy = sum(1 for q in queue if isinstance(q, dict) and q.get("origin") == "horde"
                              and q.get("state") in ACTIVE)
+    backend.other_busy = max(0, backend.busy - backend.horde_busy - backend.in_flight)
     backend.parallel = int(body.get("parallel") or 1)
 
 
