@@ -165,6 +165,10 @@ def affinity(gw: Gw, rr: Gw, members: list[str], users: int, turns: int, tokens:
         p1, c1 = cache_counters(members)
         out[f"{label}_cache_share"] = (c1 - c0) / max(1.0, p1 - p0)
         out[f"{label}_median_ttft_ms"] = statistics.median(ttfts) * 1000
+        routing = httpx.get(g.base + "/api/koboldtui/gateway").json()["routing"]
+        out[f"{label}_share_p1"] = routing["share"].get("p1", 0.0)
+        if label == "affinity":
+            out["affinity_hits"], out["affinity_misses"] = routing["affinity_hits"], routing["affinity_misses"]
     out["ttft_rr_over_affinity"] = out["round_robin_median_ttft_ms"] / out["affinity_median_ttft_ms"]
     return out
 

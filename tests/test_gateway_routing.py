@@ -35,7 +35,7 @@ def test_holder_wins_unless_busier_than_the_margin():
     pick = choose([a, b], table, hashes, margin=2)
     assert (pick.backend.name, pick.affinity, pick.matched_blocks) == ("b", True, len(hashes))
     b.in_flight = b.busy = 3
-    b.parallel = 8  # half its slots (4) is the margin then
+    b.parallel = 8  # a free slot: it keeps its chats however busy the others are not
     assert choose([a, b], table, hashes, margin=2).backend.name == "b"
     b.parallel = 2
     pick = choose([a, b], table, hashes, margin=2)

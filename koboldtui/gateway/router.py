@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from koboldtui.gateway.affinity import PrefixTable
 from koboldtui.gateway.backends import Backend
 
-# requests more than the least busy that a cache holder may carry and still win: at least this,
-# or half its slots (a holder with free slots recomputes nothing; moving recomputes the prompt)
+# a cache holder with a free slot always wins (moving would recompute the prompt and evict
+# another chat's cache there); a full one wins while it carries at most this many requests
+# more than the least busy
 AFFINITY_MARGIN = 2
 
 
@@ -33,6 +34,6 @@ def choose(ready: Sequence[Backend], table: PrefixTable, hashes: Sequence[bytes]
             best, best_blocks = backend, blocks
     if best_blocks == 0:
         return Choice(least, 0, None)
-    if best.load() - least.load() <= max(margin, best.parallel // 2):
+    if best.load() < best.parallel or best.load() - least.load() <= margin:
         return Choice(best, best_blocks, True)
     return Choice(least, table.matched_blocks(least.name, hashes), False)
