@@ -137,31 +137,36 @@ def cache_counters(bases: list[str]) -> tuple[float, float]:
     return prompt, cached
 
 
-async def chats(base: str, users: int, turns: int, tokens: int, salt: str) -> list[float]:
+async def chats(base: str, users: int, turns: int, tokens: int, salt: str, raw: bool = False) -> list[float]:
     """Each user resends its growing history every turn; the turn TTFTs (the first turn's left out)."""
     ttfts: list[float] = []
 
     async def user(c: httpx.AsyncClient, u: int) -> None:
         history = [{"role": "system", "content": f"[{salt} {u}] You are a storyteller. " * 6},
                    {"role": "user", "content": f"Tell me about {TOPICS[u % len(TOPICS)]}."}]
+        # raw: the same chat as a plain transcript on /v1/completions, each user's text distinct
+        # from its first token (a chat template's fixed opening is shared by every chat)
+        transcript = f"{TOPICS[u % len(TOPICS)].split()[-1].capitalize()} {salt} {u}: a story. " * 6
         for turn in range(turns):
-            ttft, _, text = await stream(c, base, {"model": "pool", "messages": history, "max_tokens": tokens,
-                                                   "temperature": 0})
+            body = ({"prompt": transcript + "\nStoryteller:"} if raw else {"messages": history})
+            ttft, _, text = await stream(c, base, {"model": "pool", "max_tokens": tokens, "temperature": 0, **body})
             if turn:
                 ttfts.append(ttft)
             history += [{"role": "assistant", "content": text or "..."},
                         {"role": "user", "content": f"And then? (turn {turn + 1})"}]
+            transcript += f"\nStoryteller:{text}\nReader: And then? (turn {turn + 1})"
 
     async with httpx.AsyncClient(timeout=600) as c:
         await asyncio.gather(*(user(c, u) for u in range(users)))
     return ttfts
 
 
-def affinity(gw: Gw, rr: Gw, members: list[str], users: int, turns: int, tokens: int) -> dict[str, float]:
+def affinity(gw: Gw, rr: Gw, members: list[str], users: int, turns: int, tokens: int,
+             raw: bool = False) -> dict[str, float]:
     out: dict[str, float] = {}
     for label, g in (("round_robin", rr), ("affinity", gw)):
         p0, c0 = cache_counters(members)
-        ttfts = asyncio.run(chats(g.base, users, turns, tokens, salt=label))
+        ttfts = asyncio.run(chats(g.base, users, turns, tokens, salt=label, raw=raw))
         p1, c1 = cache_counters(members)
         out[f"{label}_cache_share"] = (c1 - c0) / max(1.0, p1 - p0)
         out[f"{label}_median_ttft_ms"] = statistics.median(ttfts) * 1000
@@ -204,6 +209,8 @@ def main() -> None:
     parser.add_argument("--turn-tokens", type=int, default=24)
     parser.add_argument("--parallel", type=int, default=8, help="slots per pool instance (>= users / 2)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--raw", action="store_true",
+                        help="affinity chats as plain transcripts on /v1/completions (no chat template)")
     parser.add_argument("--port", type=int, default=5600)
     parser.add_argument("--part", choices=("all", "overhead", "affinity", "ondemand"), default="all")
     args = parser.parse_args()
@@ -237,7 +244,7 @@ def main() -> None:
             gw.wait_ready(["p1", "p2"])
             rr.wait_ready(["p1", "p2"])
             members = [f"http://127.0.0.1:{p + 2}", f"http://127.0.0.1:{p + 3}"]
-            results["affinity"] = affinity(gw, rr, members, args.users, args.turns, args.turn_tokens)
+            results["affinity"] = affinity(gw, rr, members, args.users, args.turns, args.turn_tokens, args.raw)
             sup.stop("p1")
             sup.stop("p2")
         if args.part in ("all", "ondemand"):
