@@ -170,7 +170,9 @@ def affinity(gw: Gw, rr: Gw, members: list[str], users: int, turns: int, tokens:
         p1, c1 = cache_counters(members)
         out[f"{label}_cache_share"] = (c1 - c0) / max(1.0, p1 - p0)
         out[f"{label}_median_ttft_ms"] = statistics.median(ttfts) * 1000
-        routing = httpx.get(g.base + "/api/koboldtui/gateway").json()["routing"]
+        status = httpx.get(g.base + "/api/koboldtui/gateway").json()
+        routing = status["routing"]
+        out[f"{label}_left_in_flight"] = sum(i["in_flight"] for i in status["instances"])
         out[f"{label}_share_p1"] = routing["share"].get("p1", 0.0)
         if label == "affinity":
             out["affinity_hits"], out["affinity_misses"] = routing["affinity_hits"], routing["affinity_misses"]

@@ -62,3 +62,21 @@ def test_default_alias_is_the_model_stem():
     assert default_alias(InstanceSpec(name="n", port=1, model="/m/Qwen2.5-7B-Q4_K_M.gguf")) == "Qwen2.5-7B-Q4_K_M"
     assert default_alias(InstanceSpec(name="n", port=1, alias="chat")) == "chat"
     assert default_alias(InstanceSpec(name="box2", port=1, kind="remote", url="http://h:1")) == "box2"
+
+
+def test_refresh_keeps_the_objects_requests_count_on(tmp_path):
+    from koboldtui.control.secrets import InstanceSecrets
+    from koboldtui.gateway.backends import BackendTable
+    from koboldtui.store.db import open_database
+    from koboldtui.store.instances import InstanceStore
+
+    store = InstanceStore(open_database(tmp_path / "db.sqlite"))
+    store.add("a", InstanceSpec(name="a", port=7001).to_dict())
+    table = BackendTable(store, InstanceSecrets(tmp_path / "secrets.json"))
+    table.refresh()
+    held = table.get("a")
+    held.in_flight += 1  # a request in flight holds this object ...
+    store.update("a", InstanceSpec(name="a", port=7001, alias="chat").to_dict())
+    table.refresh()  # ... while the watcher re-reads the store
+    held.in_flight -= 1
+    assert table.get("a") is held and held.in_flight == 0 and held.alias == "chat"

@@ -108,14 +108,16 @@ class BackendTable:
             if is_gateway_spec(spec):
                 continue
             old = self._backends.get(spec.name)
-            backend = Backend(
-                name=spec.name, alias=default_alias(spec), kind=spec.kind, base_url=spec.base_url(),
+            saved = dict(
+                alias=default_alias(spec), kind=spec.kind, base_url=spec.base_url(),
                 api_key=self.secrets.get(spec.name).get("api_key") or None,
                 ttl_s=max(0.0, float(spec.ttl_min or 0.0)) * 60.0, pin=bool(spec.pin), spec=spec)
-            if old is not None:  # keep what was watched
-                for attr in ("state", "reason", "in_flight", "busy", "horde_busy", "other_busy", "parallel",
-                             "last_used", "out_of_rotation_until", "requests", "errors"):
-                    setattr(backend, attr, getattr(old, attr))
+            if old is not None:  # the same object: requests in flight hold it and count on it
+                for attr, value in saved.items():
+                    setattr(old, attr, value)
+                backend = old
+            else:
+                backend = Backend(name=spec.name, **saved)  # type: ignore[arg-type]
             fresh[spec.name] = backend
         with self._lock:
             self._backends = fresh

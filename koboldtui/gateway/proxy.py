@@ -139,8 +139,8 @@ class Forwarder:
                 on_fault(backend, message)
                 yield stream_fault(path, message)
             finally:
+                on_done()  # first: a cancelled aclose below must not skip it (nor the background task)
                 await upstream.aclose()  # a client that left closes the upstream: the instance aborts
-                on_done()  # also when the client left (the background task then never runs)
 
         return StreamingResponse(chunks(), status_code=upstream.status_code,
                                  headers=response_headers(upstream), background=BackgroundTask(on_done))

@@ -34,6 +34,6 @@ def choose(ready: Sequence[Backend], table: PrefixTable, hashes: Sequence[bytes]
             best, best_blocks = backend, blocks
     if best_blocks == 0:
         return Choice(least, 0, None)
-    if best.load() < best.parallel or best.load() - least.load() <= margin:
+    if best.load() < best.parallel + margin or best.load() - least.load() <= margin:
         return Choice(best, best_blocks, True)
     return Choice(least, table.matched_blocks(least.name, hashes), False)
