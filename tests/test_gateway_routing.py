@@ -38,6 +38,7 @@ def test_holder_wins_unless_busier_than_the_margin():
     b.parallel = 8  # a free slot: it keeps its chats however busy the others are not
     assert choose([a, b], table, hashes, margin=2).backend.name == "b"
     b.parallel = 2
+    b.in_flight = b.busy = 5  # full, 3 waiting (> margin), and 5 more than a
     pick = choose([a, b], table, hashes, margin=2)
     assert (pick.backend.name, pick.affinity) == ("a", False)
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from koboldtui.gateway.affinity import PrefixTable
 from koboldtui.gateway.backends import Backend
 
-# a cache holder with a free slot always wins (moving would recompute the prompt and evict
-# another chat's cache there); a full one wins while it carries at most this many requests
-# more than the least busy
+# a cache holder wins while it has a free slot or at most this many requests waiting (moving
+# would recompute the prompt and evict another chat's cache there), else while it carries at
+# most this many requests more than the least busy
 AFFINITY_MARGIN = 2
 
 
