@@ -13,7 +13,7 @@ from koboldtui.store.faults import StorageError, explain
 
 # Each module in koboldtui.commands registers its own subcommands; a missing one is skipped
 # so a partial checkout still runs what it has.
-COMMAND_MODULES = ("serve", "gpus", "instances", "horde", "panel")
+COMMAND_MODULES = ("serve", "gpus", "instances", "horde", "panel", "gateway")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,6 +50,9 @@ SPEC_FLAGS = (
     "threads",
     "max_queue",
     "restart",
+    "alias",
+    "ttl_min",
+    "pin",
 )
 HORDE_FLAGS = {
     "horde_name": "worker_name",

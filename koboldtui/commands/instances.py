@@ -85,6 +85,15 @@ def _spec_arguments(parser: argparse.ArgumentParser, *, editing: bool) -> None:
     if editing:
         auto.add_argument("--no-autostart", dest="autostart", action="store_false")
     p("--restart", choices=("no", "on-failure"), help="restart after a crash (with backoff)")
+    p("--alias", help="model name for the gateway (default: the model file's stem); "
+      "instances with the same alias form a pool")
+    p("--ttl", dest="ttl_min", type=float, help="minutes idle before the gateway stops it, "
+      "when the gateway started it (0 = never)")
+    pin = parser.add_mutually_exclusive_group()
+    pin.add_argument("--pin", dest="pin", action="store_true", default=None,
+                     help="the gateway never stops it (TTL, making room)")
+    if editing:
+        pin.add_argument("--no-pin", dest="pin", action="store_false")
     p(
         "--env",
         action="append",

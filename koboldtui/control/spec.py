@@ -95,6 +95,12 @@ class InstanceSpec:
     health: str = ""  # kind "command": readiness path; "" = the first known path that answers 200
     url: str = ""  # kind "remote": where the server is (http://host:port)
     workdir: str = ""  # kind "command": the folder it runs in (relative paths in --cmd); "" = data dir
+    # the gateway (koboldtui.gateway): the model name clients ask for ("" = the model file's
+    # stem; instances with the same alias form a pool), idle minutes before the gateway stops
+    # an instance it started (0 = never), and a pin (the gateway never stops it)
+    alias: str = ""
+    ttl_min: float = 0.0
+    pin: bool = False
 
     @property
     def uses_gpu(self) -> bool:

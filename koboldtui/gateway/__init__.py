@@ -1,0 +1,1 @@
+"""The gateway: one address for every instance on the box, routing by model name (issue 17)."""
