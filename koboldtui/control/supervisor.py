@@ -158,6 +158,22 @@ class Supervisor(SupervisorRestarts):
                 raise StartError(f"{name!r} was not ready after {timeout_s:.0f} s; it was stopped")
             sleep(0.1)
 
+    def dismiss(self, name: str) -> InstanceSnapshot:
+        """Forget a failure the person has read: FAILED becomes STOPPED (and a pending restart is dropped).
+
+        A failed instance keeps its reason in ``ps`` and the panel's row until dismissed, so a
+        failure is never only a toast; anything else is left as it is.
+        """
+        with self._name_lock(name), self._exclusive(name):
+            saved = self.runstate.read(name)
+            with self._lock:
+                record = self._records.get(name)
+                if record is not None and record.state is InstanceState.FAILED:
+                    record.state, record.restart_at, record.last_error = InstanceState.STOPPED, None, None
+            if saved.state == InstanceState.FAILED.value:
+                self._save_runstate(name, InstanceState.STOPPED, saved.restarts, None, None)
+        return self.snapshot(name)
+
     # -- stop ----------------------------------------------------------------------------
 
     def stop(self, name: str, *, grace_s: float | None = None) -> InstanceSnapshot:

@@ -58,7 +58,12 @@ class KeyedTable(DataTable):
         return [cell for (key, _), cell in zip(self.COLUMNS, cells) if key in self._shown]
 
     def sync_rows(self, rows: dict[str, tuple[object, ...]]) -> None:
-        """Make the table show exactly ``rows`` (in insertion order for new ones)."""
+        """Make the table show exactly ``rows`` (in insertion order for new ones).
+
+        The cursor stays on the same key (request id, instance name), not the same row
+        number: a row that vanishes above it must not move the selection onto another thing.
+        """
+        pinned = self.selected_key
         changed = False
         for key in [k for k in self._cells if k not in rows]:
             changed = True
@@ -79,6 +84,16 @@ class KeyedTable(DataTable):
             self._cells[key] = cells
         if changed:
             self._refit()
+            self._keep_cursor_on(pinned)
+
+    def _keep_cursor_on(self, key: str | None) -> None:
+        """Put the cursor back on ``key`` when rows above it came or went (no-op when it is gone)."""
+        if key is None or key not in self._cells or self.selected_key == key:
+            return
+        try:
+            self.move_cursor(row=self.get_row_index(key), animate=False)
+        except RowDoesNotExist:
+            pass
 
     # fitting the width ---------------------------------------------------------------------
     def on_resize(self, event: Resize) -> None:
