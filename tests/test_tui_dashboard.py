@@ -60,7 +60,7 @@ async def test_dashboard_shows_gpus_instances_batch_and_queue() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
         inst = app.screen.query_one(InstancesTable)
-        assert inst.cells("main")[2] == "5001" and "ready" in inst.cell("main", "state")
+        assert inst.cells("main")[2] == ":5001" and "ready" in inst.cell("main", "state")
         assert inst.cells("chat-cpu")[3] == "CPU"
         batch = app.screen.query_one(BatchTable)
         assert batch.cells("main")[1:4] == ("512", "512", "▮▮▮▯ 3/4")

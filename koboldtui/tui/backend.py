@@ -92,10 +92,13 @@ class InstanceView:
 
     @property
     def address(self) -> str:
-        """host:port to send requests to, for a narrow column (the URL without its scheme)."""
-        if self.url:
-            return self.url.split("://", 1)[-1].rstrip("/")
-        return f"127.0.0.1:{self.port}"
+        """Where requests go, for a narrow column: ':5001' on this machine, 'gpu-box:5001' elsewhere
+        (the dashboard's Instances border spells the selected one's whole URL)."""
+        where = self.url.split("://", 1)[-1].rstrip("/") if self.url else f"127.0.0.1:{self.port}"
+        for local in ("127.0.0.1:", "localhost:", "[::1]:"):
+            if where.startswith(local):
+                return ":" + where[len(local):]
+        return where
 
     @property
     def program(self) -> str:

@@ -41,7 +41,7 @@ class PromptScreen(PanelModal[None]):
         self.sent_at = 0.0
         self.ttft_s: float | None = None
         self._stop = threading.Event()
-        self._closed = threading.Event()  # esc: tokens are no longer shown, the request runs on
+        self._box_closed = threading.Event()  # esc: tokens are no longer shown, the request runs on
         self.streaming = False
 
     def compose(self) -> ComposeResult:
@@ -111,7 +111,7 @@ class PromptScreen(PanelModal[None]):
                 if stop.is_set():
                     return  # replaced by a newer prompt: closing the generator aborts this one
                 tokens += 1
-                if not self._closed.is_set():
+                if not self._box_closed.is_set():
                     self.from_thread(self._append, token, stop)
         except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             if not stop.is_set():
@@ -124,7 +124,7 @@ class PromptScreen(PanelModal[None]):
 
     def _closed_note(self, text: str, severity: str) -> None:
         """After esc the box is gone: a short note tells how the generation ended."""
-        if not self._closed.is_set():
+        if not self._box_closed.is_set():
             return
         try:
             self.app.call_from_thread(self.app.notify, text, title="Prompt", severity=severity, markup=False)
@@ -160,7 +160,7 @@ class PromptScreen(PanelModal[None]):
     def action_close(self) -> None:
         """Close the box; a generation still streaming goes on (``a`` in the queue aborts it)."""
         if self.streaming:
-            self._closed.set()
+            self._box_closed.set()
             self.notify(f"the prompt to {self.instance} goes on generating: a on its queue row aborts it",
                         title="Prompt", timeout=6, markup=False)
         self.dismiss(None)

@@ -106,8 +106,8 @@ class InstancesTable(KeyedTable):
     # narrow terminals lose these first (80 columns keep name, model, address, GPUs, state); the
     # address is never dropped: it is where requests go
     DROP_ORDER = ("cache", "restarts", "cpu", "rss", "tps", "uptime", "gpus")
-    # "stopped" must fit; a failed reason may clip (enter shows it whole); a long model name clips
-    WIDTH_CAPS: ClassVar[Mapping[str, int]] = {"state": 10, "model": 16}
+    # "stopped" must fit; a failed reason may clip (enter shows it whole)
+    WIDTH_CAPS: ClassVar[Mapping[str, int]] = {"state": 10}
 
     def show(self, instances: Iterable[InstanceView]) -> None:
         instances = list(instances)
