@@ -165,6 +165,13 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         if self._failed is not None:  # close once mounted (a dismiss during mount is lost)
             self.call_later(self.draft_failed, self._failed)
 
+    def on_resize(self) -> None:
+        """Keep the whole dialog on screen (title, fields, errors, buttons): the fields scroll
+        inside it, so on 24 rows the focused field is never below the bottom edge."""
+        errors = self.query_one("#form-errors", Static)
+        room = self.size.height - 7 - (errors.size.height if errors.display else 0)
+        self.query_one("#form-body", VerticalScroll).styles.max_height = max(5, min(24, room))
+
     def _scroll_to_focus(self) -> None:
         """Start at the top, just far enough down to show the focused field (focus set before layout may overshoot)."""
         self.query_one("#form-body", VerticalScroll).scroll_home(animate=False)
@@ -447,6 +454,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
                 msg.update(f"[$error]{text}[/]" if text else "")
         errors = self.query_one("#form-errors", Static)
         errors.update("[$error]" + "\n".join(gauges.plain(p) for p in problems) + "[/]" if problems else "")
+        self.call_after_refresh(self.on_resize)  # the fields give the errors room: the buttons stay on screen
 
     def action_cancel(self) -> None:
         self.dismiss(None)
