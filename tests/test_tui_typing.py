@@ -7,9 +7,11 @@ import pytest
 from textual.widgets import Input, TextArea
 
 from koboldtui.models.bundled import bundled_model_path
+from koboldtui.tui.screens.confirm import ConfirmScreen
 from koboldtui.tui.screens.instance_form import InstanceFormScreen
 from koboldtui.tui.screens.pickers import BatchFormScreen
 from koboldtui.tui.screens.prompt import PromptScreen
+from koboldtui.tui.widgets.queue_table import QueueTable
 from tests.test_tui_dashboard import make_app, settle, wait_for
 from tests.tui_fakes import FakeBackend, screen_text
 
@@ -135,6 +137,8 @@ async def test_batch_prompt_and_queue_filter_fields_are_typed_in(size) -> None:
         await type_into(pilot, app, "n_batch", "1024")
         assert "n_ubatch = min(1024, 1024)" in screen_text(app)
         await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))  # requests in flight: it asks
+        await pilot.press("y")
         await wait_for(pilot, lambda: ("set_batch_size", "main", 1024) in backend.calls)
         await wait_for(pilot, lambda: app.screen.id == "dashboard")
         await pilot.press("p")
@@ -148,4 +152,7 @@ async def test_batch_prompt_and_queue_filter_fields_are_typed_in(size) -> None:
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen.id == "dashboard")
         await pilot.press("slash", *"horde")
-        await wait_for(pilot, lambda: "1 match /horde" in screen_text(app) or "2 match /horde" in screen_text(app))
+        queue = app.screen.query_one(QueueTable)
+        await wait_for(pilot, lambda: queue.row_count == 2 and app.screen.query_one("#queue-filter", Input).value
+                       == "horde")
+        assert "horde" in screen_text(app) and "KTUIa1b2" not in screen_text(app)

@@ -83,6 +83,8 @@ class DashboardScreen(Screen):
         field = self.query_one("#queue-filter", Input)
         field.display = True
         field.focus()
+        # shown just now: scroll once it has a place (at 80x24 it is below the fold)
+        self.call_after_refresh(field.scroll_visible, animate=False)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "queue-filter":
