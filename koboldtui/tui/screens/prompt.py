@@ -58,6 +58,7 @@ class PromptScreen(PanelModal[None]):
             yield Static("", id="prompt-status")
 
     def on_mount(self) -> None:
+        self.panel = self.app  # kept: a stream that outlives the box still reports to the app
         self.query_one("#prompt-input", Input).focus()
 
     def _settings(self) -> tuple[int, float | None] | str:
@@ -127,7 +128,7 @@ class PromptScreen(PanelModal[None]):
         if not self._box_closed.is_set():
             return
         try:
-            self.app.call_from_thread(self.app.notify, text, title="Prompt", severity=severity, markup=False)
+            self.panel.call_from_thread(self.panel.notify, text, title="Prompt", severity=severity, markup=False)
         except RuntimeError:  # the app has shut down
             pass
 

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import ClassVar
 
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.events import Resize
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
@@ -35,6 +36,12 @@ def cell_width(cell: object) -> int:
 class KeyedTable(DataTable):
     """DataTable with ``sync_rows``: add new keys, update changed cells, drop missing keys."""
 
+    # Home/End go to the first/last row (as in k9s and lazydocker); DataTable's own scroll
+    # sideways in a row table, which hid the names column off the left edge.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "first_row", "First row", show=False),
+        Binding("end", "last_row", "Last row", show=False),
+    ]
     COLUMNS: Sequence[tuple[str, str]] = ()  # (key, label)
     DROP_ORDER: Sequence[str] = ()  # column keys to hide, first to last, when the table is too narrow
     WIDTH_CAPS: ClassVar[Mapping[str, int]] = {}  # a column counted at most this wide when fitting (it may clip)
@@ -139,6 +146,14 @@ class KeyedTable(DataTable):
                 self.move_cursor(row=self.get_row_index(selected), animate=False)
             except RowDoesNotExist:
                 pass
+
+    def action_first_row(self) -> None:
+        self.action_scroll_top()
+        self.scroll_x = 0
+
+    def action_last_row(self) -> None:
+        self.action_scroll_bottom()
+        self.scroll_x = 0
 
     # reading ---------------------------------------------------------------------------------
     @property
