@@ -14,6 +14,7 @@ from textual.worker import Worker, WorkerState
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import FINISHED_REQUEST_STATES, InstanceDraft, InstanceView
+from koboldtui.tui.panel_words import panel_words
 from koboldtui.tui.screens.confirm import ConfirmScreen
 from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
 from koboldtui.tui.screens.instance_detail import InstanceDetailScreen
@@ -111,8 +112,8 @@ class PanelActions:
         if worker.group != ACTION_GROUP:
             return
         if event.state == WorkerState.ERROR:
-            self.notify(f"{worker.name} failed: {worker.error}", title="Action failed", severity="error", timeout=10,
-                        markup=False)
+            self.notify(panel_words(f"{worker.name} failed: {worker.error}"), title="Action failed", severity="error",
+                        timeout=10, markup=False)
             self.poll_now()
         elif event.state == WorkerState.SUCCESS:
             if worker.result:

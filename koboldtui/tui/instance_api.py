@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from koboldtui.tui.backend import BackendError
+from koboldtui.tui.panel_words import panel_words
 
 
 class InstanceApi:
@@ -34,7 +35,7 @@ class InstanceApi:
             data = {}
         if response.status_code >= 400:
             detail = data.get("error") or data.get("detail") or response.text[:200]
-            raise BackendError(f"{name} refused {path}: {detail}")
+            raise BackendError(panel_words(f"{name} refused {path}: {detail}"))
         return data if isinstance(data, dict) else {}
 
     def abort(self, instance: str, genkey: str) -> bool:

@@ -274,7 +274,7 @@ class LiveBackend(InstanceApi):
         check = check_fit(meta, planned, gpu_layers, ctx, parallel)
         need = check.estimate.total / MIB if check.estimate else 0.0
         free = sum(f or 0 for f in check.free) / MIB
-        return FitEstimate(check.fits, need, free, check.message)
+        return FitEstimate(check.fits, need, free, panel_words(check.message))
 
     def port_problem(self, port: int, instance: str | None) -> str | None:
         from koboldtui.control.ports import PortUnavailableError, check_port_available
@@ -290,7 +290,7 @@ class LiveBackend(InstanceApi):
         try:
             check_port_available("127.0.0.1", port)
         except PortUnavailableError as exc:
-            return str(exc)
+            return panel_words(str(exc))
         return None
 
     def _free_port(self, start: int = 5001) -> int:
