@@ -53,20 +53,26 @@ class LaterFields(Vertical):
         else:
             reason = self.gpus.unavailable_reason or "NVML found no GPU"
             yield Static(f"[$warning]No NVIDIA GPU — runs on CPU[/] ({gauges.plain(reason)})", id="gpus-none")
-        yield Label("Horde worker")
+        yield Label("AI Horde worker: lend idle time for kudos (a key from https://aihorde.net/register)")
         with Horizontal(classes="form-row"):
-            yield Switch(self.draft.config.horde.enabled, id="horde_enabled")
+            with Vertical(classes="switch-cell"):
+                yield Label("on")
+                yield Switch(self.draft.config.horde.enabled, id="horde_enabled")
             with Vertical():
+                yield Label("worker name")
                 yield Input(self.draft.config.horde.worker_name, placeholder="worker name", id="horde_name")
                 yield Static("", id="horde_name-msg", classes="field-msg")
         with Horizontal(classes="form-row"):
             with Vertical():
+                yield Label("Horde API key")
                 yield Input(self.draft.config.horde.api_key, placeholder="Horde API key", password=True, id="horde_key")
                 yield Static("", id="horde_key-msg", classes="field-msg")
             with Vertical():
+                yield Label("local-priority window, s")
                 yield Input(f"{self.draft.config.horde.window_s:g}", placeholder="window s", id="horde_window",
                             tooltip="local-priority window: seconds without Horde jobs after a local request")
                 yield Static("", id="horde_window-msg", classes="field-msg")
+        yield Label("Horde URL")
         yield Input(self.draft.config.horde.url, placeholder="Horde URL", id="horde_url")
         yield Static("", id="horde_url-msg", classes="field-msg")
 
