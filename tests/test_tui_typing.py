@@ -156,3 +156,20 @@ async def test_batch_prompt_and_queue_filter_fields_are_typed_in(size) -> None:
         await wait_for(pilot, lambda: queue.row_count == 2 and app.screen.query_one("#queue-filter", Input).value
                        == "horde")
         assert "horde" in screen_text(app) and "KTUIa1b2" not in screen_text(app)
+
+
+async def test_ctrl_u_then_typing_in_one_read_keeps_the_typed_text() -> None:
+    """Issue 19 point 9: keys that arrive in one read from the terminal (as tmux send-keys C-u ab
+    delivers them) are posted together; the text typed after ctrl+u must survive."""
+    from textual import events
+
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_form(pilot, app)
+        await focus(pilot, app, "name")
+        for _ in range(5):
+            for key, char in (("ctrl+u", "\x15"), ("a", "a"), ("b", "b")):
+                app.post_message(events.Key(key, char))  # as the driver does, without waiting in between
+            await pilot.pause(0.1)
+            assert app.screen.query_one("#name", Input).value == "ab"

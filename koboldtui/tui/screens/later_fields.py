@@ -15,6 +15,7 @@ from textual.widgets import Input, Label, SelectionList, Static, Switch
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import GpuReport, InstanceDraft
+from koboldtui.tui.widgets.text_field import TextField
 
 
 class LaterFields(Vertical):
@@ -60,20 +61,20 @@ class LaterFields(Vertical):
                 yield Switch(self.draft.config.horde.enabled, id="horde_enabled")
             with Vertical():
                 yield Label("worker name")
-                yield Input(self.draft.config.horde.worker_name, placeholder="worker name", id="horde_name")
+                yield TextField(self.draft.config.horde.worker_name, placeholder="worker name", id="horde_name")
                 yield Static("", id="horde_name-msg", classes="field-msg")
         with Horizontal(classes="form-row"):
             with Vertical():
                 yield Label("Horde API key")
-                yield Input(self.draft.config.horde.api_key, placeholder="Horde API key", password=True, id="horde_key")
+                yield TextField(self.draft.config.horde.api_key, placeholder="Horde API key", password=True, id="horde_key")
                 yield Static("", id="horde_key-msg", classes="field-msg")
             with Vertical():
                 yield Label("local-priority window, s")
-                yield Input(f"{self.draft.config.horde.window_s:g}", placeholder="window s", id="horde_window",
+                yield TextField(f"{self.draft.config.horde.window_s:g}", placeholder="window s", id="horde_window",
                             tooltip="local-priority window: seconds without Horde jobs after a local request")
                 yield Static("", id="horde_window-msg", classes="field-msg")
         yield Label("Horde URL")
-        yield Input(self.draft.config.horde.url, placeholder="Horde URL", id="horde_url")
+        yield TextField(self.draft.config.horde.url, placeholder="Horde URL", id="horde_url")
         yield Static("", id="horde_url-msg", classes="field-msg")
 
     @staticmethod

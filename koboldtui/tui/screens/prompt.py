@@ -23,6 +23,7 @@ from textual.widgets import Input, Label, Static, TextArea
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import PanelBackend
 from koboldtui.tui.screens.modal import PanelModal
+from koboldtui.tui.widgets.text_field import TextField
 
 
 class PromptScreen(PanelModal[None]):
@@ -48,12 +49,12 @@ class PromptScreen(PanelModal[None]):
         with Vertical(classes="dialog wide"):
             yield Static(f"[b]Prompt[/] → {gauges.plain(self.instance)}  "
                          "[$text-muted]enter send · tab next field · esc close (a generation goes on)[/]")
-            yield Input(placeholder="Write a prompt and press enter", id="prompt-input")
+            yield TextField(placeholder="Write a prompt and press enter", id="prompt-input")
             with Horizontal(classes="form-row prompt-settings"):
                 yield Label("max tokens")
-                yield Input(str(self.max_tokens), id="prompt-max", type="integer")
+                yield TextField(str(self.max_tokens), id="prompt-max", type="integer")
                 yield Label("temperature")
-                yield Input("", id="prompt-temp", placeholder="instance default")
+                yield TextField("", id="prompt-temp", placeholder="instance default")
             yield TextArea("", id="prompt-output", read_only=True, soft_wrap=True)
             yield Static("", id="prompt-status")
 
