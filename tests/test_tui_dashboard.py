@@ -348,6 +348,7 @@ async def test_footer_keys_follow_the_focused_panel_and_slash_filters_the_queue(
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
+        await wait_for(pilot, lambda: "Start" in screen_text(app).splitlines()[-1])  # drawn (late under load)
         footer = screen_text(app).splitlines()[-1]
         assert "Start" in footer and "Abort" not in footer  # the instances table has focus
         await pilot.press("3")
