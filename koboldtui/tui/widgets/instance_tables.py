@@ -106,8 +106,9 @@ class InstancesTable(KeyedTable):
     # narrow terminals lose these first (80 columns keep name, model, address, GPUs, state); the
     # address is never dropped: it is where requests go
     DROP_ORDER = ("cache", "restarts", "cpu", "rss", "tps", "uptime", "gpus")
-    # "stopped" must fit; a failed reason may clip (enter shows it whole)
-    WIDTH_CAPS: ClassVar[Mapping[str, int]] = {"state": 10}
+    # a failure's first words must show ("failed: port 5009 is tak…", issue 19): optional
+    # columns make room for them; a longer reason may clip (enter shows it whole)
+    WIDTH_CAPS: ClassVar[Mapping[str, int]] = {"state": 24}
 
     def show(self, instances: Iterable[InstanceView]) -> None:
         instances = list(instances)
