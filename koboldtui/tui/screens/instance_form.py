@@ -81,6 +81,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         self.AUTO_FOCUS = "#port" if original_name else "#name"
         self.later = LaterFields(draft, gpus)  # below the fold: mounted after the first paint
         self.fit_text = ""
+        self._body_rows = 24  # the form body's max height (app.tcss); lower on a short terminal
         self.typed_model: tuple[str, str | None, str] = ("", None, "")  # (text, usable path, words) of the last check
 
     @staticmethod
@@ -170,8 +171,10 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         """Keep the whole dialog on screen (title, fields, errors, buttons): the fields scroll
         inside it, so on 24 rows the focused field is never below the bottom edge."""
         errors = self.query_one("#form-errors", Static)
-        room = self.size.height - 7 - (errors.size.height if errors.display else 0)
-        self.query_one("#form-body", VerticalScroll).styles.max_height = max(5, min(24, room))
+        room = max(5, min(24, self.size.height - 7 - (errors.size.height if errors.display else 0)))
+        if room != self._body_rows:  # unchanged (24 on a tall terminal): no relayout at all
+            self._body_rows = room
+            self.query_one("#form-body", VerticalScroll).styles.max_height = room
 
     def _scroll_to_focus(self) -> None:
         """Start at the top, just far enough down to show the focused field (focus set before layout may overshoot)."""
