@@ -54,26 +54,23 @@ class LaterFields(Vertical):
         else:
             reason = self.gpus.unavailable_reason or "NVML found no GPU"
             yield Static(f"[$warning]No NVIDIA GPU — runs on CPU[/] ({gauges.plain(reason)})", id="gpus-none")
-        yield Label("AI Horde worker: lend idle time for kudos (a key from https://aihorde.net/register)")
+        yield Label("AI Horde worker: kudos for idle time (a key: aihorde.net/register)")
+        # the fields' names sit in their top borders (border_title): no extra widgets to mount
         with Horizontal(classes="form-row"):
-            with Vertical(classes="switch-cell"):
-                yield Label("on")
-                yield Switch(self.draft.config.horde.enabled, id="horde_enabled")
+            yield Label("on", classes="switch-label")
+            yield Switch(self.draft.config.horde.enabled, id="horde_enabled")
             with Vertical():
-                yield Label("worker name")
                 yield TextField(self.draft.config.horde.worker_name, placeholder="worker name", id="horde_name")
                 yield Static("", id="horde_name-msg", classes="field-msg")
         with Horizontal(classes="form-row"):
             with Vertical():
-                yield Label("Horde API key")
-                yield TextField(self.draft.config.horde.api_key, placeholder="Horde API key", password=True, id="horde_key")
+                yield TextField(self.draft.config.horde.api_key, placeholder="Horde API key", password=True,
+                                id="horde_key")
                 yield Static("", id="horde_key-msg", classes="field-msg")
             with Vertical():
-                yield Label("local-priority window, s")
                 yield TextField(f"{self.draft.config.horde.window_s:g}", placeholder="window s", id="horde_window",
-                            tooltip="local-priority window: seconds without Horde jobs after a local request")
+                                tooltip="local-priority window: seconds without Horde jobs after a local request")
                 yield Static("", id="horde_window-msg", classes="field-msg")
-        yield Label("Horde URL")
         yield TextField(self.draft.config.horde.url, placeholder="Horde URL", id="horde_url")
         yield Static("", id="horde_url-msg", classes="field-msg")
 
@@ -86,6 +83,10 @@ class LaterFields(Vertical):
                 "horde_window": f"{horde.window_s:g}", "horde_url": horde.url}
 
     def on_mount(self) -> None:
+        titles = {"horde_name": "worker name", "horde_key": "Horde API key",
+                  "horde_window": "local-priority window, s", "horde_url": "Horde URL"}
+        for field_id, title in titles.items():
+            self.query_one(f"#{field_id}").border_title = title
         self._ready = True
         if self._early is not None:
             old, new = self._early
