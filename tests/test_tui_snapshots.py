@@ -198,7 +198,12 @@ def test_form_kind_remote(snap_compare, size) -> None:
 
 
 @pytest.mark.parametrize("size", DASHBOARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_help(snap_compare, size) -> None:
+def test_help(snap_compare, size, monkeypatch) -> None:
+    # help names the config file: one fixed home, not the test's tmp dir, keeps the picture stable
+    from koboldtui.paths import HOME_ENV
+
+    monkeypatch.setenv(HOME_ENV, "/tmp/koboldtui-help-snapshot")
+
     async def open_help(pilot) -> None:
         await drawn(pilot)
         await pilot.press("question_mark")
