@@ -114,7 +114,10 @@ async def test_every_serve_field_is_typed_in_and_saved(size, tmp_path, monkeypat
         await wait_for(pilot, lambda: "✓" in str(form.query_one("#model_path-msg").render()))
         for switch in ("auto_restart", "autostart", "horde_enabled"):  # space flips a switch
             await focus(pilot, app, switch)
+            before = str(form.query_one(f"#{switch}-label").render())
             await pilot.press("space")
+            after = str(form.query_one(f"#{switch}-label").render())
+            assert before.endswith("on") != after.endswith("on"), (before, after)  # said in words (NO_COLOR)
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "writer" in backend.drafts, timeout=5)
         d = backend.drafts["writer"]

@@ -18,6 +18,16 @@ from koboldtui.tui.backend import GpuReport, InstanceDraft
 from koboldtui.tui.widgets.text_field import TextField
 
 
+SWITCH_NAMES = {"auto_restart": "restart after a crash", "autostart": "start with the panel", "horde_enabled": ""}
+
+
+def switch_words(switch_id: str, on: bool) -> str:
+    """A switch's label with its state in words: with NO_COLOR a switch is a grey block either way."""
+    name = SWITCH_NAMES[switch_id]
+    state = "on" if on else "off"
+    return f"{name}: {state}" if name else state
+
+
 class LaterFields(Vertical):
     """Switches, GPU set and Horde settings of one draft."""
 
@@ -34,9 +44,9 @@ class LaterFields(Vertical):
     def compose(self) -> ComposeResult:
         self._drawn = True
         with Horizontal(classes="form-row switches"):
-            yield Label("restart after a crash")
+            yield Label(switch_words("auto_restart", self.draft.auto_restart), id="auto_restart-label")
             yield Switch(self.draft.auto_restart, id="auto_restart")
-            yield Label("start with the panel")
+            yield Label(switch_words("autostart", self.draft.autostart), id="autostart-label")
             yield Switch(self.draft.autostart, id="autostart")
         yield Label("GPUs (none ticked = CPU only; space ticks)")
         if self.gpus.gpus:
@@ -57,7 +67,8 @@ class LaterFields(Vertical):
         yield Label("AI Horde worker: kudos for idle time (a key: aihorde.net/register)")
         # the fields' names sit in their top borders (border_title): no extra widgets to mount
         with Horizontal(classes="form-row"):
-            yield Label("on", classes="switch-label")
+            yield Label(switch_words("horde_enabled", self.draft.config.horde.enabled), classes="switch-label",
+                        id="horde_enabled-label")
             yield Switch(self.draft.config.horde.enabled, id="horde_enabled")
             with Vertical():
                 yield TextField(self.draft.config.horde.worker_name, placeholder="worker name", id="horde_name")
@@ -92,6 +103,10 @@ class LaterFields(Vertical):
             old, new = self._early
             self._early = None
             self.arrived(old, new)
+
+    def on_switch_changed(self, event: Switch.Changed) -> None:
+        if event.switch.id in SWITCH_NAMES:
+            self.query_one(f"#{event.switch.id}-label", Label).update(switch_words(event.switch.id, event.value))
 
     @property
     def composed(self) -> bool:
