@@ -60,7 +60,7 @@ async def test_dashboard_shows_gpus_instances_batch_and_queue() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
         inst = app.screen.query_one(InstancesTable)
-        assert inst.cells("main")[2] == "5001" and "ready" in inst.cell("main", "state")
+        assert inst.cells("main")[2] == ":5001" and "ready" in inst.cell("main", "state")
         assert inst.cells("chat-cpu")[3] == "CPU"
         batch = app.screen.query_one(BatchTable)
         assert batch.cells("main")[1:4] == ("512", "512", "▮▮▮▯ 3/4")
@@ -195,6 +195,43 @@ async def test_help_lists_every_key_with_its_id() -> None:
         assert not isinstance(app.screen, HelpScreen)
 
 
+async def test_help_reads_at_80_columns_and_names_the_widget_keys_too() -> None:
+    """Issue 19: descriptions wrap under their key (no id column squeezing them), and Enter,
+    Tab/shift+Tab, Home/End, the pickers' and dialogs' keys are listed."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause(0.1)
+        body = app.screen.query_one("#help-body")
+        seen = set()
+        for _ in range(40):  # page through it as a person would
+            seen.update(screen_text(app).splitlines())
+            if body.scroll_y >= body.max_scroll_y:
+                break
+            await pilot.press("pagedown")
+            await pilot.pause(0.05)
+        text = "\n".join(seen)
+        assert all(len(line) <= 80 for line in seen)
+        for words in ("tab / shift+tab", "home / end", "enter", "Choose a model", "highlighted answer",
+                      "Leave the panel; running instances keep serving", "dismiss-failure"):
+            assert words in text, words
+        for b in KoboldPanel.all_bindings():
+            assert b.id in text, b.id
+
+
+async def test_end_goes_to_the_last_instance_and_never_hides_the_names() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        table = app.screen.query_one(InstancesTable)
+        await pilot.press("5", "end")
+        assert table.selected_key == "chat-cpu" and table.scroll_x == 0
+        await pilot.press("home")
+        assert table.selected_key == "main" and table.scroll_x == 0
+
+
 async def test_keymap_from_config_remaps_a_key() -> None:
     paths = app_paths().ensure()
     paths.config_file.write_text('[keymap]\nprompt = "ctrl+o"\nnot-a-binding = "k"\n')
@@ -311,6 +348,7 @@ async def test_footer_keys_follow_the_focused_panel_and_slash_filters_the_queue(
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, app)
+        await wait_for(pilot, lambda: "Start" in screen_text(app).splitlines()[-1])  # drawn (late under load)
         footer = screen_text(app).splitlines()[-1]
         assert "Start" in footer and "Abort" not in footer  # the instances table has focus
         await pilot.press("3")

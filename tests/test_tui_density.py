@@ -10,7 +10,7 @@ from koboldtui.tui.widgets.system_gauges import SystemGauges
 from tests.test_tui_dashboard import make_app, settle, wait_for
 from tests.tui_fakes import FakeBackend, fake_machine, screen_text
 
-ALL_COLUMNS = ("name", "model", "port", "gpus", "restarts", "uptime", "rss", "cpu", "tps", "cache", "state")
+ALL_COLUMNS = ("name", "model", "address", "gpus", "restarts", "uptime", "rss", "cpu", "tps", "cache", "state")
 
 
 def fits(table: InstancesTable | BatchTable) -> bool:
@@ -82,12 +82,13 @@ async def test_narrow_terminals_drop_the_least_needed_columns_and_clip_nothing()
             await pilot.resize_terminal(width, height)
             await wait_for(pilot, lambda: fits(table))
             shown = table.shown_columns
-            assert {"name", "model", "gpus", "uptime", "state"} <= set(shown), (width, shown)
+            # where requests go is never dropped (issue 19): the address stays at every width
+            assert {"name", "model", "address", "gpus", "state"} <= set(shown), (width, shown)
             assert [k for k in ALL_COLUMNS if k in shown] == list(shown)  # the order never changes
             assert table.selected_key == "chat-cpu" and app.selected_instance == "chat-cpu"
             batch = app.screen.query_one(BatchTable)
             assert fits(batch), width  # slots and ctx/slot are never cut
-            assert "1h02m" in screen_text(app), width
+            assert (":5001" in screen_text(app)) and ("1h02m" in screen_text(app)) == ("uptime" in shown), width
             batch.scroll_visible(animate=False)  # below the fold at 80x24
             await pilot.pause(0.05)
             text = screen_text(app)

@@ -148,3 +148,27 @@ async def test_horde_view_lists_every_worker_with_history() -> None:
         assert len(app.horde_history.workers["main"].kudos) == 2
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen.id == "dashboard")
+
+
+def test_messages_from_the_cli_layers_name_the_panels_fields_and_keys() -> None:
+    """Issue 19 point 5: every message below used to reach the panel in CLI words."""
+    import re
+
+
+    said = {
+        "port 5001 is taken by pid 9 (python3): stop it, or pick another port with "
+        "`koboldtui instance edit NAME --port P`": "the port field of the form (e)",
+        "the Horde worker needs a name: pass --horde-name NAME": "the worker name field of the form (e)",
+        "this instance runs no Horde worker: restart it with --horde --horde-name NAME "
+        "and the key in KOBOLDTUI_HORDE_KEY (or --horde-key)": "switch the Horde worker on in the form (e)",
+        "cannot start 'ghost': the program 'kcpp' was not found (not on PATH, or not executable); give its "
+        "full path with `koboldtui instance edit ghost --cmd \"...\"`": "the command field of the form (e)",
+        "the worker name belongs to another Horde user (WrongCredentials): pick another name with --horde-name":
+            "the worker name field (e)",
+        "cannot start 'a': the model does not fit in VRAM (GPU 0 has 1 GiB free: lower --gpu-layers to 3 or "
+        "pick another GPU); change it with `koboldtui instance edit a ...`": "the form (e)",
+    }
+    for cli, panel in said.items():
+        words = panel_words(cli)
+        assert panel in words, words
+        assert not re.search(r"--[a-z]|koboldtui instance|KOBOLDTUI_", words), words

@@ -95,3 +95,59 @@ async def test_rows_show_what_a_foreign_server_says_and_nothing_invented() -> No
         assert "unreachable" in str(app.screen.query_one("#horde-title", Static).render())
         details = str(app.screen.query_one("#horde-details", Static).render())
         assert "did not answer (timed out)" in details
+
+
+def add_kinds(backend: FakeBackend) -> None:
+    """A command instance, a remote one and a koboldtui instance that failed before launch."""
+    backend.drafts["kcpp"] = InstanceDraft(ServeConfig(name="kcpp", port=5005), kind="command",
+                                           command="/opt/kcpp/koboldcpp --port {port} --model /m/a.gguf")
+    backend.drafts["box2"] = InstanceDraft(ServeConfig(name="box2", port=5001), kind="remote",
+                                           url="http://gpu-box:5001")
+    backend.drafts["ghost"] = InstanceDraft(ServeConfig(name="ghost", port=5009))
+    backend.states.update(kcpp="ready", box2="ready", ghost="failed")
+    backend.errors["ghost"] = "port 5009 is taken by pid 4242 (python3); pick another port in the port field (e)"
+
+
+async def test_a_failure_stays_in_its_row_until_d_dismisses_it_and_details_offer_only_what_works() -> None:
+    from koboldtui.tui.screens.instance_detail import InstanceDetailScreen
+    from tests.tui_fakes import screen_text
+
+    backend = FakeBackend()
+    add_kinds(backend)
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        table = app.screen.query_one(InstancesTable)
+        assert "failed[/]: port 5009 is taken" in str(table.cell("ghost", "state"))
+        await repoll(pilot, app)
+        assert "failed[/]: port 5009 is taken" in str(table.cell("ghost", "state"))  # kept, not a toast only
+        assert table.cell("kcpp", "model") == "koboldcpp"  # its program, never "bundled"
+        assert table.cell("box2", "address") == "gpu-box:5001"
+        app.select_instance("ghost")
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, InstanceDetailScreen))
+        await wait_for(pilot, lambda: "port 5009 is taken" in screen_text(app) and "d dismiss" in screen_text(app))
+        await pilot.press("d")
+        await wait_for(pilot, lambda: ("dismiss_failure", "ghost") in backend.calls)
+        await wait_for(pilot, lambda: str(table.cell("ghost", "state")).endswith("stopped[/]"))
+        app.select_instance("kcpp")
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, InstanceDetailScreen))
+        await wait_for(pilot, lambda: "/opt/kcpp/koboldcpp --port {port}" in screen_text(app))
+        text = screen_text(app)
+        assert "s start" not in text and "context" not in text and "batch size" not in text  # running, not serve
+        await pilot.press("s")  # not offered: does nothing
+        await pilot.pause()
+        assert ("start_instance", "kcpp") not in backend.calls
+        await pilot.press("escape")
+        for key, words in (("b", "command field"), ("m", "command field"), ("w", "koboldtui serve")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: any(words in str(n.message) for n in app._notifications))
+            assert app.screen.id == "dashboard"  # refused before any picker or question
+        app.select_instance("box2")
+        await pilot.pause()
+        await pilot.press("m")
+        await wait_for(pilot, lambda: any("chosen on its own machine" in str(n.message) for n in app._notifications))
+        assert app.screen.id == "dashboard" and not any(c[0] == "switch_model" for c in backend.calls)

@@ -138,3 +138,79 @@ def test_failed_instance_detail(snap_compare) -> None:
         await pilot.pause(0.1)
 
     assert snap_compare(panel(), terminal_size=(120, 40), run_before=open_detail)
+
+
+# issue 19: command, remote and failed instances; the form's kind fields; help --------------------------
+
+
+def kinds_panel() -> KoboldPanel:
+    """The fake panel plus a command instance, a remote one and one that failed before launch."""
+    from tests.test_tui_kinds import add_kinds
+
+    app = panel()
+    add_kinds(app.backend)
+    return app
+
+
+async def quiet(pilot) -> None:
+    """Drawn, with the failure toast gone (it fades on its own; a picture must not depend on when)."""
+    await drawn(pilot)
+    pilot.app.clear_notifications()
+    await settled(pilot)
+
+
+@pytest.mark.parametrize("size", DASHBOARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_dashboard_with_command_remote_and_failed(snap_compare, size) -> None:
+    assert snap_compare(kinds_panel(), terminal_size=size, run_before=quiet)
+
+
+def form_of_kind(kind: str):
+    async def open_form(pilot) -> None:
+        from tests.test_tui_typing import pick_kind, type_into
+
+        await drawn(pilot)
+        app = pilot.app
+        await pilot.press("n")
+        for _ in range(300):
+            if isinstance(app.screen, InstanceFormScreen) and not app.screen.draft_pending \
+                    and app.screen.later.composed and app.screen.port_checked:
+                break
+            await pilot.pause(0.01)
+        await pick_kind(pilot, app, kind)
+        if kind == "command":
+            await type_into(pilot, app, "command", "koboldcpp --port {port} --model {model}")
+        else:
+            await type_into(pilot, app, "url", "http://gpu-box:5001")
+        no_blink(app)
+        await settled(pilot)
+
+    return open_form
+
+
+@pytest.mark.parametrize("size", DASHBOARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_form_kind_command(snap_compare, size) -> None:
+    assert snap_compare(panel(), terminal_size=size, run_before=form_of_kind("command"))
+
+
+@pytest.mark.parametrize("size", DASHBOARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_form_kind_remote(snap_compare, size) -> None:
+    assert snap_compare(panel(), terminal_size=size, run_before=form_of_kind("remote"))
+
+
+@pytest.mark.parametrize("size", DASHBOARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help(snap_compare, size, monkeypatch) -> None:
+    # help names the config file: one fixed home, not the test's tmp dir, keeps the picture stable
+    from koboldtui.paths import HOME_ENV
+
+    monkeypatch.setenv(HOME_ENV, "/tmp/koboldtui-help-snapshot")
+
+    async def open_help(pilot) -> None:
+        await drawn(pilot)
+        await pilot.press("question_mark")
+        for _ in range(300):
+            if type(pilot.app.screen).__name__ == "HelpScreen":
+                break
+            await pilot.pause(0.01)
+        await pilot.pause(0.1)
+
+    assert snap_compare(panel(), terminal_size=size, run_before=open_help)

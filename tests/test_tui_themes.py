@@ -82,3 +82,19 @@ def test_panel_code_reaches_gpus_and_llama_only_through_their_packages() -> None
     for tcss in tui.rglob("*.tcss"):
         text = re.sub(r"/\*.*?\*/", "", tcss.read_text(encoding="utf-8"), flags=re.DOTALL)
         assert not re.search(r"#[0-9a-fA-F]{3,8}\b|rgb\(|\b(red|green|blue|white|black|yellow)\b", text), tcss.name
+
+
+async def test_the_palette_offers_only_our_themes_and_a_screenshot_that_saves() -> None:
+    from koboldtui.paths import app_paths
+    from tests.test_tui_dashboard import make_app, settle, wait_for
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        names = set(app.available_themes)
+        assert {"kobold", "kobold-light", "phosphor"} <= names
+        assert "textual-dark" not in names and "nord" not in names and "dracula" not in names
+        shot = next(c for c in app.get_system_commands(app.screen) if c.title == "Screenshot")
+        shot.callback()
+        await wait_for(pilot, lambda: any("saved" in str(n.message) for n in app._notifications))
+        assert list((app_paths().data_dir / "screenshots").glob("*.svg"))

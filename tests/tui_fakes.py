@@ -137,6 +137,7 @@ class FakeBackend:
         self.facts: dict[str, object] = {}  # what a command/remote server says (FlavourFacts)
         self.errors: dict[str, str] = {}  # last_error per instance (e.g. an unreachable remote)
         self.vram: dict[str, float] = {}  # MiB per instance, as NVML-by-pid would say
+        self.model_problems: dict[str, str] = {}  # model path -> why check_model refuses it
         self.machine: MachineReport | None = fake_machine()  # CPU, RAM, load as psutil would say
         self.horde_state = "paused_local"
         self.horde_kudos_bump = 0  # screenshots grow the worker's totals between polls
@@ -177,6 +178,8 @@ class FakeBackend:
                     last_error=self.errors.get(name) if state in ("failed", "unreachable") else None,
                     status=status, kind=draft.kind, facts=self.facts.get(name), vram_mib=self.vram.get(name),
                     rss_bytes=1_288_490_188 if state == "ready" else None, cpu_pct=187.0 if state == "ready" else None,
+                    url=draft.url if draft.kind == "remote" else f"http://127.0.0.1:{draft.config.port}",
+                    command=draft.command,
                 ))
             return views
         finally:
@@ -285,6 +288,16 @@ class FakeBackend:
 
     def horde_maintenance(self, instance: str, enabled: bool) -> None:
         self._track("horde_maintenance", instance, enabled)
+
+    def dismiss_failure(self, name: str) -> None:
+        self._track("dismiss_failure", name)
+        if self.states.get(name) == "failed":
+            self.states[name] = "stopped"
+            self.errors.pop(name, None)
+
+    def check_model(self, name: str, model: str) -> str | None:
+        self._track("check_model", name, model)
+        return self.model_problems.get(model)
 
     def stream_prompt(self, instance: str, prompt: str, max_tokens: int,
                       temperature: float | None = None) -> Iterator[str]:

@@ -183,9 +183,21 @@ def load_model(
             raise ModelLoadCancelled(f"loading {path} was cancelled")
         raise ModelLoadError(
             f"llama.cpp could not load {path}: the file may be damaged, a GGUF for a newer "
-            "llama.cpp, or too large for the memory available (try fewer --gpu-layers)"
+            f"llama.cpp, or too large for the memory available ({_memory_advice(gpu_layers)})"
         )
     return model, split_array
+
+
+def _memory_advice(gpu_layers: int) -> str:
+    """What to lower when a model does not fit: GPU layers only when layers go to a GPU at all."""
+    on_gpu = gpu_layers != 0 and os.environ.get("CUDA_VISIBLE_DEVICES") != ""
+    try:
+        on_gpu = on_gpu and bool(llama_cpp.llama_supports_gpu_offload())
+    except AttributeError:  # an older binding: trust the layer count and the environment
+        pass
+    if on_gpu:
+        return "try fewer --gpu-layers"
+    return "it runs on the CPU: pick a smaller quantisation, or free some RAM"
 
 
 def create_context(

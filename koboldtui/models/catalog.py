@@ -13,6 +13,7 @@ from pathlib import Path
 
 from koboldtui.models.bundled import BUNDLED_MODEL_ALIAS, BundledModelError, bundled_model_path
 from koboldtui.models.metadata import GgufError, read_metadata
+from koboldtui.models.model_check import weights_problem
 from koboldtui.paths import AppPaths, app_paths
 from koboldtui.store.settings import get_setting, set_setting
 
@@ -109,6 +110,9 @@ def describe(path: Path, name: str, source: str) -> CatalogEntry:
         return CatalogEntry(
             name, path, size, None, None, None, None, source, f"cannot read it: {exc}"
         )
+    empty = weights_problem(meta)
+    if empty:  # listed with why, never pickable
+        return CatalogEntry(name, path, meta.file_size, None, meta.architecture, None, None, source, empty)
     return CatalogEntry(
         name,
         path,

@@ -14,6 +14,7 @@ from textual.worker import Worker, WorkerState
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import FINISHED_REQUEST_STATES, InstanceDraft, InstanceView
+from koboldtui.tui.panel_words import panel_words
 from koboldtui.tui.screens.confirm import ConfirmScreen
 from koboldtui.tui.screens.gpu_priority import GpuPriorityScreen
 from koboldtui.tui.screens.instance_detail import InstanceDetailScreen
@@ -70,6 +71,29 @@ def loss_words(inst: InstanceView) -> str:
     return text + "."
 
 
+def kind_refusal(inst: InstanceView, key: str) -> str | None:
+    """Why ``key`` cannot work on ``inst``'s kind (a remote is only watched; a command instance
+    is not koboldtui serve), or None when it can."""
+    name = inst.name
+    if inst.kind == "remote":
+        return {
+            "m": f"{name} is remote: its model is chosen on its own machine",
+            "b": f"{name} is remote: its batch size is set on its own machine",
+            "s": f"{name} is remote: koboldtui only watches it; start it on its own machine",
+            "x": f"{name} is remote: koboldtui only watches it; stop it on its own machine",
+            "R": f"{name} is remote: koboldtui only watches it; restart it on its own machine",
+            "w": f"{name} is remote: its Horde worker is run on its own machine",
+        }.get(key)
+    if inst.kind == "command":
+        if key == "m" and "{model}" not in inst.command:
+            return f"{name}'s command line names its model itself: change it in the command field (e)"
+        if key == "b":
+            return f"{name} runs its own command: set the batch size in the command field (e)"
+        if key == "w":
+            return f"{name} runs its own command: the Horde keys (w W z Z) work on koboldtui serve instances"
+    return None
+
+
 class PanelActions:
     """Mixin for ``KoboldPanel``: one method per key the dashboard offers."""
 
@@ -88,8 +112,8 @@ class PanelActions:
         if worker.group != ACTION_GROUP:
             return
         if event.state == WorkerState.ERROR:
-            self.notify(f"{worker.name} failed: {worker.error}", title="Action failed", severity="error", timeout=10,
-                        markup=False)
+            self.notify(panel_words(f"{worker.name} failed: {worker.error}"), title="Action failed", severity="error",
+                        timeout=10, markup=False)
             self.poll_now()
         elif event.state == WorkerState.SUCCESS:
             if worker.result:
@@ -117,6 +141,13 @@ class PanelActions:
         if inst is None:
             self.notify("No instance selected: create one with n", severity="warning")
         return inst
+
+    def offered(self: KoboldPanel, inst: InstanceView, key: str) -> bool:
+        """Whether ``key`` can work on this kind of instance; if not, say why (and what does)."""
+        why = kind_refusal(inst, key)
+        if why:
+            self.notify(why, severity="warning", markup=False)
+        return why is None
 
     # first run -----------------------------------------------------------------------
     def create_first_instance(self: KoboldPanel) -> None:
@@ -157,11 +188,15 @@ class PanelActions:
             if draft is None:
                 return
             name = draft.config.name
-            if inst is None:
+            if inst is None and draft.kind == "remote":  # watched, never started from here
+                self.run_backend(f"adding {name}", self.backend.save_instance, draft, None,
+                                 done=f"{name} added: the panel watches {draft.url}")
+            elif inst is None:
                 self.run_backend(f"creating {name}", self._create_and_start, draft, done=f"{name} created and starting")
             else:
-                self.run_backend(f"saving {name}", self._save_and_restart, draft, inst.name, inst.running,
-                                 done=f"{name} saved" + (" and restarting" if inst.running else ""))
+                restart = inst.running and draft.kind != "remote"  # a remote is only watched
+                self.run_backend(f"saving {name}", self._save_and_restart, draft, inst.name, restart,
+                                 done=f"{name} saved" + (" and restarting" if restart else ""))
 
         self.push_screen(form, saved)
         self.run_worker(load, name="loading the instance settings", group="form-draft", thread=True,
@@ -180,6 +215,8 @@ class PanelActions:
         inst = self.selected()
         if inst is None:
             return
+        if not self.offered(inst, "s"):
+            return
         if inst.running:
             self.notify(f"{inst.name} is {inst.state} already; R restarts it", severity="warning")
             return
@@ -190,6 +227,8 @@ class PanelActions:
         inst = self.selected()
         if inst is None:
             return
+        if not self.offered(inst, "x"):
+            return
         if not inst.running:
             self.notify(f"{inst.name} is {inst.state}: nothing to stop", severity="warning")
             return
@@ -199,7 +238,7 @@ class PanelActions:
 
     def action_restart_instance(self: KoboldPanel) -> None:
         inst = self.selected()
-        if inst is not None:
+        if inst is not None and self.offered(inst, "R"):
             self.confirm_loss(inst, "Restart", lambda: self.run_backend(
                 f"restarting {inst.name}", self.backend.restart_instance, inst.name,
                 done=f"{inst.name}: restart requested"))
@@ -217,13 +256,26 @@ class PanelActions:
                 self.action_start_instance()
             elif what == "edit":
                 self.action_edit_instance()
+            elif what == "dismiss":
+                self.action_dismiss_failure()
 
         self.push_screen(InstanceDetailScreen(self.backend, inst), chosen)
+
+    def action_dismiss_failure(self: KoboldPanel) -> None:
+        """d: forget a failure that was read; the row goes back to stopped (the log keeps it)."""
+        inst = self.selected()
+        if inst is None:
+            return
+        if inst.state != "failed":
+            self.notify(f"{inst.name} is {inst.state}: no failure to dismiss", severity="warning")
+            return
+        self.run_backend(f"dismissing the failure of {inst.name}", self.backend.dismiss_failure, inst.name,
+                         done=f"{inst.name}: failure dismissed; s starts it again, l shows its log")
 
     # model switch ------------------------------------------------------------------------
     def action_pick_model(self: KoboldPanel) -> None:
         inst = self.selected()
-        if inst is None:
+        if inst is None or not self.offered(inst, "m"):
             return
         current = inst.model or "bundled"  # the spec's model: "bundled" or a path, as the catalogue names it
 
@@ -238,9 +290,13 @@ class PanelActions:
         self.push_screen(ModelPickerScreen(self.backend, inst.name, current), picked)
 
     def request_model_switch(self: KoboldPanel, model: str) -> None:
-        """Confirm, then stop → start the selected instance on ``model`` with progress."""
+        """Check the model (off the UI thread), then confirm, then stop → start with progress.
+
+        A file that cannot be served (unreadable, vocab-only, too big) is refused here, before
+        the question, and the running instance is left alone.
+        """
         inst = self.selected()
-        if inst is None:
+        if inst is None or not self.offered(inst, "m"):
             return
         short = model.rsplit("/", 1)[-1]
 
@@ -248,17 +304,35 @@ class PanelActions:
             if yes:
                 self.push_screen(SwitchProgressScreen(self.backend, inst.name, model), lambda _ok: self.poll_now())
 
-        words = loss_words(inst)
-        lost = f"[$warning]{words}[/]" if words else "[$text-muted]No requests are in flight.[/]"
-        self.push_screen(ConfirmScreen(
-            f"Switch {gauges.plain(inst.name)} to {gauges.plain(short)}?\n"
-            f"It stops the instance, then starts it on the new model. {lost}",
-            yes="Switch", no="Keep current", default_yes=not words), answered)
+        def ask(problem: str | None) -> None:
+            if problem:
+                self.notify(f"{inst.name} keeps its model: {short} cannot be used: {problem}",
+                            title="Model refused", severity="error", timeout=12, markup=False)
+                return
+            latest = next((i for i in self.instances if i.name == inst.name), inst)
+            words = loss_words(latest)
+            lost = f"[$warning]{words}[/]" if words else "[$text-muted]No requests are in flight.[/]"
+            self.push_screen(ConfirmScreen(
+                f"Switch {gauges.plain(inst.name)} to {gauges.plain(short)}?\n"
+                f"It stops the instance, then starts it on the new model (if that fails, it goes back"
+                f" to the current one). {lost}",
+                yes="Switch", no="Keep current", default_yes=not words), answered)
+
+        def check() -> None:
+            try:
+                problem = self.backend.check_model(inst.name, model)
+            except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
+                problem = f"it could not be checked: {exc}"
+            self.call_from_thread(ask, problem)
+
+        self.run_worker(check, name=f"checking {short}", group="model-check", thread=True, exit_on_error=False)
 
     # batch, GPUs, prompt, log ------------------------------------------------------------------
     def action_batch_size(self: KoboldPanel) -> None:
         inst = self.selected()
         if inst is None:
+            return
+        if not self.offered(inst, "b"):
             return
         current = inst.status.engine.n_batch if inst.status else 512
 
@@ -302,20 +376,19 @@ class PanelActions:
             self.notify(f"request {genkey[-8:]} has ended already ({state}): nothing to abort", severity="warning")
             return
 
-        def abort() -> None:
-            self.run_backend(f"aborting {genkey[-8:]}", self._abort, instance, genkey)
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_backend(f"aborting {genkey[-8:]}", self._abort, instance, genkey)
 
         if row[0] == "horde":
-            def answered(yes: bool | None) -> None:
-                if yes:
-                    abort()
-
-            self.push_screen(ConfirmScreen(
-                f"Abort Horde job {gauges.plain(genkey[-8:])} on {gauges.plain(instance)}?\n"
-                "[$warning]The worker reports it to the Horde as faulted (no kudos; many faults can put the"
-                " worker into maintenance).[/]", yes="Abort it", no="Let it finish", default_yes=False), answered)
+            question = (f"Abort Horde job {gauges.plain(genkey[-8:])} on {gauges.plain(instance)}?\n"
+                        "[$warning]The worker reports it to the Horde as faulted (no kudos; many faults can put the"
+                        " worker into maintenance).[/]")
         else:
-            abort()
+            question = (f"Abort local request {gauges.plain(genkey[-8:])} on {gauges.plain(instance)}?\n"
+                        f"[$warning]It is {gauges.plain(row[1])}; its client gets what was generated so far"
+                        " and no more.[/]")
+        self.push_screen(ConfirmScreen(question, yes="Abort it", no="Let it finish", default_yes=False), answered)
 
     def _abort(self: KoboldPanel, instance: str, genkey: str) -> str:
         known = self.backend.abort(instance, genkey)
@@ -325,6 +398,8 @@ class PanelActions:
     def action_horde(self: KoboldPanel, what: str) -> None:
         inst = self.selected()
         if inst is None or what not in HORDE_ACTIONS:
+            return
+        if not self.offered(inst, "w"):
             return
         method, done = HORDE_ACTIONS[what]
         if method == "horde_maintenance_on":

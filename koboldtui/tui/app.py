@@ -111,10 +111,20 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
             self.theme = wanted
         elif theme_name:
             self.theme_problems.append(f"theme {theme_name!r} is not installed; using {self.theme}")
+        self._keep_only_our_themes({t.name for t in loaded.themes})
         known_ids = {b.id for b in self.all_bindings() if b.id}
         keymap = load_keymap(self.paths.config_file, known_ids)
         self.keymap_overrides = keymap.keymap
         self.keymap_problems = list(keymap.problems)
+
+    def _keep_only_our_themes(self, ours: set[str]) -> None:
+        """The palette's theme list: ours, plus Textual's ANSI theme (the terminal's own colours),
+        not Textual's ~20 demo themes mixed in with them (issue 19)."""
+        if not ours or self.theme not in ours | {"textual-ansi"}:
+            return  # no theme files loaded (or one of Textual's asked for): keep Textual's as a fallback
+        for name in list(self.available_themes):
+            if name not in ours and name != "textual-ansi":
+                self.unregister_theme(name)
 
     # lifecycle -------------------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -306,13 +316,28 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         self.push_screen(PanelCommandPalette(id="--command-palette"))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot":  # Textual's saves to ~/Downloads, which a server may lack
+                yield command
+        yield SystemCommand("Screenshot", "Save an SVG picture of the screen in the data folder", self.save_picture)
         yield SystemCommand("New instance", "Create and start a new instance", self.action_new_instance)
         yield SystemCommand("GPU priority", "Order and enable GPUs", self.action_gpu_priority)
         yield SystemCommand("Prompt", "Send a prompt to the selected instance", self.action_prompt)
         yield SystemCommand("Switch model", "Pick a model for the selected instance", self.action_pick_model)
         yield SystemCommand("Instance log", "Show the selected instance's log", self.action_show_log)
         yield SystemCommand("Horde contribution", "Every worker, kudos and jobs over time", self.action_horde_view)
+
+    def save_picture(self) -> None:
+        """The palette's Screenshot: an SVG in <data>/screenshots, and a toast with its path (or why not)."""
+        folder = self.paths.data_dir / "screenshots"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = self.save_screenshot(path=str(folder))
+        except OSError as exc:
+            self.notify(f"could not save the screenshot in {folder}: {exc}", title="Screenshot", severity="error",
+                        markup=False)
+            return
+        self.notify(f"saved {path}", title="Screenshot", markup=False)
 
     def action_quit(self) -> None:  # ctrl+q: the same as q
         self.action_quit_panel()

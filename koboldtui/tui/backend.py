@@ -82,11 +82,29 @@ class InstanceView:
     vram_mib: float | None = None  # VRAM its processes hold (NVML by pid); None: none or unknown
     rss_bytes: int | None = None  # resident memory of its process tree; None: not running here
     cpu_pct: float | None = None  # CPU % of one core over the last poll (like top); None: unknown
+    url: str = ""  # where to send requests: http://127.0.0.1:5001, or a remote's URL ("" = unknown)
+    command: str = ""  # kind command: the server's command line as saved (with {port}, {model})
 
     @property
     def foreign(self) -> FlavourFacts | None:
         """The facts of a server that is not koboldtui (no koboldtui status to draw from)."""
         return self.facts if self.facts is not None and self.status is None else None
+
+    @property
+    def address(self) -> str:
+        """Where requests go, for a narrow column: ':5001' on this machine, 'gpu-box:5001' elsewhere
+        (the dashboard's Instances border spells the selected one's whole URL)."""
+        where = self.url.split("://", 1)[-1].rstrip("/") if self.url else f"127.0.0.1:{self.port}"
+        for local in ("127.0.0.1:", "localhost:", "[::1]:"):
+            if where.startswith(local):
+                return ":" + where[len(local):]
+        return where
+
+    @property
+    def program(self) -> str:
+        """A command instance's program (the first word of its command line, without the folder)."""
+        first = self.command.split(maxsplit=1)[0] if self.command.strip() else ""
+        return first.strip("'\"").rsplit("/", 1)[-1]
 
     @property
     def running(self) -> bool:
@@ -196,6 +214,12 @@ class PanelBackend(Protocol):
     def horde_stop(self, instance: str) -> None: ...
 
     def horde_maintenance(self, instance: str, enabled: bool) -> None: ...
+
+    def dismiss_failure(self, name: str) -> None:
+        """Forget a failure the person has read: the row goes from failed (and why) to stopped."""
+
+    def check_model(self, name: str, model: str) -> str | None:
+        """Why ``model`` cannot replace the instance's model (unreadable, no tensors, too big), or None."""
 
     def stream_prompt(self, instance: str, prompt: str, max_tokens: int,
                       temperature: float | None = None) -> Iterator[str]:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from koboldtui.tui.backend import BackendError
+from koboldtui.tui.panel_words import panel_words
 
 
 class InstanceApi:
@@ -34,7 +35,7 @@ class InstanceApi:
             data = {}
         if response.status_code >= 400:
             detail = data.get("error") or data.get("detail") or response.text[:200]
-            raise BackendError(f"{name} refused {path}: {detail}")
+            raise BackendError(panel_words(f"{name} refused {path}: {detail}"))
         return data if isinstance(data, dict) else {}
 
     def abort(self, instance: str, genkey: str) -> bool:
@@ -52,23 +53,45 @@ class InstanceApi:
 
     def stream_prompt(self, instance: str, prompt: str, max_tokens: int,
                       temperature: float | None = None) -> Iterator[str]:
+        """KoboldCpp's stream route; a server without it (llama-server, vLLM: 404) gets the
+        OpenAI ``/v1/completions`` stream instead, so ``p`` works on every kind that serves text."""
         url, headers = self._base_url(instance)
-        body: dict[str, Any] = {"prompt": prompt, "max_length": max_tokens}
+        kobold: dict[str, Any] = {"prompt": prompt, "max_length": max_tokens}
+        openai: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, "stream": True}
         if temperature is not None:
-            body["temperature"] = temperature
+            kobold["temperature"] = openai["temperature"] = temperature
+        routes = (("/api/extra/generate/stream", kobold, _kobold_token), ("/v1/completions", openai, _openai_token))
         try:
-            with httpx.stream("POST", url + "/api/extra/generate/stream", json=body, headers=headers,
-                              timeout=httpx.Timeout(10.0, read=120.0)) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise BackendError(f"{instance} refused the prompt: {response.text[:200]}")
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        try:
-                            token = json.loads(line[5:].strip()).get("token", "")
-                        except ValueError:
-                            continue
-                        if token:
-                            yield token
+            for i, (path, body, token_of) in enumerate(routes):
+                with httpx.stream("POST", url + path, json=body, headers=headers,
+                                  timeout=httpx.Timeout(10.0, read=120.0)) as response:
+                    if response.status_code in (404, 405) and i + 1 < len(routes):
+                        continue  # not a KoboldCpp API: try the OpenAI one
+                    if response.status_code >= 400:
+                        response.read()
+                        raise BackendError(f"{instance} refused the prompt on {path}: {response.text[:200]}")
+                    for line in response.iter_lines():
+                        if line.startswith("data:"):
+                            token = token_of(line[5:].strip())
+                            if token:
+                                yield token
+                    return
         except httpx.HTTPError as exc:
             raise BackendError(f"{instance} did not answer on {url} ({exc}): is it ready?") from exc
+
+
+def _kobold_token(data: str) -> str:
+    try:
+        return str(json.loads(data).get("token", "") or "")
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _openai_token(data: str) -> str:
+    if data == "[DONE]":
+        return ""
+    try:
+        choices = json.loads(data).get("choices") or [{}]
+        return str(choices[0].get("text", "") or "")
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return ""

@@ -23,6 +23,8 @@ _ALL = [
             tooltip="Edit the selected instance (restarts it if running)"),
     Binding("s", "app.start_instance", "Start", id="start-instance", tooltip="Start the selected instance"),
     Binding("x", "app.stop_instance", "Stop", id="stop-instance", tooltip="Stop the selected instance"),
+    Binding("d", "app.dismiss_failure", "Dismiss", id="dismiss-failure", show=False,
+            tooltip="Dismiss the selected instance's failure (its row stops saying why; the log keeps it)"),
     Binding("R", "app.restart_instance", "Restart", id="restart-instance", show=False,
             tooltip="Restart the selected instance"),
     Binding("m", "app.pick_model", "Model", id="switch-model", tooltip="Switch the selected instance to another model"),
@@ -51,7 +53,7 @@ GLOBAL_IDS = frozenset({"new-instance", "horde-view"})
 
 PANEL_KEY_IDS: dict[str, tuple[str, ...]] = {
     "instances": ("start-instance", "stop-instance", "restart-instance", "edit-instance", "switch-model",
-                  "show-log", "prompt"),
+                  "show-log", "prompt", "dismiss-failure"),
     "batch": ("batch-size",),
     "queue": ("abort-request", "queue-filter"),
     "horde": ("horde-start", "horde-stop", "horde-maintenance", "horde-maintenance-clear"),

@@ -33,7 +33,6 @@ from koboldtui.tui.instance_api import InstanceApi
 from koboldtui.tui.panel_words import panel_words
 
 MIB = 1024 * 1024
-SWITCH_STEPS = {"starting": 0.45, "loading": 0.6, "ready": 1.0}
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -122,6 +121,8 @@ class LiveBackend(InstanceApi):
                     except _errors():
                         pass  # shown as failed in the next snapshot
         snaps = self.supervisor.poll()
+        with self._db_lock:
+            specs = {spec.name: spec for spec in self.registry.list()}
         self._pids = {s.pid for s in snaps if s.pid}
         statuses = list(self._pool.map(self._status_of, snaps))
         facts = list(self._pool.map(self._facts_of, snaps))
@@ -134,6 +135,8 @@ class LiveBackend(InstanceApi):
                 last_error=panel_words(s.last_error) if s.last_error else None, status=st,
                 kind=s.kind, facts=f, vram_mib=vram.get(s.name),
                 rss_bytes=u.rss_bytes if u else None, cpu_pct=u.cpu_pct if u else None,
+                url=specs[s.name].base_url() if s.name in specs else "",
+                command=specs[s.name].command if s.name in specs else "",
             )
             for s, st, f, u in zip(snaps, statuses, facts, [usage.get(s.name) for s in snaps])
         ]
@@ -271,7 +274,7 @@ class LiveBackend(InstanceApi):
         check = check_fit(meta, planned, gpu_layers, ctx, parallel)
         need = check.estimate.total / MIB if check.estimate else 0.0
         free = sum(f or 0 for f in check.free) / MIB
-        return FitEstimate(check.fits, need, free, check.message)
+        return FitEstimate(check.fits, need, free, panel_words(check.message))
 
     def port_problem(self, port: int, instance: str | None) -> str | None:
         from koboldtui.control.ports import PortUnavailableError, check_port_available
@@ -287,7 +290,7 @@ class LiveBackend(InstanceApi):
         try:
             check_port_available("127.0.0.1", port)
         except PortUnavailableError as exc:
-            return str(exc)
+            return panel_words(str(exc))
         return None
 
     def _free_port(self, start: int = 5001) -> int:
@@ -403,16 +406,27 @@ class LiveBackend(InstanceApi):
         self._stop(name)
         self._start(name)
 
+    def _ram_bytes(self) -> int | None:
+        try:
+            return self.machine.sample().mem_total_bytes or None
+        except Exception:  # noqa: BLE001 - unknown RAM: the RAM check is skipped, never the switch
+            return None
+
+    def check_model(self, name: str, model: str) -> str | None:
+        from koboldtui.control.model_switch import switch_problem
+
+        return self._guard(f"checking {Path(model).name}", lambda: switch_problem(
+            self.supervisor, name, model, ram_bytes=self._ram_bytes()))
+
     def switch_model(self, name: str, model: str, progress: ProgressCallback) -> None:
-        progress(f"stopping {name}", 0.1)
-        self._stop(name)
-        progress(f"saving the new model {Path(model).name}", 0.3)
-        self._guard(f"switching {name}", lambda: self.registry.edit(name, {"model": model}))
-        progress(f"starting {name}", 0.4)
-        self._guard(f"starting {name}", lambda: self.supervisor.start(
-            name, wait=True, timeout_s=900,
-            progress=lambda snap: progress(snap.state.value, SWITCH_STEPS.get(snap.state.value, 0.5))))
-        progress("ready", 1.0)
+        """Checked before the instance stops; a model that fails to load is rolled back (control/model_switch)."""
+        from koboldtui.control.model_switch import switch_model
+
+        self._guard(f"switching {name}", lambda: switch_model(
+            self.supervisor, self.registry, name, model, progress, ram_bytes=self._ram_bytes()))
+
+    def dismiss_failure(self, name: str) -> None:
+        self._guard(f"dismissing the failure of {name}", lambda: self.supervisor.dismiss(name))
 
     def set_batch_size(self, name: str, batch_size: int) -> None:
         running = self.supervisor.is_running(name)

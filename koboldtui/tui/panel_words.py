@@ -11,6 +11,20 @@ import re
 
 # (pattern, replacement), applied in order; the longest phrases first.
 REWRITES: tuple[tuple[str, str], ...] = (
+    (r"restart it with --horde --horde-name \S+\s+and the key in KOBOLDTUI_HORDE_KEY( \(or --horde-key\))?",
+     "switch the Horde worker on in the form (e), with a worker name and the Horde API key"),
+    (r"`?koboldtui instance edit \S+ --cmd \"[^\"]*\"`?", "the command field of the form (e)"),
+    (r"`?koboldtui instance edit \S+ --port \S+`?", "the port field of the form (e)"),
+    (r"`?koboldtui instance edit \S+ \.\.\.`?", "the form (e)"),
+    (r"pass --horde-name NAME", "fill in the worker name field of the form (e)"),
+    (r"check --horde-key \(or KOBOLDTUI_HORDE_KEY\)", "check the Horde API key field of the form (e)"),
+    (r"re-enter it \(--horde-key or KOBOLDTUI_HORDE_KEY\)", "re-enter it in the Horde API key field (e)"),
+    (r"pass your own key with --horde-key", "fill in your own key in the Horde API key field (e)"),
+    (r"pick another name with --horde-name", "pick another name in the worker name field (e)"),
+    (r"pick one in 1-65535 with --port", "pick one in 1-65535 in the port field (e)"),
+    (r'needs --cmd "[^"]*"', "needs a command line with {port} in the command field (e)"),
+    (r"--cmd", "the command field (e)"),
+    (r"--cpu\b", "no GPU ticked in the form (e)"),
     (r"pass --horde-key \(or KOBOLDTUI_HORDE_KEY\)", "fill in the Horde API key field of the form (e)"),
     (r"KOBOLDTUI_HORDE_KEY \(or --horde-key\)", "the Horde API key field of the form (e)"),
     (r"POST /api/koboldtui/horde/maintenance \{\"on\": false\}", "Z on the dashboard"),
@@ -34,6 +48,7 @@ REWRITES: tuple[tuple[str, str], ...] = (
     (r"--max-queue", "the max queue setting (CLI: koboldtui instance edit)"),
     (r"--restart", "the restart setting (e)"),
     (r"--api-key", "the API key field (e)"),
+    (r"KOBOLDTUI_HORDE_KEY", "the Horde API key field (e)"),
 )
 _COMPILED = tuple((re.compile(p), r) for p, r in REWRITES)
 

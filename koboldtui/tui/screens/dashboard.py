@@ -27,6 +27,7 @@ from koboldtui.tui.widgets.gpu_panel import GpuPanel
 from koboldtui.tui.widgets.horde_panel import HordePanel
 from koboldtui.tui.widgets.instance_tables import BatchTable, InstancesTable
 from koboldtui.tui.widgets.queue_table import QueueTable
+from koboldtui.tui.widgets.text_field import TextField
 
 PANEL_IDS = ("gpus", "horde", "queue", "batch", "instances")
 
@@ -59,7 +60,7 @@ class DashboardScreen(Screen):
             with Horizontal(id="row-mid", classes="row"):
                 yield InstancesTable(id="instances", classes="panel")
                 yield BatchTable(id="batch", classes="panel")
-            yield Input(placeholder="filter the queue: id, origin, instance or state · esc clears",
+            yield TextField(placeholder="filter the queue: id, origin, instance or state · esc clears",
                         id="queue-filter")
             yield QueueTable(self._fade_after_s, id="queue", classes="panel")
         yield Footer()
@@ -83,6 +84,8 @@ class DashboardScreen(Screen):
         field = self.query_one("#queue-filter", Input)
         field.display = True
         field.focus()
+        # shown just now: scroll once it has a place (at 80x24 it is below the fold)
+        self.call_after_refresh(field.scroll_visible, animate=False)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "queue-filter":

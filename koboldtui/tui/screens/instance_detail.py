@@ -25,20 +25,46 @@ TAIL_LINES = 40
 
 
 def spec_lines(draft: InstanceDraft | None, inst: InstanceView) -> list[str]:
-    """The settings that decide how the instance runs, in the form's words."""
+    """The settings that decide how the instance runs, in the form's words (a command
+    instance: its command line; a remote: its URL; never serve-only settings for them)."""
+    where = f"requests   {gauges.plain(inst.url)}" if inst.url else f"port       {inst.port}"
     if draft is None:
-        return [f"model {gauges.plain(inst.model)} · port {inst.port} · GPUs {gauges.plain(inst.gpus)}"]
+        return [where, f"model {gauges.plain(inst.model)} · GPUs {gauges.plain(inst.gpus)}"]
     c = draft.config
+    restart = f"restart    {'after a crash' if draft.auto_restart else 'never'}"
+    if draft.kind == "remote":
+        return [f"kind       remote: watched, never started here", f"url        {gauges.plain(draft.url)}"]
+    if draft.kind == "command":
+        return [
+            where,
+            "kind       command (any server; {port} and {model} filled in, no shell)",
+            f"command    {gauges.plain(draft.command)}",
+            f"health     {gauges.plain(draft.health or 'the first known path that answers 200')}",
+            f"GPUs       {gauges.plain(inst.gpus)}",
+            restart,
+        ]
     horde = (f"on as {gauges.plain(c.horde.worker_name or '?')} (window {c.horde.window_s:g} s)"
              if c.horde.enabled else "off")
     return [
+        where,
         f"model      {gauges.plain(c.model or 'bundled (Gemma 3 270M)')}",
         f"port       {c.port} on {gauges.plain(c.host)}   GPUs {gauges.plain(inst.gpus)}   gpu layers {c.gpu_layers}",
         (f"context    {c.ctx}   parallel slots {c.parallel}   batch size {c.batch_size}"
          f"   threads {c.threads if c.threads else 'auto'}"),
         f"Horde      {horde}",
-        f"restart    {'after a crash' if draft.auto_restart else 'never'}",
+        restart,
     ]
+
+
+def detail_keys(inst: InstanceView) -> str:
+    """The keys the details offer for this instance: only those that can work on it."""
+    keys = ["l log"]
+    if inst.state == "failed":
+        keys.append("d dismiss")
+    if inst.kind != "remote" and not inst.running:
+        keys.append("s start")
+    keys += ["e edit", "esc close"]
+    return " · ".join(keys)
 
 
 def usage_line(inst: InstanceView) -> str:
@@ -66,13 +92,15 @@ def error_lines(inst: InstanceView) -> list[str]:
 
 
 class InstanceDetailScreen(PanelModal[str | None]):
-    """Returns the key the person chose to act on ('log', 'start', 'edit') or None."""
+    """Returns the key the person chose to act on ('log', 'start', 'edit', 'dismiss') or None."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,enter", "close", "Close", id="detail-close", tooltip="Close the details"),
         Binding("l", "choose('log')", "Log", id="detail-log", tooltip="Open the whole log"),
         Binding("s", "choose('start')", "Start", id="detail-start", tooltip="Start the instance"),
         Binding("e", "choose('edit')", "Edit", id="detail-edit", tooltip="Edit the instance's settings"),
+        Binding("d", "choose('dismiss')", "Dismiss", id="detail-dismiss",
+                tooltip="Dismiss a failure (the row goes back to stopped; the log keeps it)"),
     ]
 
     def __init__(self, backend: PanelBackend, inst: InstanceView) -> None:
@@ -88,7 +116,7 @@ class InstanceDetailScreen(PanelModal[str | None]):
             yield Static(
                 f"[b]{gauges.plain(inst.name)}[/] · {state} · restarts {inst.restarts}"
                 + (f" · pid {inst.pid}" if inst.pid else "")
-                + "  [$text-muted]l log · s start · e edit · esc close[/]",
+                + f"  [$text-muted]{detail_keys(inst)}[/]",
                 id="detail-title",
             )
             with VerticalScroll(id="detail-body"):
@@ -125,6 +153,17 @@ class InstanceDetailScreen(PanelModal[str | None]):
             level = line_level(line)
             shown.append(f"[${level}]{gauges.plain(line)}[/]" if level else gauges.plain(line))
         self.query_one("#detail-log", Static).update("\n".join(shown) or "[$text-muted]the log is empty[/]")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Only the keys the title offers: no start for a remote or running instance, no
+        dismiss without a failure."""
+        if action == "choose" and parameters:
+            what = parameters[0]
+            if what == "start" and (self.inst.kind == "remote" or self.inst.running):
+                return False
+            if what == "dismiss" and self.inst.state != "failed":
+                return False
+        return super().check_action(action, parameters)
 
     def action_choose(self, what: str) -> None:
         self.dismiss(what)

@@ -33,6 +33,7 @@ from koboldtui.tui.screens.form_checks import (
 from koboldtui.tui.screens.later_fields import LaterFields
 from koboldtui.tui.screens.modal import PanelModal
 from koboldtui.tui.screens.model_path import GgufPathSuggester, PathInput, check_model_path
+from koboldtui.tui.widgets.text_field import TextField
 
 KIND_OPTIONS = [
     ("koboldtui serve (a GGUF model)", "serve"),
@@ -80,6 +81,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
         self.AUTO_FOCUS = "#port" if original_name else "#name"
         self.later = LaterFields(draft, gpus)  # below the fold: mounted after the first paint
         self.fit_text = ""
+        self._body_rows = 24  # the form body's max height (app.tcss); lower on a short terminal
         self.typed_model: tuple[str, str | None, str] = ("", None, "")  # (text, usable path, words) of the last check
 
     @staticmethod
@@ -98,20 +100,20 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
             yield Static(f"[b]{gauges.plain(title)}[/]  [$text-muted]ctrl+s save · esc cancel[/]")
             with VerticalScroll(id="form-body"):
                 yield Label("name")
-                yield Input(shown["name"], id="name", disabled=self.original_name is not None,
+                yield TextField(shown["name"], id="name", disabled=self.original_name is not None,
                             tooltip="instances cannot be renamed: add a new one instead")
                 yield Static("", id="name-msg", classes="field-msg")
                 yield Label("kind")
                 yield Select(KIND_OPTIONS, value=self.draft.kind, id="kind", allow_blank=False)
                 with Vertical(id="command-fields"):
                     yield Label("command ({port} and {model} are filled in; no shell)")
-                    yield Input(shown["command"], id="command",
+                    yield TextField(shown["command"], id="command",
                                 placeholder="koboldcpp --port {port} --model {model}")
                     yield Label("health path (empty: the first known path that answers 200)")
-                    yield Input(shown["health"], placeholder="/health", id="health")
+                    yield TextField(shown["health"], placeholder="/health", id="health")
                 with Vertical(id="remote-fields"):
                     yield Label("url (another box, or an SSH tunnel's http://127.0.0.1:PORT)")
-                    yield Input(shown["url"], placeholder="http://gpu-box:5001", id="url")
+                    yield TextField(shown["url"], placeholder="http://gpu-box:5001", id="url")
                 yield Label("model")
                 yield Select([("bundled (Gemma 3 270M)", BUNDLED)], value=BUNDLED, id="model", allow_blank=False)
                 yield Static("", id="model-broken", classes="field-msg").set_styles("display: none;")
@@ -121,28 +123,28 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
                 with Horizontal(classes="form-row"):
                     with Vertical():
                         yield Label("port")
-                        yield Input(shown["port"], id="port", type="integer")
+                        yield TextField(shown["port"], id="port", type="integer")
                         yield Static("", id="port-msg", classes="field-msg")
                     with Vertical():
                         yield Label("gpu_layers (-1 = all)")
-                        yield Input(shown["gpu_layers"], id="gpu_layers", type="integer")
+                        yield TextField(shown["gpu_layers"], id="gpu_layers", type="integer")
                         yield Static("", id="fit", classes="field-msg")
                 with Horizontal(classes="form-row"):
                     with Vertical():
                         yield Label("ctx")
-                        yield Input(shown["ctx"], id="ctx", type="integer")
+                        yield TextField(shown["ctx"], id="ctx", type="integer")
                         yield Static("", id="ctx-msg", classes="field-msg")
                     with Vertical():
                         yield Label("parallel slots")
-                        yield Input(shown["parallel"], id="parallel", type="integer")
+                        yield TextField(shown["parallel"], id="parallel", type="integer")
                         yield Static("", id="parallel-msg", classes="field-msg")
                     with Vertical():
                         yield Label("batch size")
-                        yield Input(shown["batch_size"], id="batch_size", type="integer")
+                        yield TextField(shown["batch_size"], id="batch_size", type="integer")
                         yield Static("", id="batch_size-msg", classes="field-msg")
                     with Vertical():
                         yield Label("threads (blank = auto)")
-                        yield Input(shown["threads"], id="threads", type="integer", placeholder="auto")
+                        yield TextField(shown["threads"], id="threads", type="integer", placeholder="auto")
                         yield Static("", id="threads-msg", classes="field-msg")
                 yield Lazy(self.later)
             yield Static("", id="form-errors")
@@ -164,6 +166,15 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
             self.draft_arrived(self._early)
         if self._failed is not None:  # close once mounted (a dismiss during mount is lost)
             self.call_later(self.draft_failed, self._failed)
+
+    def on_resize(self) -> None:
+        """Keep the whole dialog on screen (title, fields, errors, buttons): the fields scroll
+        inside it, so on 24 rows the focused field is never below the bottom edge."""
+        errors = self.query_one("#form-errors", Static)
+        room = max(5, min(24, self.size.height - 7 - (errors.size.height if errors.display else 0)))
+        if room != self._body_rows:  # unchanged (24 on a tall terminal): no relayout at all
+            self._body_rows = room
+            self.query_one("#form-body", VerticalScroll).styles.max_height = room
 
     def _scroll_to_focus(self) -> None:
         """Start at the top, just far enough down to show the focused field (focus set before layout may overshoot)."""
@@ -447,6 +458,7 @@ class InstanceFormScreen(PanelModal[InstanceDraft | None]):
                 msg.update(f"[$error]{text}[/]" if text else "")
         errors = self.query_one("#form-errors", Static)
         errors.update("[$error]" + "\n".join(gauges.plain(p) for p in problems) + "[/]" if problems else "")
+        self.call_after_refresh(self.on_resize)  # the fields give the errors room: the buttons stay on screen
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -15,6 +15,17 @@ from textual.widgets import Input, Label, SelectionList, Static, Switch
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import GpuReport, InstanceDraft
+from koboldtui.tui.widgets.text_field import TextField
+
+
+SWITCH_NAMES = {"auto_restart": "restart after a crash", "autostart": "start with the panel", "horde_enabled": ""}
+
+
+def switch_words(switch_id: str, on: bool) -> str:
+    """A switch's label with its state in words: with NO_COLOR a switch is a grey block either way."""
+    name = SWITCH_NAMES[switch_id]
+    state = "on" if on else "off"
+    return f"{name}: {state}" if name else state
 
 
 class LaterFields(Vertical):
@@ -33,9 +44,9 @@ class LaterFields(Vertical):
     def compose(self) -> ComposeResult:
         self._drawn = True
         with Horizontal(classes="form-row switches"):
-            yield Label("restart after a crash")
+            yield Label(switch_words("auto_restart", self.draft.auto_restart), id="auto_restart-label")
             yield Switch(self.draft.auto_restart, id="auto_restart")
-            yield Label("start with the panel")
+            yield Label(switch_words("autostart", self.draft.autostart), id="autostart-label")
             yield Switch(self.draft.autostart, id="autostart")
         yield Label("GPUs (none ticked = CPU only; space ticks)")
         if self.gpus.gpus:
@@ -53,21 +64,25 @@ class LaterFields(Vertical):
         else:
             reason = self.gpus.unavailable_reason or "NVML found no GPU"
             yield Static(f"[$warning]No NVIDIA GPU — runs on CPU[/] ({gauges.plain(reason)})", id="gpus-none")
-        yield Label("Horde worker")
+        yield Label("AI Horde worker: kudos for idle time (a key: aihorde.net/register)")
+        # the fields' names sit in their top borders (border_title): no extra widgets to mount
         with Horizontal(classes="form-row"):
+            yield Label(switch_words("horde_enabled", self.draft.config.horde.enabled), classes="switch-label",
+                        id="horde_enabled-label")
             yield Switch(self.draft.config.horde.enabled, id="horde_enabled")
             with Vertical():
-                yield Input(self.draft.config.horde.worker_name, placeholder="worker name", id="horde_name")
+                yield TextField(self.draft.config.horde.worker_name, placeholder="worker name", id="horde_name")
                 yield Static("", id="horde_name-msg", classes="field-msg")
         with Horizontal(classes="form-row"):
             with Vertical():
-                yield Input(self.draft.config.horde.api_key, placeholder="Horde API key", password=True, id="horde_key")
+                yield TextField(self.draft.config.horde.api_key, placeholder="Horde API key", password=True,
+                                id="horde_key")
                 yield Static("", id="horde_key-msg", classes="field-msg")
             with Vertical():
-                yield Input(f"{self.draft.config.horde.window_s:g}", placeholder="window s", id="horde_window",
-                            tooltip="local-priority window: seconds without Horde jobs after a local request")
+                yield TextField(f"{self.draft.config.horde.window_s:g}", placeholder="window s", id="horde_window",
+                                tooltip="local-priority window: seconds without Horde jobs after a local request")
                 yield Static("", id="horde_window-msg", classes="field-msg")
-        yield Input(self.draft.config.horde.url, placeholder="Horde URL", id="horde_url")
+        yield TextField(self.draft.config.horde.url, placeholder="Horde URL", id="horde_url")
         yield Static("", id="horde_url-msg", classes="field-msg")
 
     @staticmethod
@@ -79,11 +94,19 @@ class LaterFields(Vertical):
                 "horde_window": f"{horde.window_s:g}", "horde_url": horde.url}
 
     def on_mount(self) -> None:
+        titles = {"horde_name": "worker name", "horde_key": "Horde API key",
+                  "horde_window": "local-priority window, s", "horde_url": "Horde URL"}
+        for field_id, title in titles.items():
+            self.query_one(f"#{field_id}").border_title = title
         self._ready = True
         if self._early is not None:
             old, new = self._early
             self._early = None
             self.arrived(old, new)
+
+    def on_switch_changed(self, event: Switch.Changed) -> None:
+        if event.switch.id in SWITCH_NAMES:
+            self.query_one(f"#{event.switch.id}-label", Label).update(switch_words(event.switch.id, event.value))
 
     @property
     def composed(self) -> bool:

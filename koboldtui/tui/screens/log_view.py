@@ -21,6 +21,7 @@ from textual.widgets import Input, RichLog, Static
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import PanelBackend
 from koboldtui.tui.screens.modal import PanelModal
+from koboldtui.tui.widgets.text_field import TextField
 
 ERROR_MARKS = ("error", "traceback", "exception", "failed", "fatal", "critical")
 WARNING_MARKS = ("warning", "warn ", "[warn", "deprecat")
@@ -67,7 +68,7 @@ class LogScreen(PanelModal[None]):
         with Vertical(classes="dialog full"):
             yield Static("", id="log-title")
             yield RichLog(id="log", wrap=True, markup=False, highlight=False, auto_scroll=True)
-            yield Input(placeholder="search: type to narrow, enter keeps it, esc clears", id="log-query")
+            yield TextField(placeholder="search: type to narrow, enter keeps it, esc clears", id="log-query")
 
     def on_mount(self) -> None:
         self.query_one("#log-query", Input).display = False

@@ -14,9 +14,9 @@ from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 from textual.suggester import Suggester
-from textual.widgets import Input
 
 from koboldtui.models.catalog import describe
+from koboldtui.tui.widgets.text_field import TextField
 
 GGUF_MAGIC = b"GGUF"
 
@@ -85,7 +85,7 @@ class GgufPathSuggester(Suggester):
         return await asyncio.to_thread(complete_path, value, self.cwd)
 
 
-class PathInput(Input):
+class PathInput(TextField):
     """An Input where Tab accepts the shown completion (and moves on when there is none)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

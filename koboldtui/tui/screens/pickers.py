@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import CatalogModel, PanelBackend
 from koboldtui.tui.screens.modal import PanelModal
+from koboldtui.tui.widgets.text_field import TextField
 
 MAX_UBATCH = 1024
 
@@ -101,7 +102,7 @@ class BatchFormScreen(PanelModal[int | None]):
                 f"[b]Batch size[/] of {gauges.plain(self.instance)}"
                 "  [$text-muted]enter apply (reloads the instance) · esc cancel[/]"
             )
-            yield Input(str(self.n_batch), id="n_batch", type="integer")
+            yield TextField(str(self.n_batch), id="n_batch", type="integer")
             yield Static("", id="batch-msg")
 
     def on_mount(self) -> None:

@@ -2,6 +2,10 @@
 
 Max tokens and temperature are set next to the prompt; the status line shows the time to
 first token and the tokens per second, so the box doubles as a quick speed check.
+
+Esc never throws work away: it closes the box and the generation goes on (it stays in the
+queue, where ``a`` aborts it; a note says when it ends). Sending another prompt from the
+box replaces the one streaming there, which is said in the status line.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from textual.widgets import Input, Label, Static, TextArea
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import PanelBackend
 from koboldtui.tui.screens.modal import PanelModal
+from koboldtui.tui.widgets.text_field import TextField
 
 
 class PromptScreen(PanelModal[None]):
-    """A prompt line and the streamed answer; enter sends, esc closes (and stops streaming)."""
+    """A prompt line and the streamed answer; enter sends, esc closes (the generation goes on)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close", id="prompt-close")]
 
@@ -37,20 +42,24 @@ class PromptScreen(PanelModal[None]):
         self.sent_at = 0.0
         self.ttft_s: float | None = None
         self._stop = threading.Event()
+        self._box_closed = threading.Event()  # esc: tokens are no longer shown, the request runs on
+        self.streaming = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Static(f"[b]Prompt[/] → {gauges.plain(self.instance)}  [$text-muted]enter send · esc close[/]")
-            yield Input(placeholder="Write a prompt and press enter", id="prompt-input")
+            yield Static(f"[b]Prompt[/] → {gauges.plain(self.instance)}  "
+                         "[$text-muted]enter send · tab next field · esc close (a generation goes on)[/]")
+            yield TextField(placeholder="Write a prompt and press enter", id="prompt-input")
             with Horizontal(classes="form-row prompt-settings"):
                 yield Label("max tokens")
-                yield Input(str(self.max_tokens), id="prompt-max", type="integer")
+                yield TextField(str(self.max_tokens), id="prompt-max", type="integer")
                 yield Label("temperature")
-                yield Input("", id="prompt-temp", placeholder="instance default")
+                yield TextField("", id="prompt-temp", placeholder="instance default")
             yield TextArea("", id="prompt-output", read_only=True, soft_wrap=True)
             yield Static("", id="prompt-status")
 
     def on_mount(self) -> None:
+        self.panel = self.app  # kept: a stream that outlives the box still reports to the app
         self.query_one("#prompt-input", Input).focus()
 
     def _settings(self) -> tuple[int, float | None] | str:
@@ -88,25 +97,41 @@ class PromptScreen(PanelModal[None]):
         self.output, self.tokens, self.ttft_s = "", 0, None
         self.sent_at = time.monotonic()
         self.query_one("#prompt-output", TextArea).text = ""
-        self.query_one("#prompt-status", Static).update("[$warning]streaming…[/]")
-        self._stop.set()  # a stream still running for the previous prompt stops writing here
+        replaced = " (the previous one was aborted)" if self.streaming else ""
+        self.query_one("#prompt-status", Static).update(f"[$warning]streaming…[/]{replaced}")
+        self._stop.set()  # a stream still running for the previous prompt is aborted
         self._stop = threading.Event()
+        self.streaming = True
         self._stream(prompt, self._stop)
 
     @work(thread=True, group="prompt-stream", exit_on_error=False)
     def _stream(self, prompt: str, stop: threading.Event) -> None:
+        tokens = 0
         try:
             for token in self.backend.stream_prompt(self.instance, prompt, self.max_tokens,
                                                     temperature=self.temperature):
                 if stop.is_set():
-                    return  # closing the generator closes the HTTP stream: the instance aborts
-                self.from_thread(self._append, token, stop)
+                    return  # replaced by a newer prompt: closing the generator aborts this one
+                tokens += 1
+                if not self._box_closed.is_set():
+                    self.from_thread(self._append, token, stop)
         except Exception as exc:  # noqa: BLE001 - shown to the person, never raised into the UI
             if not stop.is_set():
                 self.from_thread(self._finish, f"[$error]{gauges.plain(exc)}[/]")
+                self._closed_note(f"the prompt to {self.instance} failed: {exc}", "error")
             return
         if not stop.is_set():
             self.from_thread(self._finish, None)
+            self._closed_note(f"the prompt to {self.instance} finished: {tokens} tokens", "information")
+
+    def _closed_note(self, text: str, severity: str) -> None:
+        """After esc the box is gone: a short note tells how the generation ended."""
+        if not self._box_closed.is_set():
+            return
+        try:
+            self.panel.call_from_thread(self.panel.notify, text, title="Prompt", severity=severity, markup=False)
+        except RuntimeError:  # the app has shut down
+            pass
 
     def _append(self, token: str, stop: threading.Event) -> None:
         if stop.is_set():  # a token of an earlier prompt, already queued: drop it
@@ -130,9 +155,14 @@ class PromptScreen(PanelModal[None]):
         return words
 
     def _finish(self, error: str | None) -> None:
+        self.streaming = False
         status = self.query_one("#prompt-status", Static)
         status.update(error if error else f"[$success]done[/] · {self.speed_words()}")
 
     def action_close(self) -> None:
-        self._stop.set()
+        """Close the box; a generation still streaming goes on (``a`` in the queue aborts it)."""
+        if self.streaming:
+            self._box_closed.set()
+            self.notify(f"the prompt to {self.instance} goes on generating: a on its queue row aborts it",
+                        title="Prompt", timeout=6, markup=False)
         self.dismiss(None)

@@ -35,6 +35,8 @@ def _model_name(inst: InstanceView, width: int = 22) -> str:
         name = inst.foreign.model
     elif inst.status is None and inst.kind == "remote":
         name = "remote"
+    elif inst.status is None and inst.kind == "command":  # its program, never "bundled"
+        name = inst.program or "command"
     else:
         path = inst.status.engine.model_path if inst.status is not None and inst.status.engine.model_path else inst.model
         name = path.rsplit("/", 1)[-1] if path else "bundled"
@@ -43,7 +45,8 @@ def _model_name(inst: InstanceView, width: int = 22) -> str:
 
 
 def state_cell(inst: InstanceView, reason_width: int = 40) -> str:
-    """The state word; a failed instance says why ("failed: exited with code 1 — …")."""
+    """The state word; a failed instance says why ("failed: port 5001 is taken …") until
+    the failure is dismissed (d) or the instance starts again."""
     style = STATE_STYLE.get(inst.state, "")
     word = f"[{style}]{inst.state}[/]" if style else inst.state
     if inst.state == "failed":
@@ -77,9 +80,11 @@ def cache_cell(inst: InstanceView) -> str:
 
 
 class InstancesTable(KeyedTable):
-    """Name, model, port, GPUs, uptime, RSS, CPU, tok/s, cache hits, state (and why it failed).
+    """Name, model, address, GPUs, uptime, RSS, CPU, tok/s, cache hits, state (and why it failed).
 
-    s starts, x stops. Columns a narrow terminal cannot hold are dropped, least needed first.
+    s starts, x stops. Columns a narrow terminal cannot hold are dropped, least needed first;
+    the address (where to send requests) never is, and the border names the selected
+    instance's full URL.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = panel_bindings("instances")
@@ -88,7 +93,7 @@ class InstancesTable(KeyedTable):
     COLUMNS = (
         ("name", "name"),
         ("model", "model"),
-        ("port", "port"),
+        ("address", "address"),
         ("gpus", "GPUs"),
         ("restarts", "rst"),
         ("uptime", "uptime"),
@@ -98,18 +103,22 @@ class InstancesTable(KeyedTable):
         ("cache", "cached"),
         ("state", "state"),  # last: a failed instance's reason may run to the edge
     )
-    # narrow terminals lose these first (80 columns keep name, model, port, GPUs, tok/s, uptime, state)
-    DROP_ORDER = ("cache", "restarts", "cpu", "rss", "tps", "port")
-    WIDTH_CAPS: ClassVar[Mapping[str, int]] = {"state": 10}  # "stopped" must fit; a failed reason may clip (enter shows it whole)
+    # narrow terminals lose these first (80 columns keep name, model, address, GPUs, state); the
+    # address is never dropped: it is where requests go
+    DROP_ORDER = ("cache", "restarts", "cpu", "rss", "tps", "uptime", "gpus")
+    # a failure's first words must show ("failed: port 5009 is tak…", issue 19): optional
+    # columns make room for them; a longer reason may clip (enter shows it whole)
+    WIDTH_CAPS: ClassVar[Mapping[str, int]] = {"state": 24}
 
     def show(self, instances: Iterable[InstanceView]) -> None:
+        instances = list(instances)
         rows: dict[str, tuple[object, ...]] = {}
         for inst in instances:
             state = state_cell(inst)
             rows[inst.name] = (
                 gauges.plain(inst.name),
                 gauges.plain(_model_name(inst)),
-                str(inst.port),
+                gauges.plain(inst.address),
                 gauges.plain(inst.gpus or "CPU")
                 + (f" · {inst.vram_mib / 1024:.1f}G" if inst.vram_mib is not None else ""),
                 str(inst.restarts),
@@ -121,7 +130,13 @@ class InstancesTable(KeyedTable):
                 state,
             )
         self.sync_rows(rows)
-        self.border_subtitle = "enter details · s start · x stop · m model · l log"
+        by_name = {inst.name: inst for inst in instances}
+        chosen = by_name.get(self.selected_key or "")
+        self.border_title = (f"{self.BORDER_TITLE} · {gauges.plain(chosen.name)} at {gauges.plain(chosen.url)}"
+                             if chosen is not None and chosen.url else self.BORDER_TITLE)
+        failed = chosen is not None and chosen.state == "failed"
+        self.border_subtitle = ("enter details · d dismiss · s start · l log" if failed
+                                else "enter details · s start · x stop · m model · l log")
 
 
 def slots_cell(busy: int, total: int, width: int = 8) -> str:

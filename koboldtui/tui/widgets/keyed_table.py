@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import ClassVar
 
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.events import Resize
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
@@ -35,6 +36,12 @@ def cell_width(cell: object) -> int:
 class KeyedTable(DataTable):
     """DataTable with ``sync_rows``: add new keys, update changed cells, drop missing keys."""
 
+    # Home/End go to the first/last row (as in k9s and lazydocker); DataTable's own scroll
+    # sideways in a row table, which hid the names column off the left edge.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "first_row", "First row", show=False),
+        Binding("end", "last_row", "Last row", show=False),
+    ]
     COLUMNS: Sequence[tuple[str, str]] = ()  # (key, label)
     DROP_ORDER: Sequence[str] = ()  # column keys to hide, first to last, when the table is too narrow
     WIDTH_CAPS: ClassVar[Mapping[str, int]] = {}  # a column counted at most this wide when fitting (it may clip)
@@ -58,7 +65,12 @@ class KeyedTable(DataTable):
         return [cell for (key, _), cell in zip(self.COLUMNS, cells) if key in self._shown]
 
     def sync_rows(self, rows: dict[str, tuple[object, ...]]) -> None:
-        """Make the table show exactly ``rows`` (in insertion order for new ones)."""
+        """Make the table show exactly ``rows`` (in insertion order for new ones).
+
+        The cursor stays on the same key (request id, instance name), not the same row
+        number: a row that vanishes above it must not move the selection onto another thing.
+        """
+        pinned = self.selected_key
         changed = False
         for key in [k for k in self._cells if k not in rows]:
             changed = True
@@ -79,6 +91,16 @@ class KeyedTable(DataTable):
             self._cells[key] = cells
         if changed:
             self._refit()
+            self._keep_cursor_on(pinned)
+
+    def _keep_cursor_on(self, key: str | None) -> None:
+        """Put the cursor back on ``key`` when rows above it came or went (no-op when it is gone)."""
+        if key is None or key not in self._cells or self.selected_key == key:
+            return
+        try:
+            self.move_cursor(row=self.get_row_index(key), animate=False)
+        except RowDoesNotExist:
+            pass
 
     # fitting the width ---------------------------------------------------------------------
     def on_resize(self, event: Resize) -> None:
@@ -124,6 +146,14 @@ class KeyedTable(DataTable):
                 self.move_cursor(row=self.get_row_index(selected), animate=False)
             except RowDoesNotExist:
                 pass
+
+    def action_first_row(self) -> None:
+        self.action_scroll_top()
+        self.scroll_x = 0
+
+    def action_last_row(self) -> None:
+        self.action_scroll_bottom()
+        self.scroll_x = 0
 
     # reading ---------------------------------------------------------------------------------
     @property
