@@ -244,7 +244,7 @@ async def test_submit_retries_server_errors_then_succeeds(horde: FakeHorde, make
     t = FakeTime()
     horde.pop_script.append(job_reply())
     horde.submit_script += [error_reply(503, None), error_reply(500, None)]
-    worker = make_worker(time=t)
+    worker = make_worker(time=t, threads=1)  # spare threads' idle pops would sleep on this clock too
     await worker.start()
     await horde.wait_for(lambda: worker.status()["jobs_done"] == 1)
     assert len(horde.submits()) == 3 and t.sleeps[:2] == [1.0, 2.0]

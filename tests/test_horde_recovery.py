@@ -31,7 +31,8 @@ async def test_a_failing_submit_is_retried_until_the_ttl_runs_out_and_the_drop_i
         await fake_sleep(seconds)
 
     t.sleep = sleep_and_look
-    worker = make_worker(time=t, rng=lambda: 0.0)  # backoff 1, 2, 4, 8, 16, 32 s
+    # backoff 1, 2, 4, 8, 16, 32 s; one thread: spare threads' idle pops would sleep on this clock too
+    worker = make_worker(time=t, rng=lambda: 0.0, threads=1)
     workers.append(worker)
     tries: list[float] = []
     submit = worker._client.submit

@@ -82,7 +82,9 @@ def test_a_body_that_stops_arriving_gets_a_408_within_the_deadline(instance) -> 
 def test_a_request_answered_before_its_body_gets_no_second_answer(instance) -> None:
     port, _ = instance
     with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(STALLED.replace(b"Content-Type: application/json\r\n", b""))  # refused (415) unread
+        # a page on another origin sending text/plain: refused (415) before its body is read
+        s.sendall(STALLED.replace(b"Content-Type: application/json\r\n",
+                                  b"Content-Type: text/plain\r\nOrigin: http://elsewhere.example\r\n"))
         s.settimeout(BODY_IDLE_S + 10)
         answer = b""
         while chunk := s.recv(4096):
