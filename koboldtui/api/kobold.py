@@ -63,7 +63,7 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         handle = await runtime.submit(gen)
         result = await result_unless_disconnected(request, handle)
         if result.error:
-            raise BadRequest(f"generation failed: {result.error}", status=500)
+            raise BadRequest(f"generation failed: {result.error}", status=result.error_status)
         answer: dict[str, Any] = {
             "text": answer_text(result, options), "finish_reason": kobold_finish(result.finish_reason),
             "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,

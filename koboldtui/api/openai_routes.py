@@ -240,7 +240,7 @@ def openai_routes(runtime: Runtime) -> list[Route]:
         results = await _results(request, handles)
         failed = next((r for r in results if r.error), None)
         if failed is not None:
-            raise BadRequest(f"generation failed: {failed.error}", status=500)
+            raise BadRequest(f"generation failed: {failed.error}", status=failed.error_status)
         choices: list[dict[str, Any]] = []
         for i, result in enumerate(results):
             finish, logprobs = finish_reason(result.finish_reason), _logprobs(result, shape)
