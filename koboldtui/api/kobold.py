@@ -139,9 +139,9 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         schema = (await json_body(request)).get("schema")
         if not isinstance(schema, dict):
             raise BadRequest("send {\"schema\": {...}} with a JSON schema object", "schema")
-        from koboldtui.engine.json_grammar import json_schema_grammar
+        from koboldtui.engine.json_grammar import schema_grammar
 
-        return JSONResponse({"result": await asyncio.to_thread(json_schema_grammar, schema), "success": True})
+        return JSONResponse({"result": await schema_grammar(schema), "success": True})
 
     async def model(request: Request) -> JSONResponse:
         authorized = request.scope.get("state", {}).get("authorized", True)

@@ -60,13 +60,14 @@ def _logprob_request(body: dict[str, Any], chat: bool) -> tuple[bool, int]:
     return n >= 0, max(n, 0)
 
 
-def _grammar(body: dict[str, Any]) -> str:
-    """The grammar that enforces ``response_format`` ("" for plain text)."""
+async def _grammar(body: dict[str, Any]) -> str:
+    """The grammar that enforces ``response_format`` ("" for plain text); a schema converts
+    in a worker thread with a deadline (engine/json_grammar.py)."""
     fmt = body.get("response_format")
     if fmt is None:
         return ""
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    from koboldtui.engine.json_grammar import json_object_grammar, json_schema_grammar
+    from koboldtui.engine.json_grammar import json_object_grammar, schema_grammar
 
     if kind == "text":
         return ""
@@ -78,11 +79,11 @@ def _grammar(body: dict[str, Any]) -> str:
         if not isinstance(schema, dict):
             raise BadRequest("response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": "
                              "{...}}}", "response_format")
-        return json_schema_grammar(schema)
+        return await schema_grammar(schema)
     raise BadRequest("'response_format' type must be 'text', 'json_object' or 'json_schema'", "response_format")
 
 
-def _sampling(body: dict[str, Any], top_logprobs: int, wants_logprobs: bool) -> SamplingParams:
+def _sampling(body: dict[str, Any], top_logprobs: int, wants_logprobs: bool, grammar: str) -> SamplingParams:
     d = SamplingParams()
     return SamplingParams(
         temperature=get_number(body, "temperature", 1.0, lo=0, hi=2),
@@ -96,7 +97,7 @@ def _sampling(body: dict[str, Any], top_logprobs: int, wants_logprobs: bool) -> 
         frequency_penalty=get_number(body, "frequency_penalty", 0.0, lo=-2, hi=2),
         seed=_seed(body),
         logit_bias=parse_logit_bias(body),
-        grammar=_grammar(body),
+        grammar=grammar,
         logprobs=max(top_logprobs, 1) if wants_logprobs else 0,
     )
 
@@ -211,7 +212,7 @@ def openai_routes(runtime: Runtime) -> list[Route]:
         shape = Shape(chat=chat, logprobs=wants, top_logprobs=top, include_usage=include_usage)
         max_tokens = await _max_tokens(body, prompt, chat)
         gen = GenerationRequest(
-            prompt=prompt, max_tokens=max_tokens, sampling=_sampling(body, top, wants),
+            prompt=prompt, max_tokens=max_tokens, sampling=_sampling(body, top, wants, await _grammar(body)),
             stop=tuple(dict.fromkeys(stops)), origin=Origin.LOCAL, truncate_prompt=False,
         )
         return gen, shape

@@ -36,7 +36,7 @@ class GrammarLimits:
 
     max_chars: int = 262_144  # the grammar text (a schema's grammar included)
     max_depth: int = 256  # nested ( ) groups
-    max_rules: int = 20_000  # rules, the ones llama.cpp generates for groups and repeats included
+    max_rules: int = 50_000  # rules, the ones llama.cpp generates for groups and repeats included
     max_elements: int = 500_000  # llama.cpp grammar elements (8 bytes each) after repeats are expanded
     max_left_chain: int = 2_000  # rules reached through leftmost references one after another
     max_left_work: int = 2_000_000  # elements llama.cpp's left-recursion check would scan
@@ -379,7 +379,7 @@ def _left_recursion(parser: _Parser) -> None:
     for rule_id, rule in parser.rules.items():
         at_start, empty = True, False
         for element in rule:
-            if _kind(element) in (END, ALT):
+            if element >> _TYPE_SHIFT in (END, ALT):
                 if at_start:
                     empty = True
                     break
@@ -392,10 +392,10 @@ def _left_recursion(parser: _Parser) -> None:
         refs: list[int] = []
         recurse = True
         for element in rule:
-            kind = _kind(element)
+            kind = element >> _TYPE_SHIFT
             if kind == RULE_REF and recurse:
-                refs.append(_value(element))
-                recurse = may_be_empty[_value(element)]
+                refs.append(element & 0xFFFFFFFF)
+                recurse = may_be_empty[element & 0xFFFFFFFF]
             else:
                 recurse = kind in (END, ALT)
         children[rule_id] = refs
@@ -449,14 +449,14 @@ def _ways_to_begin(rule: array[int], ways: dict[int, int], may_be_empty: dict[in
     to a character or token): the cost of every step that rule is in grows with it."""
     total, leading = 0, True
     for element in rule:
-        kind = _kind(element)
+        kind = element >> _TYPE_SHIFT
         if kind in (END, ALT):
             total += 1 if leading else 0
             leading = True
         elif leading:
             if kind == RULE_REF:
-                total += ways[_value(element)]
-                leading = may_be_empty[_value(element)]
+                total += ways[element & 0xFFFFFFFF]
+                leading = may_be_empty[element & 0xFFFFFFFF]
             else:
                 total += 1
                 leading = False
