@@ -13,13 +13,10 @@ and after. What must hold: 0 crashes (the process lives, no connection is droppe
 from __future__ import annotations
 
 import argparse
-import random
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -27,15 +24,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from koboldtui.models.bundled import resolve_model_path
-from tests.grammar_fuzz import body_bytes, random_case
+from tests.grammar_fuzz import rss_mb, run
 from tests.instance_harness import free_port
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def start(model: Path, port: int) -> subprocess.Popen[bytes]:
@@ -51,57 +41,6 @@ def start(model: Path, port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.2)
     proc.kill()
     raise SystemExit("the instance did not start")
-
-
-def run(base: str, pid: int, cases: int, seed: int, clients: int) -> dict[str, object]:
-    """Send the cases; return the counts (shared with tests/test_grammar_fuzz.py)."""
-    rng = random.Random(seed)
-    work = [random_case(rng) for _ in range(cases)]
-    counts: Counter[str] = Counter()
-    statuses: Counter[str] = Counter()
-    seconds: Counter[str] = Counter()
-    bad: list[str] = []
-    health: list[float] = []
-    done = threading.Event()
-
-    def poll() -> None:
-        with httpx.Client(base_url=base, timeout=10) as c:
-            while not done.is_set():
-                t0 = time.perf_counter()
-                try:
-                    c.get("/health")
-                    health.append(time.perf_counter() - t0)
-                except httpx.HTTPError:
-                    health.append(float("inf"))
-                time.sleep(0.05)
-
-    def send(case: tuple[str, str, dict[str, object]]) -> None:
-        kind, path, body = case
-        started = time.perf_counter()
-        with httpx.Client(base_url=base, timeout=120) as c:
-            try:
-                r = c.post(path, content=body_bytes(body), headers={"Content-Type": "application/json"})
-                status = f"{r.status_code // 100}xx"
-                if r.status_code >= 500:
-                    bad.append(f"{kind} {r.status_code} {r.text[:300]}")
-            except httpx.HTTPError as exc:
-                status = "dropped"
-                bad.append(f"{kind} dropped: {exc!r}")
-        counts[f"{kind} {status}"] += 1
-        seconds[f"{kind} {status}"] += time.perf_counter() - started
-        statuses[status] += 1
-
-    before = rss_mb(pid)
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(send, work))
-    elapsed = time.perf_counter() - t0
-    done.set()
-    poller.join()
-    return {"counts": counts, "statuses": statuses, "seconds": seconds, "bad": bad, "health_max_s": max(health, default=0.0),
-            "health_n": len(health), "rss_before_mb": before, "rss_after_mb": rss_mb(pid), "elapsed_s": elapsed}
 
 
 def main() -> None:

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 Case = tuple[str, str, dict[str, Any]]  # (kind, path, body)
 
@@ -174,3 +181,70 @@ def body_bytes(body: dict[str, Any]) -> bytes:
     for i, raw in enumerate(raws):
         text = text.replace(f'"@@raw{i}@@"', raw)
     return text.encode()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run(base: str, pid: int, cases: int, seed: int, clients: int, generate_share: float = 1.0) -> dict[str, Any]:
+    """Send ``cases`` seeded cases from ``clients`` threads while /health is polled; the
+    answers by kind and status, the 5xx and dropped ones, the slowest /health, and RSS.
+    ``generate_share`` < 1 leaves out that share of the cases that would decode (a short
+    run keeps more of the cheap refusals)."""
+    rng = random.Random(seed)
+    work: list[Case] = []
+    while len(work) < cases:
+        case = random_case(rng)
+        if case[0] in ("grammar/valid", "schema/response_format") and rng.random() > generate_share:
+            continue
+        work.append(case)
+    counts: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
+    bad: list[str] = []
+    health: list[float] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=base, timeout=10) as c:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                try:
+                    c.get("/health")
+                    health.append(time.perf_counter() - t0)
+                except httpx.HTTPError:
+                    health.append(float("inf"))
+                time.sleep(0.05)
+
+    def send(case: tuple[str, str, dict[str, object]]) -> None:
+        kind, path, body = case
+        started = time.perf_counter()
+        with httpx.Client(base_url=base, timeout=120) as c:
+            try:
+                r = c.post(path, content=body_bytes(body), headers={"Content-Type": "application/json"})
+                status = f"{r.status_code // 100}xx"
+                if r.status_code >= 500:
+                    bad.append(f"{kind} {r.status_code} {r.text[:300]}")
+            except httpx.HTTPError as exc:
+                status = "dropped"
+                bad.append(f"{kind} dropped: {exc!r}")
+        counts[f"{kind} {status}"] += 1
+        seconds[f"{kind} {status}"] += time.perf_counter() - started
+        statuses[status] += 1
+
+    before = rss_mb(pid)
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, work))
+    elapsed = time.perf_counter() - t0
+    done.set()
+    poller.join()
+    return {"counts": counts, "statuses": statuses, "seconds": seconds, "bad": bad, "health_max_s": max(health, default=0.0),
+            "health_n": len(health), "rss_before_mb": before, "rss_after_mb": rss_mb(pid), "elapsed_s": elapsed}
