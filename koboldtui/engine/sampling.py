@@ -304,7 +304,7 @@ GRAMMAR_CHECK_FIRST = True  # likewise: False puts the grammar in the chain, bef
 # A grammar whose ways to match multiply as it goes (("a" | "a" "b")-like alternatives nested)
 # makes each step slower; one step over this much CPU ends that request (a filter over the
 # whole vocabulary normally costs 40-80 ms).
-GRAMMAR_STEP_BUDGET_S = 2.0
+GRAMMAR_STEP_BUDGET_S = 1.0
 
 
 def penalties_in_place(p: SamplingParams, order: Sequence[int], greedy: bool, window: int,
