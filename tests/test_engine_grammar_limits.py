@@ -147,3 +147,22 @@ def test_the_clients_schema_is_left_as_it_was() -> None:
     schema = {"type": "string", "pattern": "[a-z]+"}
     json_schema_grammar(schema)
     assert schema == {"type": "string", "pattern": "[a-z]+"}
+
+
+def test_a_grammar_step_over_the_cpu_budget_ends_only_its_request(bundled_model, monkeypatch) -> None:
+    """The guard against grammars whose ways to match multiply (measured: such a grammar got
+    its 422 after ~2.7 s of CPU in one step, /health answering throughout); here the budget is
+    0 so any grammar trips it at once."""
+    import httpx
+
+    from koboldtui.config import ServeConfig
+    from koboldtui.engine import sampling
+    from tests.instance_harness import running_instance
+
+    monkeypatch.setattr(sampling, "GRAMMAR_STEP_BUDGET_S", 0.0)
+    with running_instance(ServeConfig(ctx=256, parallel=2), bundled_model) as (base, _):
+        r = httpx.post(base + "/api/v1/generate", timeout=60,
+                       json={"prompt": "x", "max_length": 2, "grammar": 'root ::= "yes" | "no"'})
+        assert r.status_code == 422 and "too ambiguous" in r.json()["error"]
+        r = httpx.post(base + "/api/v1/generate", timeout=60, json={"prompt": "x", "max_length": 2})
+        assert r.status_code == 200
