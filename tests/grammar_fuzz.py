@@ -14,7 +14,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -160,9 +159,6 @@ def random_case(rng: random.Random, max_length: int = 1) -> Case:
     return f"field/{field}", "/api/v1/generate", {"prompt": "x", "max_length": max_length, field: text}
 
 
-GENERATORS: dict[str, Callable[[random.Random], Any]] = {"grammar": random_grammar, "schema": random_schema}
-
-
 def body_bytes(body: dict[str, Any]) -> bytes:
     """The request body (NUL passes as a JSON escape; RawJSON values go in as they are)."""
     raws: list[str] = []
@@ -246,5 +242,6 @@ def run(base: str, pid: int, cases: int, seed: int, clients: int, generate_share
     elapsed = time.perf_counter() - t0
     done.set()
     poller.join()
-    return {"counts": counts, "statuses": statuses, "seconds": seconds, "bad": bad, "health_max_s": max(health, default=0.0),
+    return {"counts": counts, "statuses": statuses, "seconds": seconds, "bad": bad,
+            "health_max_s": max(health, default=0.0),
             "health_n": len(health), "rss_before_mb": before, "rss_after_mb": rss_mb(pid), "elapsed_s": elapsed}

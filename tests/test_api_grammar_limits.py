@@ -93,7 +93,8 @@ def instance(shared_models_dir) -> Iterator[Instance]:
 
 def _chat(schema: Any, max_tokens: int = 8) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": "Answer in JSON."}], "max_tokens": max_tokens,
-            "temperature": 0, "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}}
+            "temperature": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}}
 
 
 def _message(r: httpx.Response) -> str:

@@ -54,14 +54,6 @@ def _el(kind: int, value: int) -> int:
     return (kind << _TYPE_SHIFT) | (value & 0xFFFFFFFF)
 
 
-def _kind(element: int) -> int:
-    return element >> _TYPE_SHIFT
-
-
-def _value(element: int) -> int:
-    return element & 0xFFFFFFFF
-
-
 def _is_word_char(c: str) -> bool:
     return ("a" <= c <= "z") or ("A" <= c <= "Z") or c == "-" or ("0" <= c <= "9")
 

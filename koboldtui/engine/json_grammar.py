@@ -84,7 +84,8 @@ def _native_repetition(item_rule: str, min_items: int, max_items: int | None, se
 
 llama_grammar._build_repetition = _native_repetition  # type: ignore[attr-defined]
 llama_grammar.GRAMMAR_LITERAL_ESCAPE_RE = re.compile(r'[\r\n"\\]')  # type: ignore[attr-defined]
-llama_grammar.GRAMMAR_LITERAL_ESCAPES = {"\r": "\\r", "\n": "\\n", '"': '\\"', "\\": "\\\\"}  # type: ignore[attr-defined]
+llama_grammar.GRAMMAR_LITERAL_ESCAPES = {  # type: ignore[attr-defined]
+    "\r": "\\r", "\n": "\\n", '"': '\\"', "\\": "\\\\"}
 
 
 # ---------------------------------------------------------------------------- the schema's checks
