@@ -30,7 +30,7 @@ from tests.instance_harness import free_port
 
 def start(model: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-m", "koboldtui.cli", "serve", "--model", str(model), "--port",
-                             str(port), "--ctx", "512", "--parallel", "2", "--queue-timeout", "30"],
+                             str(port), "--ctx", "512", "--parallel", "4", "--queue-timeout", "600"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

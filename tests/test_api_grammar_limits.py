@@ -206,13 +206,14 @@ def test_list_fields_as_json_text_nested_3000_deep_are_a_400(instance: Instance,
 
 
 def test_fuzz_grammars_and_schemas_no_crash_no_5xx(instance: Instance) -> None:
-    result = run(instance.base, instance.proc.pid, cases=240, seed=7, clients=4, generate_share=0.1)
+    # as many clients as slots: no request waits in the queue (a busy queue's 503 is not a fault)
+    result = run(instance.base, instance.proc.pid, cases=200, seed=7, clients=2, generate_share=0.1)
     print({k: v for k, v in sorted(result["counts"].items())})
     print(f"slowest /health {result['health_max_s']:.3f} s; RSS {result['rss_before_mb']:.0f} -> "
           f"{result['rss_after_mb']:.0f} MB in {result['elapsed_s']:.0f} s")
     assert instance.proc.poll() is None, "the instance died:\n" + "".join(instance.lines[-20:])
     assert result["bad"] == []
-    assert sum(result["counts"].values()) == 240
+    assert sum(result["counts"].values()) == 200
     assert result["statuses"]["4xx"] > 80 and result["statuses"]["2xx"] > 10  # both kinds were exercised
     assert result["health_max_s"] < MAX_HEALTH_S
     assert result["rss_after_mb"] - result["rss_before_mb"] < 100
