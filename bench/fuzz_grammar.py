@@ -49,11 +49,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--generate-share", type=float, default=1.0,
+                        help="keep this share of the valid-grammar and response_format cases (they decode)")
     args = parser.parse_args()
     port = free_port()
     proc = start(resolve_model_path(args.model), port)
     try:
-        result = run(f"http://127.0.0.1:{port}", proc.pid, args.cases, args.seed, args.clients)
+        result = run(f"http://127.0.0.1:{port}", proc.pid, args.cases, args.seed, args.clients,
+                     args.generate_share)
         alive = proc.poll() is None
     finally:
         proc.terminate()
