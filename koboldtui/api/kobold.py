@@ -66,7 +66,7 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         handle = await runtime.submit(gen, requester_of(request, options.genkey))
         result = await result_unless_disconnected(request, handle)
         if result.error:
-            raise BadRequest(f"generation failed: {result.error}", status=500)
+            raise BadRequest(f"generation failed: {result.error}", status=result.error_status)
         answer: dict[str, Any] = {
             "text": answer_text(result, options), "finish_reason": kobold_finish(result.finish_reason),
             "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
@@ -149,9 +149,9 @@ def kobold_routes(runtime: Runtime) -> list[Route]:
         schema = (await json_body(request)).get("schema")
         if not isinstance(schema, dict):
             raise BadRequest("send {\"schema\": {...}} with a JSON schema object", "schema")
-        from koboldtui.engine.json_grammar import json_schema_grammar
+        from koboldtui.engine.json_grammar import schema_grammar
 
-        return JSONResponse({"result": await asyncio.to_thread(json_schema_grammar, schema), "success": True})
+        return JSONResponse({"result": await schema_grammar(schema), "success": True})
 
     async def model(request: Request) -> JSONResponse:
         authorized = request.scope.get("state", {}).get("authorized", True)

@@ -75,6 +75,8 @@ def _string_list(body: dict[str, Any], name: str, max_items: int) -> tuple[str, 
     if isinstance(value, str) and value.strip().startswith("["):  # SillyTavern sends JSON text
         try:
             body = {name: json.loads(value)}
+        except RecursionError:
+            raise BadRequest(f"'{name}' is JSON text nested too deeply: send a flat list of strings", name) from None
         except ValueError:
             raise BadRequest(f"'{name}' must be a list of strings (or one as JSON text)", name) from None
     return get_str_list(body, name, max_items=max_items)

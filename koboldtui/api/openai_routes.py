@@ -71,13 +71,14 @@ def _logprob_request(body: dict[str, Any], chat: bool) -> tuple[bool, int]:
     return completion_logprob_count(body)
 
 
-def _grammar(body: dict[str, Any]) -> str:
-    """The grammar that enforces ``response_format`` ("" for plain text)."""
+async def _grammar(body: dict[str, Any]) -> str:
+    """The grammar that enforces ``response_format`` ("" for plain text); a schema converts
+    in a worker thread with a deadline (engine/json_grammar.py)."""
     fmt = body.get("response_format")
     if fmt is None:
         return ""
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    from koboldtui.engine.json_grammar import json_object_grammar, json_schema_grammar
+    from koboldtui.engine.json_grammar import json_object_grammar, schema_grammar
 
     if kind == "text":
         return ""
@@ -89,7 +90,7 @@ def _grammar(body: dict[str, Any]) -> str:
         if not isinstance(schema, dict):
             raise BadRequest("response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": "
                              "{...}}}", "response_format")
-        return json_schema_grammar(schema)
+        return await schema_grammar(schema)
     raise BadRequest("'response_format' type must be 'text', 'json_object' or 'json_schema'", "response_format")
 
 
@@ -210,7 +211,7 @@ def openai_routes(runtime: Runtime) -> list[Route]:
         include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
         shape = Shape(chat=chat, logprobs=wants, top_logprobs=top, include_usage=include_usage)
         sampling = openai_sampling(body, logprobs=max(top, 1) if wants else 0, seed=openai_seed(body),
-                                   grammar=_grammar(body))
+                                   grammar=await _grammar(body))
         await read_ban_texts(engine, sampling)
         n_keep = len(await asyncio.to_thread(engine.tokenize, memory)) if memory else 0
         gen = GenerationRequest(
@@ -255,7 +256,7 @@ def openai_routes(runtime: Runtime) -> list[Route]:
         results = await _results(request, handles)
         failed = next((r for r in results if r.error), None)
         if failed is not None:
-            raise BadRequest(f"generation failed: {failed.error}", status=500)
+            raise BadRequest(f"generation failed: {failed.error}", status=failed.error_status)
         choices: list[dict[str, Any]] = []
         for i, result in enumerate(results):
             finish, logprobs = finish_reason(result.finish_reason), _logprobs(result, shape)

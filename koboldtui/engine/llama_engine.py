@@ -34,7 +34,7 @@ from koboldtui.engine.chat_template import render_chat
 from koboldtui.engine.engine_config import EngineConfig, lower_decode_priority, not_set
 from koboldtui.engine.prompt_cache import PromptCache
 from koboldtui.engine.request_prep import Prepared, RequestPreparer, free_unused
-from koboldtui.engine.sampling import SamplerChain
+from koboldtui.engine.sampling import GrammarError, SamplerChain
 from koboldtui.engine.sequence import GenerationStream, Sequence, deliver
 from koboldtui.engine.slots import SlotPool, common_prefix
 from koboldtui.engine.step_plan import SHORT_PROMPT_TOKENS, StepPlan, StepPlanner
@@ -349,7 +349,8 @@ class LlamaEngine:
             self._slots[seq.seq_id] = None
             seq.seq_id = None
 
-    def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
+    def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None,
+                error_status: int = 500) -> None:
         """End a sequence: free its slot and sampler, flush text, hand the result to asyncio."""
         self._release_slot(seq, keep_cache=reason is not FinishReason.ERROR)
         self._twins.orphan(seq)
@@ -369,7 +370,7 @@ class LlamaEngine:
         if isinstance(seq.sampler, SamplerChain):
             seq.sampler.free()
         self._recent.append(seq)
-        self._post(seq.stream, seq.stream.push_result, seq.result(error))
+        self._post(seq.stream, seq.stream.push_result, seq.result(error, error_status))
 
     def _post(self, stream: GenerationStream, fn: Callable[..., None], *args: object) -> None:
         """Queue ``fn(*args)`` for the stream's event loop; sent by ``_flush`` (decode thread only)."""
@@ -457,10 +458,19 @@ class LlamaEngine:
         """Sample every sequence that got logits, outside the lock that submit/abort/snapshot
         take; then, under it, stream the text and finish what is done."""
         now = time.monotonic()
-        sampled = [(seq, cast(SamplerChain, seq.sampler).sample(self._ctx, index))
-                   for seq, index in outputs if not seq.aborted and seq.finish_reason is None]
+        sampled: list[tuple[Sequence, int]] = []
+        refused: list[tuple[Sequence, GrammarError]] = []
+        for seq, index in outputs:
+            if seq.aborted or seq.finish_reason is not None:
+                continue
+            try:
+                sampled.append((seq, cast(SamplerChain, seq.sampler).sample(self._ctx, index)))
+            except GrammarError as exc:  # this request's grammar left no token: it alone ends
+                refused.append((seq, exc))
         generated_now = 0
         with self._cond:
+            for seq, exc in refused:
+                self._finish(seq, FinishReason.ERROR, str(exc), error_status=422)
             for seq, token in sampled:
                 seq.state = RequestState.GENERATING
                 if self.vocab.is_eog(token) and not (seq.request.ban_eos or seq.request.bypass_eos):

@@ -28,10 +28,12 @@ import ctypes
 import math
 import random
 import threading
+import time
 from collections.abc import Iterable, Sequence
 
 import llama_cpp
 
+from koboldtui.engine.grammar_limits import GrammarError, check_grammar
 from koboldtui.engine.native import Vocab
 from koboldtui.engine.penalties import WindowPenalties
 from koboldtui.engine.types import EngineError, SamplingParams, TokenLogprob
@@ -41,8 +43,7 @@ TOP_K, TOP_A, TFS, TYPICAL, TOP_P, TEMPERATURE, PENALTIES = range(7)
 MAX_LOGPROBS = 20
 
 
-class GrammarError(EngineError):
-    """The GBNF grammar could not be parsed (400: the client sent it)."""
+__all__ = ["GrammarError", "SamplerChain"]
 
 
 class SamplerChain:
@@ -81,11 +82,12 @@ class SamplerChain:
             self._add(self._bias_sampler(biases))
         if p.grammar:
             grammar = retained_grammar(p.grammar) if p.grammar_retain_state and GRAMMAR_CHECK_FIRST else None
-            grammar = grammar or llama_cpp.llama_sampler_init_grammar(
-                vocab.pointer, p.grammar.encode("utf-8"), b"root")
+            if grammar is None:
+                check_grammar(p.grammar)  # the choke point: no grammar reaches llama.cpp unchecked
+                grammar = llama_cpp.llama_sampler_init_grammar(vocab.pointer, p.grammar.encode("utf-8"), b"root")
             if not grammar:
-                raise GrammarError("the grammar could not be parsed: check its GBNF syntax and that it "
-                                   "defines a 'root' rule (llama.cpp's log has the details)")
+                raise GrammarError("the grammar could not be used: llama.cpp refused it (a <token> that is not "
+                                   "one token of this model's vocabulary?)")
             if GRAMMAR_CHECK_FIRST:
                 self._grammar = GrammarCheck(grammar, self._n_vocab)
             else:
@@ -271,6 +273,10 @@ class GrammarCheck:
         return math.isfinite(self._one[0].logit)
 
     def sample(self, chain: llama_cpp.llama_sampler_p, ctx: llama_cpp.llama_context_p, batch_index: int) -> int:
+        """The next token, which the grammar allows; GrammarError when none is left or the
+        grammar has grown too slow to check (llama.cpp would abort the process on accepting
+        a token its grammar refuses, so that never happens)."""
+        started = time.thread_time()  # this thread's CPU: a busy machine does not count against it
         cur = self._candidates(ctx, batch_index)
         llama_cpp.llama_sampler_apply(chain, ctypes.byref(cur))
         token = int(cur.data[cur.selected].id)
@@ -279,14 +285,26 @@ class GrammarCheck:
             llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(cur))
             llama_cpp.llama_sampler_apply(chain, ctypes.byref(cur))
             token = int(cur.data[cur.selected].id)
+            if not self._allowed(token):
+                raise GrammarError("the grammar allows no token here: it asks for text no token of this model "
+                                   "can write, or the bans and biases removed every token it allows")
         llama_cpp.llama_sampler_accept(chain, token)
         llama_cpp.llama_sampler_accept(self.sampler, token)
+        spent = time.thread_time() - started
+        if spent > GRAMMAR_STEP_BUDGET_S:
+            raise GrammarError(f"the grammar is too ambiguous: checking one token against it took {spent:.1f} s "
+                               f"of CPU (the limit is {GRAMMAR_STEP_BUDGET_S:.0f} s), as llama.cpp follows every "
+                               "way it can match at once; make its alternatives start differently")
         return token
 
 
 PREFILTER = True  # bench/sampling_cost.py turns it off to measure what it saves
 IN_PLACE = True  # likewise: False keeps the penalties in the chain (with the PREFILTER cut)
 GRAMMAR_CHECK_FIRST = True  # likewise: False puts the grammar in the chain, before every sampler
+# A grammar whose ways to match multiply as it goes (("a" | "a" "b")-like alternatives nested)
+# makes each step slower; one step over this much CPU ends that request (a filter over the
+# whole vocabulary normally costs 40-80 ms).
+GRAMMAR_STEP_BUDGET_S = 1.0
 
 
 def penalties_in_place(p: SamplingParams, order: Sequence[int], greedy: bool, window: int,

@@ -151,7 +151,7 @@ class Sequence:
             cached_tokens=self.cached_tokens,
         )
 
-    def result(self, error: str | None = None) -> GenerationResult:
+    def result(self, error: str | None = None, error_status: int = 500) -> GenerationResult:
         return GenerationResult(
             genkey=self.request.genkey,
             text="".join(self.text_parts),
@@ -164,6 +164,7 @@ class Sequence:
             first_token_at=self.first_token_at,
             finished_at=self.finished_at or time.monotonic(),
             error=error,
+            error_status=error_status,
             stop_text=self.stops.matched,
             logprobs=tuple(lp) if (lp := getattr(self.sampler, "logprobs", None)) is not None else None,
             cached_tokens=self.cached_tokens,

@@ -137,6 +137,7 @@ class GenerationResult:
     first_token_at: float | None
     finished_at: float
     error: str | None = None
+    error_status: int = 500  # the HTTP status ``error`` answers with (422: the request's own grammar ended it)
     stop_text: str | None = None  # the stop sequence that ended the text (it is not in ``text``)
     logprobs: tuple[TokenLogprob, ...] | None = None  # per sampled token, when asked for
     cached_tokens: int = 0  # prompt tokens whose KV was reused from an earlier request

@@ -33,7 +33,7 @@ def spec_lines(draft: InstanceDraft | None, inst: InstanceView) -> list[str]:
     c = draft.config
     restart = f"restart    {'after a crash' if draft.auto_restart else 'never'}"
     if draft.kind == "remote":
-        return [f"kind       remote: watched, never started here", f"url        {gauges.plain(draft.url)}"]
+        return ["kind       remote: watched, never started here", f"url        {gauges.plain(draft.url)}"]
     if draft.kind == "command":
         return [
             where,
