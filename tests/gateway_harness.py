@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 
-import httpx
-import uvicorn
+from instance_harness import served_in_thread
 
 from koboldtui.gateway.app import GatewayConfig, build_gateway_app
 from koboldtui.gateway.service import Gateway
@@ -28,24 +26,6 @@ class ShiftedClock:
 def running_gateway(gateway: Gateway, port: int, **config: object) -> Iterator[str]:
     """Serve ``gateway`` on 127.0.0.1:``port`` until the block ends; yields its base URL."""
     app = build_gateway_app(gateway, GatewayConfig(port=port, **config))  # type: ignore[arg-type]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or not thread.is_alive():
-            server.should_exit = True
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.05)
-    try:
+    with served_in_thread(app, "127.0.0.1", port, timeout=30, why_not=lambda: "the gateway did not start",
+                          join_s=15) as base:
         yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)

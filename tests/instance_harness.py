@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -40,15 +41,14 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str =
 
 
 @contextlib.contextmanager
-def running_instance(config: ServeConfig, model_path: Path, timeout: float = 60.0) -> Iterator[tuple[str, Runtime]]:
-    """Yield (base_url, runtime) of a ready instance; shut it down on exit."""
-    config = config.with_changes(port=config.port if config.port != 5001 else free_port())
-    runtime = Runtime(config, model_path)
-    server = uvicorn.Server(uvicorn.Config(build_app(runtime), host=config.host, port=config.port,
-                                           log_level="warning", lifespan="on"))
+def served_in_thread(app: Any, host: str, port: int, *, timeout: float, why_not: Callable[[], str],
+                     join_s: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread until /health says 200; yields the base URL and
+    stops the server when the block ends. ``why_not`` words the failure when it never does."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    base = f"http://{config.host}:{config.port}"
+    base = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -58,10 +58,20 @@ def running_instance(config: ServeConfig, model_path: Path, timeout: float = 60.
             pass
         if time.monotonic() > deadline or not thread.is_alive():
             server.should_exit = True
-            raise RuntimeError(f"instance did not become ready: {runtime.state} {runtime.load_error}")
+            raise RuntimeError(why_not())
         time.sleep(0.05)
     try:
-        yield base, runtime
+        yield base
     finally:
         server.should_exit = True
-        thread.join(timeout=30)
+        thread.join(timeout=join_s)
+
+
+@contextlib.contextmanager
+def running_instance(config: ServeConfig, model_path: Path, timeout: float = 60.0) -> Iterator[tuple[str, Runtime]]:
+    """Yield (base_url, runtime) of a ready instance; shut it down on exit."""
+    config = config.with_changes(port=config.port if config.port != 5001 else free_port())
+    runtime = Runtime(config, model_path)
+    with served_in_thread(build_app(runtime), config.host, config.port, timeout=timeout,
+                          why_not=lambda: f"instance did not become ready: {runtime.state} {runtime.load_error}") as base:
+        yield base, runtime

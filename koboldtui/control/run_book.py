@@ -163,17 +163,21 @@ class RunBook:
         def decide(old: RunRecord) -> RunRecord | None:
             if old.token != token:
                 return None  # a stop (or another start) overtook it
-            return replace(
-                old,
-                state="failed",
-                pid=None,
-                token=None,
-                last_error=error,
-                restart_at=None if restart_in_s is None else self._wall() + restart_in_s,
-                restart_owner=None if restart_in_s is None else self.owner,
-            )
+            return self._failed(old, error, restart_in_s, self.owner)
 
         return self._change(name, decide)[1]
+
+    def _failed(self, old: RunRecord, error: str, restart_in_s: float | None, owner: str) -> RunRecord:
+        """``old`` as failed with ``error``; a restart due in ``restart_in_s`` (owned by ``owner``) if given."""
+        return replace(
+            old,
+            state="failed",
+            pid=None,
+            token=None,
+            last_error=error,
+            restart_at=None if restart_in_s is None else self._wall() + restart_in_s,
+            restart_owner=None if restart_in_s is None else owner,
+        )
 
     # -- running -----------------------------------------------------------------------------
 
@@ -208,15 +212,7 @@ class RunBook:
                 return None  # recorded already (by us or another controller), or a newer launch
             if old.state == "stopping" or error is None:
                 return replace(old, state="stopped", pid=None, token=None, started_by=None)
-            return replace(
-                old,
-                state="failed",
-                pid=None,
-                token=None,
-                last_error=error,
-                restart_at=None if restart_in_s is None else self._wall() + restart_in_s,
-                restart_owner=None if restart_in_s is None else (restart_owner or self.owner),
-            )
+            return self._failed(old, error, restart_in_s, restart_owner or self.owner)
 
         return self._change(name, decide)
 
