@@ -23,6 +23,7 @@ from koboldtui.tui.backend import (
     BackendError,
     CatalogModel,
     FitEstimate,
+    GatewayReport,
     GpuReport,
     GpuView,
     InstanceDraft,
@@ -442,6 +443,25 @@ class LiveBackend(InstanceApi):
             return [f"no log yet at {path}: start the instance with s"]
         return tail_lines(path, lines)
 
+    # the gateway ---------------------------------------------------------------------------
+    def gateway_report(self) -> GatewayReport:
+        import httpx
+
+        from koboldtui.tui.gateway_probe import read_gateway
+
+        if getattr(self, "_gateway_client", None) is None:
+            self._gateway_client = httpx.Client(trust_env=False)
+        return read_gateway(self.conn, self.paths.secrets_file, self._gateway_client, db_lock=self._db_lock)
+
+    def use_model(self, name: str) -> None:
+        from koboldtui.gateway.current_model import UnknownModelName, use_model
+
+        with self._db_lock:
+            try:
+                use_model(self.conn, self.paths.secrets_file, name)
+            except UnknownModelName as exc:
+                raise BackendError(str(exc)) from exc
+
     def get_setting(self, key: str, default: str | None = None) -> str | None:
         from koboldtui.store.settings import get_setting
 
@@ -462,4 +482,6 @@ class LiveBackend(InstanceApi):
         finally:
             self.sampler.stop(timeout=2)
             self._pool.shutdown(wait=False)
+            if getattr(self, "_gateway_client", None) is not None:
+                self._gateway_client.close()
             self.conn.close()

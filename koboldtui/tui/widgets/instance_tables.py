@@ -31,7 +31,9 @@ STATE_STYLE = {
 def _model_name(inst: InstanceView, width: int = 22) -> str:
     """The model's file name (two files may share one GGUF general.name, never one path); for a
     command/remote server, what it says it serves."""
-    if inst.status is None and inst.foreign is not None and inst.foreign.model:
+    if inst.is_gateway:  # the gateway routes to every model: never listed as one (G shows it)
+        name = "⇄ gateway"
+    elif inst.status is None and inst.foreign is not None and inst.foreign.model:
         name = inst.foreign.model
     elif inst.status is None and inst.kind == "remote":
         name = "remote"
