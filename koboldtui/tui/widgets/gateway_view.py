@@ -58,7 +58,7 @@ def gateway_card(report: GatewayReport | None) -> str:
     current = escape(report.current_model) if report.current_model else "[$text-muted]none chosen[/]"
     state = f"[{STATE_STYLE[report.state]}]{report.state}[/]"
     return (f"[b]Gateway[/b] {escape(report.url)}  {state} · model [b]{current}[/b]"
-            "  [$text-muted]G view · u use · c copy URL[/]")
+            "  [$text-muted]G view · u use · c copy[/]")
 
 
 def gateway_screen_lines(report: GatewayReport) -> list[str]:
