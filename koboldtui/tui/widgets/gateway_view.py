@@ -55,10 +55,10 @@ def gateway_card(report: GatewayReport | None) -> str:
     """The dashboard's gateway row: the URL as text (to select or copy with c), state, current model, keys."""
     if report is None:
         return "[b]Gateway[/b]  [$text-muted]looking…[/]"
-    current = escape(report.current_model) if report.current_model else "[$text-muted]none chosen[/]"
+    # no current model chosen yet: nothing to say there (u chooses one), so 80 columns keep one row
+    current = f" · model [b]{escape(report.current_model)}[/b]" if report.current_model else ""
     state = f"[{STATE_STYLE[report.state]}]{report.state}[/]"
-    return (f"[b]Gateway[/b] {escape(report.url)}  {state} · model [b]{current}[/b]"
-            "  [$text-muted]G view · u use · c copy[/]")
+    return f"[b]Gateway[/b] {escape(report.url)}  {state}{current}  [$text-muted]G view · u use · c copy[/]"
 
 
 def gateway_screen_lines(report: GatewayReport) -> list[str]:
