@@ -389,6 +389,9 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         yield SystemCommand("Switch model", "Pick a model for the selected instance", self.action_pick_model)
         yield SystemCommand("Instance log", "Show the selected instance's log", self.action_show_log)
         yield SystemCommand("Horde contribution", "Every worker, kudos and jobs over time", self.action_horde_view)
+        yield SystemCommand("Gateway", "The gateway's pools, shares, starts and errors", self.action_gateway_view)
+        yield SystemCommand("Current model", "Where the gateway sends KoboldAI routes", self.action_use_model)
+        yield SystemCommand("Copy gateway URL", "Copy the gateway's URL to the clipboard", self.action_copy_gateway_url)
 
     def save_picture(self) -> None:
         """The palette's Screenshot: an SVG in <data>/screenshots, and a toast with its path (or why not)."""
