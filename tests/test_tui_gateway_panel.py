@@ -139,3 +139,13 @@ def test_reader_against_a_real_gateway(tmp_path) -> None:
             assert report.choices == (("a", "instance"), ("chat", "pool"))
         gone = read_gateway(conn, paths.secrets_file, client)
         assert gone.state == "not answering" and gone.reason and gone.current_model == "chat"
+
+
+async def test_u_with_nothing_to_choose_says_so_instead_of_an_empty_picker() -> None:
+    app = make_app(FakeBackend(instances=False), first_run=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await gateway_drawn(pilot, app)
+        await pilot.press("u")
+        await pilot.pause()
+        assert not isinstance(app.screen, CurrentModelPicker)
+        assert any("No instance or pool to choose" in n.message for n in app._notifications)
