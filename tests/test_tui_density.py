@@ -104,7 +104,9 @@ async def test_wide_terminals_put_the_cards_beside_the_tables() -> None:
         await settle(pilot, app)
         gpus, instances = app.screen.query_one(GpuPanel), app.screen.query_one(InstancesTable)
         queue = app.screen.query_one("#queue")
-        assert gpus.region.x >= instances.region.right and gpus.region.y == instances.region.y
+        gateway = app.screen.query_one("#gateway-line")  # the left column starts with the gateway's row
+        assert gpus.region.x >= instances.region.right and gpus.region.y == gateway.region.y
+        assert gateway.region.bottom == instances.region.y and gateway.region.right <= gpus.region.x
         assert queue.region.right <= gpus.region.x  # the queue keeps the left column
         assert queue.region.bottom >= 55  # and runs down the screen: no half-empty terminal
         assert len(app.screen.query_one(SystemGauges).query(".sys-row")) == 3  # room for full gauges

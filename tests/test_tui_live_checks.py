@@ -45,3 +45,28 @@ def test_live_views_checks_and_dismiss(tmp_path: Path, bundled_model: Path) -> N
         assert next(v for v in backend.instances() if v.name == "ghost").state == "stopped"
     finally:
         backend.close(stop_instances=True)
+
+
+def test_cpu_mode_fit_advice_is_true_and_in_panel_words(bundled_model: Path) -> None:
+    """Issue 19 leftover: on a machine without a usable GPU the form's fit line spoke of --cpu and of
+    picking another GPU; it says what the CPU needs instead (RAM), whether or not a stale GPU is ticked."""
+    from koboldtui.tui.panel_words import panel_words
+
+    backend = LiveBackend()
+    try:
+        if backend._inventory().gpus:
+            pytest.skip("this machine has a GPU: the CPU-mode advice is for machines without one")
+        for ticked in ((), ("GPU-0000-gone",)):
+            fit = backend.fit_estimate(str(bundled_model), 99, 4096, 1, ticked)
+            assert fit.fits and "no VRAM needed" in fit.text and "GiB RAM" in fit.text, fit.text
+            assert not re.search(r"--[a-z]|another GPU|free some VRAM", fit.text), fit.text
+        assert "GPUs ticked are not on this machine" in backend.fit_estimate(
+            str(bundled_model), 99, 4096, 1, ("GPU-0000-gone",)).text
+        report = backend.gateway_report()  # nothing saved, nothing on the port: a state, not an error
+        assert report.state in ("not enabled", "answering") and report.url.startswith("http://127.0.0.1:")
+    finally:
+        backend.close(stop_instances=False)
+    advice = panel_words("needs ~9 GiB, GPU 0 has 2 GiB free: only --gpu-layers 0 fits: pick another GPU, "
+                         "free some VRAM, or run on the CPU (--cpu)")
+    assert "run it on the CPU (untick every GPU in the form, e)" in advice and "no GPU ticked" not in advice
+    assert not re.search(r"--[a-z]", advice), advice

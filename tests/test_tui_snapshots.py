@@ -35,7 +35,7 @@ async def drawn(pilot) -> None:
     """Wait for the first polls, then stop every cursor blinking so frames are stable."""
     app = pilot.app
     for _ in range(300):
-        if app.polls_done and app.gpu_polls_done:
+        if app.polls_done and app.gpu_polls_done and app.gateway_report is not None:
             break
         await pilot.pause(0.01)
     await settled(pilot)
@@ -214,3 +214,34 @@ def test_help(snap_compare, size, monkeypatch) -> None:
         await pilot.pause(0.1)
 
     assert snap_compare(panel(), terminal_size=size, run_before=open_help)
+
+
+# the gateway (issue 17 point 6): its row on the dashboard, its view --------------------------------
+
+
+def gateway_panel() -> KoboldPanel:
+    """The fake panel with the gateway enabled (its own row too) and answering."""
+    from tests.test_tui_gateway_panel import with_gateway
+
+    return SnapshotPanel(with_gateway(), clock=FakeClock(), refresh_s=3600, gpu_refresh_s=3600,
+                         countdown_tick_s=None, theme_name="kobold")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_dashboard_with_gateway(snap_compare, size) -> None:
+    assert snap_compare(gateway_panel(), terminal_size=size, run_before=quiet)
+
+
+def test_gateway_view(snap_compare) -> None:
+    async def open_view(pilot) -> None:
+        from koboldtui.tui.screens.gateway_screen import GatewayScreen
+
+        await quiet(pilot)
+        await pilot.press("G")
+        for _ in range(100):
+            if isinstance(pilot.app.screen, GatewayScreen):
+                break
+            await pilot.pause(0.02)
+        await pilot.pause(0.1)
+
+    assert snap_compare(gateway_panel(), terminal_size=(120, 40), run_before=open_view)

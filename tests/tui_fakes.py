@@ -18,6 +18,7 @@ from koboldtui.tui.backend import (
     BackendError,
     CatalogModel,
     FitEstimate,
+    GatewayReport,
     GpuReport,
     GpuView,
     InstanceDraft,
@@ -140,6 +141,10 @@ class FakeBackend:
         self.model_problems: dict[str, str] = {}  # model path -> why check_model refuses it
         self.machine: MachineReport | None = fake_machine()  # CPU, RAM, load as psutil would say
         self.horde_state = "paused_local"
+        # the gateway: None = not enabled and not answering; a dict = its /api/koboldtui/gateway JSON
+        self.gateway_status: dict | None = None
+        self.gateway_enabled = False
+        self.current_model: str | None = None
         self.horde_kudos_bump = 0  # screenshots grow the worker's totals between polls
         if instances:
             main = ServeConfig(name="main", port=5001, gpu_layers=99, horde=HordeSettings(
@@ -308,6 +313,24 @@ class FakeBackend:
 
     def log_tail(self, instance: str, lines: int = 200) -> list[str]:
         return self.log[-lines:]
+
+    def gateway_report(self) -> GatewayReport:
+        from koboldtui.gateway.backends import GATEWAY_COMMAND  # as BackendTable: the gateway is no model
+
+        choices = tuple((name, "instance") for name, d in self.drafts.items()
+                        if not (d.kind == "command" and GATEWAY_COMMAND.search(d.command)))
+        current = (self.gateway_status or {}).get("current_model") or self.current_model
+        return GatewayReport(url="http://127.0.0.1:5000", enabled=self.gateway_enabled, status=self.gateway_status,
+                             reason=None if self.gateway_status else "nothing listens there",
+                             current_model=current, choices=choices)
+
+    def use_model(self, name: str) -> None:
+        self._track("use_model", name)
+        if name not in self.drafts:
+            raise BackendError(f"there is no instance or pool named {name!r}")
+        self.current_model = name
+        if self.gateway_status is not None:
+            self.gateway_status = dict(self.gateway_status, current_model=name)
 
     def get_setting(self, key: str, default: str | None = None) -> str | None:
         return self.settings.get(key, default)

@@ -83,19 +83,13 @@ async def _serve(config: Any, wait_s: float, balance: str = "affinity") -> int:
 
 def cmd_use(args: argparse.Namespace) -> int:
     """Make NAME the current model (KoboldAI routes go there); a running gateway sees it within seconds."""
-    from koboldtui.gateway.backends import BackendTable
-    from koboldtui.gateway.current_model import CurrentModel
-    from koboldtui.control.secrets import InstanceSecrets
-    from koboldtui.store.instances import InstanceStore
+    from koboldtui.gateway.current_model import UnknownModelName, use_model
 
     paths = app_paths().ensure()
-    conn = _conn()
-    table = BackendTable(InstanceStore(conn), InstanceSecrets(paths.secrets_file))
-    table.refresh()
-    if not table.resolve(args.name):
-        known = ", ".join(table.known_names()) or "none saved yet"
-        return _fail(f"there is no instance or pool named {args.name!r} (models: {known})")
-    CurrentModel(conn).set(args.name)
+    try:
+        use_model(_conn(), paths.secrets_file, args.name)
+    except UnknownModelName as exc:
+        return _fail(str(exc))
     print(f"current model: {args.name}")
     return 0
 

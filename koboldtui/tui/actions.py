@@ -275,6 +275,9 @@ class PanelActions:
     # model switch ------------------------------------------------------------------------
     def action_pick_model(self: KoboldPanel) -> None:
         inst = self.selected()
+        if inst is not None and inst.is_gateway:  # its "model" is the box's current model
+            self.action_use_model()
+            return
         if inst is None or not self.offered(inst, "m"):
             return
         current = inst.model or "bundled"  # the spec's model: "bundled" or a path, as the catalogue names it

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,13 +23,14 @@ from textual.widgets.data_table import RowDoesNotExist
 from koboldtui.paths import AppPaths, app_paths
 from koboldtui.tui import gauges
 from koboldtui.tui.actions import PanelActions, active_requests
-from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceView, PanelBackend
+from koboldtui.tui.backend import CatalogModel, GatewayReport, GpuReport, InstanceView, PanelBackend
 from koboldtui.tui.failure_reason import short_reason
 from koboldtui.tui.fault_guard import FaultGuard
 from koboldtui.tui.keymap import load_keymap
-from koboldtui.tui.messages import CatalogLoaded, GpusPolled, InstancesPolled
+from koboldtui.tui.messages import CatalogLoaded, GatewayPolled, GpusPolled, InstancesPolled
 from koboldtui.tui.palette import ModelSwitchProvider, PanelCommandPalette
 from koboldtui.tui.screens.confirm import ConfirmScreen
+from koboldtui.tui.screens.gateway_screen import CurrentModelPicker, GatewayScreen
 from koboldtui.tui.screens.dashboard import DASHBOARD_BINDINGS, DashboardScreen
 from koboldtui.tui.screens.help import HelpScreen, help_entries
 from koboldtui.tui.screens.horde_view import HordeHistory, HordeScreen
@@ -102,6 +104,8 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         self._gpus_timer: Timer | None = None
         self._instances_polling = False
         self._gpus_polling = False
+        self.gateway_report: GatewayReport | None = None  # None until the first gateway poll
+        self.gateway_refresh_s = max(2.0, 2 * refresh_s)  # one GET of its status; a gateway is no hot path
         loaded = themes if themes is not None else load_themes(theme_dirs(self.paths))
         self.theme_problems = list(loaded.problems)
         for theme in loaded.themes:
@@ -142,6 +146,7 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self._poll_instances()
         self._poll_gpus()
+        self._poll_gateway()
         self.refresh_catalog()
 
     @classmethod
@@ -161,7 +166,7 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
             ("prompt", PromptScreen), ("log", LogScreen), ("model picker", ModelPickerScreen),
             ("batch size", BatchFormScreen), ("model switch", SwitchProgressScreen),
             ("questions", ConfirmScreen), ("help", HelpScreen), ("instance details", InstanceDetailScreen),
-            ("Horde view", HordeScreen),
+            ("Horde view", HordeScreen), ("gateway", GatewayScreen), ("current model picker", CurrentModelPicker),
         ]
         groups = [("anywhere", [b for b in cls.BINDINGS if isinstance(b, Binding)]),
                   ("dashboard", list(DASHBOARD_BINDINGS))]
@@ -273,6 +278,26 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
             self.dashboard.show_gpus(message.report)
         self._gpus_timer = self.set_timer(self.gpu_refresh_s, self._poll_gpus)
 
+    def _poll_gateway(self) -> None:
+        self._gateway_worker()
+
+    @work(thread=True, group="poll-gateway", exit_on_error=False)
+    def _gateway_worker(self) -> None:
+        try:
+            report = self.backend.gateway_report()
+        except Exception as exc:  # noqa: BLE001 - a gateway that cannot be read is a line, never an error
+            report = GatewayReport(reason=f"cannot read the gateway: {exc}")
+        self.post_message(GatewayPolled(report))
+
+    def on_gateway_polled(self, message: GatewayPolled) -> None:
+        self.gateway_report = message.report
+        if not self._shutting_down:
+            self.dashboard.show_gateway(message.report)
+        for screen in self.screen_stack:
+            if isinstance(screen, GatewayScreen) and screen.is_mounted:
+                screen.show(message.report)
+        self.set_timer(self.gateway_refresh_s, self._poll_gateway)
+
     def poll_now(self) -> None:
         """Refresh instances soon after an action, without ever overlapping a running poll."""
         if not self._instances_polling and self._instances_timer is not None:
@@ -309,6 +334,44 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         if not isinstance(self.screen, HordeScreen):
             self.push_screen(HordeScreen(self.instances, self.horde_history))
 
+    def action_gateway_view(self) -> None:
+        """G: the gateway's pools, instances, shares, counts and last routing errors."""
+        if isinstance(self.screen, GatewayScreen):
+            return
+
+        def closed(what: str | None) -> None:
+            if what == "use":
+                self.action_use_model()
+
+        self.push_screen(GatewayScreen(self.gateway_report), closed)
+
+    def action_use_model(self) -> None:
+        """u (or m on the gateway's row): choose the box's current model among instances and pools."""
+        report = self.gateway_report
+        if report is None:
+            self.notify("Still looking for the gateway: try again in a moment", severity="warning")
+            return
+        if not report.choices:
+            self.notify("No instance or pool to choose: n creates an instance", severity="warning")
+            return
+
+        def picked(name: str | None) -> None:
+            if name and name != report.current_model:
+                self.run_backend(f"making {name} the current model", self.backend.use_model, name,
+                                 done=f"current model: {name} (the gateway's KoboldAI routes go there)")
+                self.gateway_report = replace(report, current_model=name)  # shown now; the next poll confirms
+                if not self._shutting_down:
+                    self.dashboard.show_gateway(self.gateway_report)
+
+        self.push_screen(CurrentModelPicker(report.choices, report.current_model), picked)
+
+    def action_copy_gateway_url(self) -> None:
+        """c: the gateway's URL to the clipboard (OSC 52, as Textual's copy_to_clipboard does)."""
+        url = self.gateway_report.url if self.gateway_report is not None else GatewayReport().url
+        self.copy_to_clipboard(url)
+        self.notify(f"copied {url} (your terminal must allow OSC 52 clipboard writes; the URL is on screen too)",
+                    title="Gateway URL", markup=False)
+
     def action_command_palette(self) -> None:
         """One palette at a time: a fast second ctrl+p lands before the first has mounted."""
         if not self.use_command_palette or any(s.id == "--command-palette" for s in self.screen_stack):
@@ -326,6 +389,9 @@ class KoboldPanel(FaultGuard, PanelActions, App[None]):
         yield SystemCommand("Switch model", "Pick a model for the selected instance", self.action_pick_model)
         yield SystemCommand("Instance log", "Show the selected instance's log", self.action_show_log)
         yield SystemCommand("Horde contribution", "Every worker, kudos and jobs over time", self.action_horde_view)
+        yield SystemCommand("Gateway", "The gateway's pools, shares, starts and errors", self.action_gateway_view)
+        yield SystemCommand("Current model", "Where the gateway sends KoboldAI routes", self.action_use_model)
+        yield SystemCommand("Copy gateway URL", "Copy the gateway's URL to the clipboard", self.action_copy_gateway_url)
 
     def save_picture(self) -> None:
         """The palette's Screenshot: an SVG in <data>/screenshots, and a toast with its path (or why not)."""

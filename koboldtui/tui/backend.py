@@ -111,8 +111,40 @@ class InstanceView:
         return self.state in RUNNING_STATES
 
     @property
+    def is_gateway(self) -> bool:
+        """The gateway saved as a command instance (``koboldtui gateway enable``): shown as the gateway,
+        never as a model."""
+        from koboldtui.gateway.backends import GATEWAY_COMMAND
+
+        return self.kind == "command" and GATEWAY_COMMAND.search(self.command) is not None
+
+    @property
     def horde(self) -> dict:
         return dict(self.status.horde) if self.status is not None else {}
+
+
+@dataclass(frozen=True)
+class GatewayReport:
+    """The box's gateway as the panel shows it: where it is, whether it answers, what it routes.
+
+    ``status`` is the gateway's own ``/api/koboldtui/gateway`` JSON (None when it does not
+    answer: ``reason`` says why); ``choices`` are the names the current model may be, read from
+    the store, so the picker works while the gateway is down too.
+    """
+
+    url: str = "http://127.0.0.1:5000"
+    enabled: bool = False  # saved as the supervised instance "gateway" (`koboldtui gateway enable`)
+    status: dict | None = None
+    reason: str | None = None
+    current_model: str | None = None  # the saved setting (what the gateway uses when it runs)
+    choices: tuple[tuple[str, str], ...] = ()  # (name, "instance" | "pool")
+
+    @property
+    def state(self) -> str:
+        """answering | not answering | not enabled (nothing saved and nothing answering)."""
+        if self.status is not None:
+            return "answering"
+        return "not answering" if self.enabled else "not enabled"
 
 
 @dataclass(frozen=True)
@@ -226,6 +258,12 @@ class PanelBackend(Protocol):
         """Send a local request (it restarts the Horde countdown) and yield tokens as they come."""
 
     def log_tail(self, instance: str, lines: int = 200) -> list[str]: ...
+
+    def gateway_report(self) -> GatewayReport:
+        """The gateway's URL, its status JSON when it answers (a short timeout), the current model."""
+
+    def use_model(self, name: str) -> None:
+        """Make an instance or pool the box's current model, as ``koboldtui gateway use NAME`` does."""
 
     def get_setting(self, key: str, default: str | None = None) -> str | None: ...
 

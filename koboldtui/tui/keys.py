@@ -45,6 +45,12 @@ _ALL = [
             tooltip="Put the Horde worker into maintenance"),
     Binding("Z", "app.horde('maintenance-off')", "Clear maint.", id="horde-maintenance-clear", show=False,
             tooltip="Take the Horde worker out of maintenance"),
+    Binding("G", "app.gateway_view", "Gateway", id="gateway-view",
+            tooltip="The gateway: its URL, pools and instances, requests and share, starts, TTL stops, errors"),
+    Binding("u", "app.use_model", "Use model", id="gateway-use", show=False,
+            tooltip="Choose the box's current model: where the gateway sends KoboldAI routes (m on its row too)"),
+    Binding("c", "app.copy_gateway_url", "Copy URL", id="gateway-copy-url", show=False,
+            tooltip="Copy the gateway's URL to the clipboard (it is on the dashboard's gateway row as text too)"),
     Binding("H", "app.horde_view", "Horde", id="horde-view", tooltip="Horde contribution: every worker, kudos and jobs over time"),
 ]
 

@@ -23,6 +23,7 @@ from koboldtui.tui.backend import (
     BackendError,
     CatalogModel,
     FitEstimate,
+    GatewayReport,
     GpuReport,
     GpuView,
     InstanceDraft,
@@ -266,6 +267,8 @@ class LiveBackend(InstanceApi):
             return FitEstimate(False, 0, 0, f"cannot read the model to estimate VRAM: {exc}")
         self._meta_cache[path] = meta
         inventory = self._inventory()
+        if not any(inventory.by_uuid(u) for u in gpu_uuids):  # CPU mode, or no GPU ticked: RAM decides
+            return self._cpu_fit(meta, bool(gpu_uuids))
         planned = []
         for uuid in gpu_uuids:
             g = inventory.by_uuid(uuid)
@@ -275,6 +278,21 @@ class LiveBackend(InstanceApi):
         need = check.estimate.total / MIB if check.estimate else 0.0
         free = sum(f or 0 for f in check.free) / MIB
         return FitEstimate(check.fits, need, free, panel_words(check.message))
+
+    def _cpu_fit(self, meta: Any, gpus_ticked: bool) -> FitEstimate:
+        """The fit on the CPU, in panel words: no VRAM, the weights against the RAM (never '--cpu' or
+        'pick another GPU' on a machine without one)."""
+        from koboldtui.models.model_check import ram_problem
+
+        ram = self._ram_bytes()
+        need = meta.total_tensor_bytes
+        where = ("the GPUs ticked are not on this machine now, so it runs on the CPU" if gpus_ticked
+                 else "runs on the CPU")
+        problem = ram_problem(meta, ram)
+        if problem:
+            return FitEstimate(False, 0, 0, f"{where}: {problem}")
+        ram_words = f" of {ram / 2**30:.1f} GiB RAM" if ram else ""
+        return FitEstimate(True, 0, 0, f"{where}: no VRAM needed; weights {need / 2**30:.1f} GiB{ram_words}")
 
     def port_problem(self, port: int, instance: str | None) -> str | None:
         from koboldtui.control.ports import PortUnavailableError, check_port_available
@@ -442,6 +460,25 @@ class LiveBackend(InstanceApi):
             return [f"no log yet at {path}: start the instance with s"]
         return tail_lines(path, lines)
 
+    # the gateway ---------------------------------------------------------------------------
+    def gateway_report(self) -> GatewayReport:
+        import httpx
+
+        from koboldtui.tui.gateway_probe import read_gateway
+
+        if getattr(self, "_gateway_client", None) is None:
+            self._gateway_client = httpx.Client(trust_env=False)
+        return read_gateway(self.conn, self.paths.secrets_file, self._gateway_client, db_lock=self._db_lock)
+
+    def use_model(self, name: str) -> None:
+        from koboldtui.gateway.current_model import UnknownModelName, use_model
+
+        with self._db_lock:
+            try:
+                use_model(self.conn, self.paths.secrets_file, name)
+            except UnknownModelName as exc:
+                raise BackendError(str(exc)) from exc
+
     def get_setting(self, key: str, default: str | None = None) -> str | None:
         from koboldtui.store.settings import get_setting
 
@@ -462,4 +499,6 @@ class LiveBackend(InstanceApi):
         finally:
             self.sampler.stop(timeout=2)
             self._pool.shutdown(wait=False)
+            if getattr(self, "_gateway_client", None) is not None:
+                self._gateway_client.close()
             self.conn.close()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from koboldtui.tui.backend import CatalogModel, GpuReport, InstanceView
+from koboldtui.tui.backend import CatalogModel, GatewayReport, GpuReport, InstanceView
 
 
 @dataclass
@@ -43,3 +43,13 @@ class CatalogLoaded(Message):
 
     models: tuple[CatalogModel, ...]
     error: str | None = None
+
+
+@dataclass
+class GatewayPolled(Message):
+    """A fresh look at the box's gateway (its status JSON, or why it did not answer)."""
+
+    report: GatewayReport
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, GatewayPolled)

@@ -21,8 +21,9 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input
 
-from koboldtui.tui.backend import GpuReport, InstanceView
+from koboldtui.tui.backend import GatewayReport, GpuReport, InstanceView
 from koboldtui.tui.keys import DASHBOARD_BINDINGS
+from koboldtui.tui.widgets.gateway_view import GatewayLine
 from koboldtui.tui.widgets.gpu_panel import GpuPanel
 from koboldtui.tui.widgets.horde_panel import HordePanel
 from koboldtui.tui.widgets.instance_tables import BatchTable, InstancesTable
@@ -57,6 +58,7 @@ class DashboardScreen(Screen):
             with Horizontal(id="row-top", classes="row"):
                 yield GpuPanel(id="gpus", classes="panel")
                 yield HordePanel(self._clock, self._tick_s, id="horde", classes="panel")
+            yield GatewayLine(id="gateway-line")
             with Horizontal(id="row-mid", classes="row"):
                 yield InstancesTable(id="instances", classes="panel")
                 yield BatchTable(id="batch", classes="panel")
@@ -74,6 +76,7 @@ class DashboardScreen(Screen):
             self.show_instances(app.instances, app.selected_instance, app.clock())  # type: ignore[attr-defined]
         if getattr(app, "gpu_polls_done", 0):
             self.show_gpus(app.gpu_report)  # type: ignore[attr-defined]
+        self.show_gateway(getattr(app, "gateway_report", None))
 
     def on_resize(self) -> None:
         """A new width may mean another layout: redraw the GPU panel in its form for it."""
@@ -120,6 +123,15 @@ class DashboardScreen(Screen):
             chosen = next((i for i in instances if i.name == selected), instances[0] if instances else None)
             self.query_one(HordePanel).show_instance(chosen, polled_at)
         except NoMatches:  # a poll landing while the app tears the screen down: nothing to draw
+            return
+
+    def show_gateway(self, report: GatewayReport | None) -> None:
+        """The gateway row: URL, answering or not, current model."""
+        if not self._ready:
+            return
+        try:
+            self.query_one(GatewayLine).show(report)
+        except NoMatches:  # torn down while the poll ran
             return
 
     def show_gpus(self, report: GpuReport) -> None:

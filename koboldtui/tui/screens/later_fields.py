@@ -15,6 +15,7 @@ from textual.widgets import Input, Label, SelectionList, Static, Switch
 
 from koboldtui.tui import gauges
 from koboldtui.tui.backend import GpuReport, InstanceDraft
+from koboldtui.tui.widgets.marked_selection import MarkedSelectionList
 from koboldtui.tui.widgets.text_field import TextField
 
 
@@ -50,7 +51,7 @@ class LaterFields(Vertical):
             yield Switch(self.draft.autostart, id="autostart")
         yield Label("GPUs (none ticked = CPU only; space ticks)")
         if self.gpus.gpus:
-            yield SelectionList[str](
+            yield MarkedSelectionList(
                 *[
                     (
                         f"{g.index} {g.name} · {gauges.gib(g.mem_total_mib - g.mem_used_mib)} GiB free",

@@ -31,7 +31,9 @@ STATE_STYLE = {
 def _model_name(inst: InstanceView, width: int = 22) -> str:
     """The model's file name (two files may share one GGUF general.name, never one path); for a
     command/remote server, what it says it serves."""
-    if inst.status is None and inst.foreign is not None and inst.foreign.model:
+    if inst.is_gateway:  # the gateway routes to every model: never listed as one (G shows it)
+        name = "⇄ gateway"
+    elif inst.status is None and inst.foreign is not None and inst.foreign.model:
         name = inst.foreign.model
     elif inst.status is None and inst.kind == "remote":
         name = "remote"
@@ -119,7 +121,7 @@ class InstancesTable(KeyedTable):
                 gauges.plain(inst.name),
                 gauges.plain(_model_name(inst)),
                 gauges.plain(inst.address),
-                gauges.plain(inst.gpus or "CPU")
+                "-" if inst.is_gateway else gauges.plain(inst.gpus or "CPU")
                 + (f" · {inst.vram_mib / 1024:.1f}G" if inst.vram_mib is not None else ""),
                 str(inst.restarts),
                 gauges.duration(inst.uptime_s) if inst.running else "-",
@@ -136,6 +138,8 @@ class InstancesTable(KeyedTable):
                              if chosen is not None and chosen.url else self.BORDER_TITLE)
         failed = chosen is not None and chosen.state == "failed"
         self.border_subtitle = ("enter details · d dismiss · s start · l log" if failed
+                                else "G gateway view · m current model · x stop · l log"
+                                if chosen is not None and chosen.is_gateway
                                 else "enter details · s start · x stop · m model · l log")
 
 
@@ -164,6 +168,8 @@ class BatchTable(KeyedTable):
     def show(self, instances: Iterable[InstanceView]) -> None:
         rows: dict[str, tuple[object, ...]] = {}
         for inst in instances:
+            if inst.is_gateway:  # no batch, no slots: it forwards to the instances listed here
+                continue
             if inst.foreign is not None:  # a foreign server: only the slots it reports
                 facts = inst.foreign
                 slots = (
