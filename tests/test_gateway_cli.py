@@ -41,3 +41,19 @@ def test_enable_saves_a_supervised_gateway_that_is_not_a_model():
     assert table.refresh() == []  # the gateway does not route to itself
     assert main(["gateway", "disable"]) == 0
     assert store.find("gateway") is None
+
+
+def test_with_no_model_chosen_kobold_routes_go_to_one_this_box_can_start():
+    """A remote that sorts first and does not answer is not the default current model."""
+    from koboldtui.gateway.wiring import make_gateway
+
+    assert main(["instance", "add", "aaa-remote", "--url", "http://127.0.0.1:9"]) == 0
+    assert main(["instance", "add", "local", "--port", "6103"]) == 0
+    gateway = make_gateway(app_paths())
+    gateway.table.get("aaa-remote").state = "unreachable"
+    assert gateway.current_name() == "local"
+    gateway.table.get("aaa-remote").state = "ready"  # a remote that answers is fine to use
+    assert gateway.current_name() == "aaa-remote"
+    assert main(["gateway", "use", "local"]) == 0
+    gateway.current.reload()
+    assert gateway.current_name() == "local"

@@ -58,10 +58,16 @@ class Gateway:
     # -- names ---------------------------------------------------------------------------
 
     def current_name(self) -> str | None:
-        """The current model, or the first saved instance when none was chosen (or it was removed)."""
+        """The current model; when none was chosen (or it was removed), the first ready instance,
+        else the first one this box can start (never an unreachable remote while a local exists)."""
         name = self.current.name
         if name and self.table.resolve(name):
             return name
+        backends = self.table.all()
+        for fits in (lambda b: b.state == READY, lambda b: b.startable):
+            pick = next((b.name for b in backends if fits(b)), None)
+            if pick is not None:
+                return pick
         names = self.table.known_names()
         return names[0] if names else None
 
