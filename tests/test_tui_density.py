@@ -94,8 +94,9 @@ async def test_narrow_terminals_drop_the_least_needed_columns_and_clip_nothing()
             text = screen_text(app)
             assert "▮▮▮▯ 3/4" in text and "ctx/slot" in text, width
         await pilot.resize_terminal(80, 24)
-        await wait_for(pilot, lambda: "cache" not in table.shown_columns)
-        assert "restarts" not in table.shown_columns and "cpu" not in table.shown_columns
+        # the columns may go in more than one layout pass under load: wait for the whole drop
+        await wait_for(pilot, lambda: not {"cache", "restarts", "cpu"} & set(table.shown_columns))
+        assert {"name", "model", "address", "gpus", "state"} <= set(table.shown_columns)
 
 
 async def test_wide_terminals_put_the_cards_beside_the_tables() -> None:
