@@ -270,6 +270,8 @@ class GrammarCheck:
         self._one = (llama_cpp.llama_token_data * 1)()
         self._n_vocab = n_vocab
         self._by_length = by_length
+        self._sorted = np.zeros(n_vocab, dtype=dtype)  # the candidates shortest first, for _filter
+        self._sorted["id"] = by_length.order
 
     def _candidates(self, ctx: llama_cpp.llama_context_p, batch_index: int) -> llama_cpp.llama_token_data_array:
         logits = llama_cpp.llama_get_logits_ith(ctx, batch_index)
@@ -290,7 +292,8 @@ class GrammarCheck:
         first in chunks, within the CPU budget; the candidates stay in id order (a seeded draw
         depends on it)."""
         order = self._by_length.order
-        rows = self._data[order]  # a copy, shortest first
+        rows = self._sorted
+        rows["logit"] = self._data["logit"][order]
         base, size = rows.ctypes.data, ctypes.sizeof(llama_cpp.llama_token_data)
         for start in range(0, len(rows), GRAMMAR_FILTER_CHUNK):
             chunk = llama_cpp.llama_token_data_array(
