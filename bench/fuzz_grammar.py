@@ -5,7 +5,9 @@ repeats, NUL, unanchored patterns, ``$ref``s, random GBNF soups, list fields as 
 nested JSON text) from a few clients at once, while another client polls /health.
 Prints the answers by kind and status, the slowest /health, and the instance's RSS before
 and after. What must hold: 0 crashes (the process lives, no connection is dropped) and
-0 × 5xx; README's Reliability section has the numbers.
+0 × 5xx and no request without an answer (each client waits 120 s; with at most one
+request per slot in flight nothing queues, so a timeout is a stall, not a slow queue);
+README's Reliability section has the numbers.
 
     PYTHONPATH=$PWD python bench/fuzz_grammar.py --cases 5000
 """
@@ -70,7 +72,11 @@ def main() -> None:
     print(f"instance alive at the end: {alive}; 5xx or dropped: {len(result['bad'])}")  # type: ignore[arg-type]
     for line in result["bad"][:20]:  # type: ignore[index]
         print("  ", line)
-    print(f"/health: {result['health_n']} polls, slowest {result['health_max_s']:.3f} s")
+    print(f"/health: {result['health_n']} polls, slowest {result['health_max_s']:.3f} s, "
+          f"not 200 (wedged): {result['health_not_ok']}")
+    spent, kind = result["slowest_s"]  # type: ignore[misc]
+    print(f"slowest request: {spent:.1f} s ({kind}); a timeout is a stalled instance, not a slow one "
+          "(at most 4 requests are in flight, one per slot, max_length 1)")
     print(f"RSS {result['rss_before_mb']:.0f} -> {result['rss_after_mb']:.0f} MB; {args.cases} cases in "
           f"{result['elapsed_s']:.0f} s")
 

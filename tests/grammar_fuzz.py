@@ -204,6 +204,8 @@ def run(base: str, pid: int, cases: int, seed: int, clients: int, generate_share
     seconds: Counter[str] = Counter()
     bad: list[str] = []
     health: list[float] = []
+    health_not_ok: list[int] = []  # /health answers other than 200 (503 "wedged": a stalled decode thread)
+    slowest: list[tuple[float, str]] = []
     done = threading.Event()
 
     def poll() -> None:
@@ -211,8 +213,10 @@ def run(base: str, pid: int, cases: int, seed: int, clients: int, generate_share
             while not done.is_set():
                 t0 = time.perf_counter()
                 try:
-                    c.get("/health")
+                    r = c.get("/health")
                     health.append(time.perf_counter() - t0)
+                    if r.status_code != 200:
+                        health_not_ok.append(r.status_code)
                 except httpx.HTTPError:
                     health.append(float("inf"))
                 time.sleep(0.05)
@@ -226,11 +230,16 @@ def run(base: str, pid: int, cases: int, seed: int, clients: int, generate_share
                 status = f"{r.status_code // 100}xx"
                 if r.status_code >= 500:
                     bad.append(f"{kind} {r.status_code} {r.text[:300]}")
+            except httpx.TimeoutException:  # no answer in 120 s: the instance stalled (issue 20)
+                status = "timeout"
+                bad.append(f"{kind} no answer in 120 s")
             except httpx.HTTPError as exc:
                 status = "dropped"
                 bad.append(f"{kind} dropped: {exc!r}")
+        spent = time.perf_counter() - started
         counts[f"{kind} {status}"] += 1
-        seconds[f"{kind} {status}"] += time.perf_counter() - started
+        seconds[f"{kind} {status}"] += spent
+        slowest.append((spent, kind))
         statuses[status] += 1
 
     before = rss_mb(pid)
@@ -244,4 +253,6 @@ def run(base: str, pid: int, cases: int, seed: int, clients: int, generate_share
     poller.join()
     return {"counts": counts, "statuses": statuses, "seconds": seconds, "bad": bad,
             "health_max_s": max(health, default=0.0),
-            "health_n": len(health), "rss_before_mb": before, "rss_after_mb": rss_mb(pid), "elapsed_s": elapsed}
+            "health_n": len(health), "health_not_ok": len(health_not_ok),
+            "slowest_s": max(slowest, default=(0.0, "")), "rss_before_mb": before, "rss_after_mb": rss_mb(pid),
+            "elapsed_s": elapsed}

@@ -166,3 +166,39 @@ def test_a_grammar_step_over_the_cpu_budget_ends_only_its_request(bundled_model,
         assert r.status_code == 422 and "too ambiguous" in r.json()["error"]
         r = httpx.post(base + "/api/v1/generate", timeout=60, json={"prompt": "x", "max_length": 2})
         assert r.status_code == 200
+
+
+# Issue 20's stall (bench/fuzz_grammar.py: 24 requests without an answer in 120 s): a valid,
+# ambiguous grammar from the fuzz whose one vocabulary filter costs ~3x more per character of
+# a token (9-byte tokens 1 s, 13-byte ones 60 s, the whole vocabulary hours) in one llama.cpp
+# call; it held the decode thread, and so every slot, until /health called the instance wedged.
+AMBIGUOUS = ('root ::= (([0-9] | (([a-z] | [0-9] | " "))* ([a-z] | [a-z]) | (" ")* (([a-z] | "\\u00e9" | "yes") '
+             '| "yes" | ("yes" | "yes"))))*')
+
+
+def test_an_ambiguous_grammar_ends_in_a_422_without_stalling_the_other_slots(bundled_model) -> None:
+    import threading
+    import time
+
+    import httpx
+
+    from koboldtui.config import ServeConfig
+    from tests.instance_harness import running_instance
+
+    with running_instance(ServeConfig(ctx=256, parallel=2), bundled_model) as (base, _):
+        answers: dict[str, httpx.Response] = {}
+
+        def grammar_request() -> None:
+            answers["grammar"] = httpx.post(base + "/api/v1/generate", timeout=30, json={
+                "prompt": "Answer:", "max_length": 1, "temperature": 0, "grammar": AMBIGUOUS})
+
+        sender = threading.Thread(target=grammar_request)
+        started = time.monotonic()
+        sender.start()
+        time.sleep(0.3)
+        plain = httpx.post(base + "/api/v1/generate", timeout=30, json={"prompt": "x", "max_length": 2})
+        sender.join(35)
+        assert plain.status_code == 200
+        r = answers["grammar"]
+        assert r.status_code == 422 and "too ambiguous" in r.json()["error"]
+        assert time.monotonic() - started < 15

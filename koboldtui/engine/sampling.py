@@ -30,6 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import llama_cpp
 
@@ -89,7 +90,7 @@ class SamplerChain:
                 raise GrammarError("the grammar could not be used: llama.cpp refused it (a <token> that is not "
                                    "one token of this model's vocabulary?)")
             if GRAMMAR_CHECK_FIRST:
-                self._grammar = GrammarCheck(grammar, self._n_vocab)
+                self._grammar = GrammarCheck(grammar, self._n_vocab, tokens_by_length(vocab))
             else:
                 self._add(grammar)
         greedy = p.temperature < GREEDY_BELOW and p.mirostat == 0
@@ -237,16 +238,27 @@ def retained_grammar(grammar: str) -> llama_cpp.llama_sampler_p | None:
 
 
 class GrammarCheck:
-    """A grammar that costs one token's check per step instead of a pass over the vocabulary.
+    """A grammar that costs one token's check per step instead of a pass over the vocabulary,
+    and whose pass over the vocabulary stops at a CPU budget.
 
     Checking 262k candidates against a grammar takes 40-80 ms here, as long as a decode step.
     As llama.cpp's own common sampler does, the chain first samples without the grammar;
     only when the grammar rejects that token is the whole vocabulary filtered and the token
     drawn again. Either way the token obeys the grammar, and both the chain and the grammar
     record it once.
+
+    llama.cpp follows every way a grammar can match a token's text, one character after the
+    other, so an ambiguous grammar (``(([a-z])* [a-z])*``-like nested repeats) costs about 3x
+    more per character of the token: measured on one such grammar, the 9-byte tokens took
+    1 s, the 13-byte ones 60 s, and the whole vocabulary hours, all in one llama.cpp call
+    that nothing can interrupt. That step stalled the decode thread and so every slot (the
+    fuzz run's "no answer within 120 s"), until /health called the instance wedged. So the
+    vocabulary is filtered in chunks, shortest tokens first, and the CPU spent is checked
+    between chunks: the cost grows with the length, so the chunk that crosses the budget
+    is a small one and the request ends with its 422 about a second later.
     """
 
-    def __init__(self, sampler: llama_cpp.llama_sampler_p, n_vocab: int) -> None:
+    def __init__(self, sampler: llama_cpp.llama_sampler_p, n_vocab: int, by_length: TokenLengths) -> None:
         import numpy as np  # a llama-cpp-python dependency
 
         self.sampler = sampler
@@ -257,6 +269,9 @@ class GrammarCheck:
         self._ids = np.arange(n_vocab, dtype=np.int32)
         self._one = (llama_cpp.llama_token_data * 1)()
         self._n_vocab = n_vocab
+        self._by_length = by_length
+        self._sorted = np.zeros(n_vocab, dtype=dtype)  # the candidates shortest first, for _filter
+        self._sorted["id"] = by_length.order
 
     def _candidates(self, ctx: llama_cpp.llama_context_p, batch_index: int) -> llama_cpp.llama_token_data_array:
         logits = llama_cpp.llama_get_logits_ith(ctx, batch_index)
@@ -272,6 +287,22 @@ class GrammarCheck:
         llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(one))
         return math.isfinite(self._one[0].logit)
 
+    def _filter(self, started: float) -> None:
+        """The grammar's verdict on every candidate (refused ones get -inf), shortest tokens
+        first in chunks, within the CPU budget; the candidates stay in id order (a seeded draw
+        depends on it)."""
+        order = self._by_length.order
+        rows = self._sorted
+        rows["logit"] = self._data["logit"][order]
+        base, size = rows.ctypes.data, ctypes.sizeof(llama_cpp.llama_token_data)
+        for start in range(0, len(rows), GRAMMAR_FILTER_CHUNK):
+            chunk = llama_cpp.llama_token_data_array(
+                data=ctypes.cast(base + start * size, ctypes.POINTER(llama_cpp.llama_token_data)),
+                size=min(GRAMMAR_FILTER_CHUNK, len(rows) - start), selected=-1, sorted=False)
+            llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(chunk))
+            _within_budget(time.thread_time() - started)
+        self._data["logit"][order] = rows["logit"]
+
     def sample(self, chain: llama_cpp.llama_sampler_p, ctx: llama_cpp.llama_context_p, batch_index: int) -> int:
         """The next token, which the grammar allows; GrammarError when none is left or the
         grammar has grown too slow to check (llama.cpp would abort the process on accepting
@@ -280,9 +311,11 @@ class GrammarCheck:
         cur = self._candidates(ctx, batch_index)
         llama_cpp.llama_sampler_apply(chain, ctypes.byref(cur))
         token = int(cur.data[cur.selected].id)
-        if not self._allowed(token):
+        # One long token alone can cost seconds against an ambiguous grammar: those go through
+        # the bounded filter, where tokens as long are reached only if the shorter ones were cheap.
+        if self._by_length.bytes[token] > FAST_CHECK_MAX_BYTES or not self._allowed(token):
             cur = self._candidates(ctx, batch_index)
-            llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(cur))
+            self._filter(started)
             llama_cpp.llama_sampler_apply(chain, ctypes.byref(cur))
             token = int(cur.data[cur.selected].id)
             if not self._allowed(token):
@@ -290,12 +323,37 @@ class GrammarCheck:
                                    "can write, or the bans and biases removed every token it allows")
         llama_cpp.llama_sampler_accept(chain, token)
         llama_cpp.llama_sampler_accept(self.sampler, token)
-        spent = time.thread_time() - started
-        if spent > GRAMMAR_STEP_BUDGET_S:
-            raise GrammarError(f"the grammar is too ambiguous: checking one token against it took {spent:.1f} s "
-                               f"of CPU (the limit is {GRAMMAR_STEP_BUDGET_S:.0f} s), as llama.cpp follows every "
-                               "way it can match at once; make its alternatives start differently")
+        _within_budget(time.thread_time() - started)
         return token
+
+
+def _within_budget(spent: float) -> None:
+    if spent > GRAMMAR_STEP_BUDGET_S:
+        raise GrammarError(f"the grammar is too ambiguous: checking one token against it took {spent:.1f} s "
+                           f"of CPU (the limit is {GRAMMAR_STEP_BUDGET_S:.0f} s), as llama.cpp follows every "
+                           "way it can match at once; make its alternatives start differently")
+
+
+class TokenLengths(NamedTuple):
+    """Each token's text length in bytes, and the token ids shortest first (GrammarCheck)."""
+
+    bytes: Any  # numpy int32 array, by token id
+    order: Any  # numpy int32 array of token ids
+
+
+def tokens_by_length(vocab: Vocab) -> TokenLengths:
+    """The vocabulary's token lengths, read once per model (~0.2 s for 262k tokens; the first
+    grammar request pays it in the worker thread that builds its sampler)."""
+    import numpy as np
+
+    with _texts_lock:
+        known = _lengths.get(id(vocab))
+        if known is None:
+            buf, pointer, to_piece = ctypes.create_string_buffer(256), vocab.pointer, llama_cpp.llama_token_to_piece
+            sizes = np.fromiter((abs(to_piece(pointer, t, buf, 256, 0, True)) for t in range(vocab.n_tokens)),
+                                dtype=np.int32, count=vocab.n_tokens)
+            known = _lengths[id(vocab)] = TokenLengths(sizes, np.argsort(sizes, kind="stable").astype(np.int32))
+        return known
 
 
 PREFILTER = True  # bench/sampling_cost.py turns it off to measure what it saves
@@ -305,6 +363,8 @@ GRAMMAR_CHECK_FIRST = True  # likewise: False puts the grammar in the chain, bef
 # makes each step slower; one step over this much CPU ends that request (a filter over the
 # whole vocabulary normally costs 40-80 ms).
 GRAMMAR_STEP_BUDGET_S = 1.0
+GRAMMAR_FILTER_CHUNK = 2048  # candidates per llama.cpp call in a bounded filter (the budget is checked between)
+FAST_CHECK_MAX_BYTES = 12  # drawn tokens longer than this skip the one-token check (GrammarCheck.sample)
 
 
 def penalties_in_place(p: SamplingParams, order: Sequence[int], greedy: bool, window: int,
@@ -391,6 +451,7 @@ def token_logprob(ctx: llama_cpp.llama_context_p, batch_index: int, n_vocab: int
 _texts_lock = threading.Lock()
 _texts: dict[int, list[str]] = {}
 _longest: dict[int, int] = {}
+_lengths: dict[int, TokenLengths] = {}
 
 
 def longest_token_bytes(vocab: Vocab) -> int:
