@@ -12,6 +12,7 @@ and changes nothing (the gateway stops idle instances by their TTL instead).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Callable
@@ -58,7 +59,7 @@ def admin_routes(names: Callable[[], list[str]], switch: Callable[[str], None],
         if not isinstance(target, str) or target not in known:
             return JSONResponse({"success": False, "error": f"no model named {target!r} on this box; "
                                  f"models: {', '.join(known) or 'none saved'}"})
-        switch(target)
+        await asyncio.to_thread(switch, target)  # a SQLite write: never on the event loop
         return JSONResponse({"success": True})
 
     return [Route("/api/admin/list_options", list_options, methods=["GET"]),
