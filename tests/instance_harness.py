@@ -7,7 +7,10 @@ model loads in about a second.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +41,38 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serve_process(model: Path, *args: str, preexec_fn: Callable[[], None] | None = None,
+                  timeout: float = 120.0) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
+    """A real ``koboldtui serve`` child on a free loopback port with ``args``, ready (/health
+    200); yields (base URL, process, its output lines so far) and terminates it at the end."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "koboldtui.cli", "serve", "--model", str(model), "--port", str(port), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(), preexec_fn=preexec_fn,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers_health(base), timeout, "the instance to become ready")
+    except AssertionError:
+        proc.kill()
+        raise AssertionError("instance never became ready:\n" + "".join(lines)) from None
+    try:
+        yield base, proc, lines
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _answers_health(base: str) -> bool:
+    try:
+        return httpx.get(base + "/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @contextlib.contextmanager

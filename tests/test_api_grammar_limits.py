@@ -9,10 +9,8 @@ fuzz run (tests/grammar_fuzz.py) must see 0 crashes and 0 × 5xx.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ import httpx
 import pytest
 from grammar_fuzz import rss_mb, run
 
-from tests.instance_harness import free_port
+from tests.instance_harness import serve_process
 
 pytestmark = pytest.mark.slow
 MAX_HEALTH_S = 0.5
@@ -66,29 +64,13 @@ class Instance:
 
 @pytest.fixture(scope="module")
 def instance(shared_models_dir) -> Iterator[Instance]:
-    port = free_port()
     model = next(shared_models_dir.glob("*.gguf"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "koboldtui.cli", "serve", "--model", str(model), "--port", str(port),
-         "--ctx", "512", "--parallel", "2", "--queue-timeout", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    served = Instance(base, proc, lines)
-    # warm up once (the first grammar request builds llama.cpp's piece tables: ~45 MB, once)
-    assert served.post("/api/v1/generate", {"prompt": "x", "max_length": 1, "grammar": 'root ::= "a"'}).is_success
-    yield served
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serve_process(model, "--ctx", "512", "--parallel", "2", "--queue-timeout", "60") as (base, proc, lines):
+        served = Instance(base, proc, lines)
+        # warm up once (the first grammar request builds llama.cpp's piece tables: ~45 MB, once)
+        assert served.post("/api/v1/generate",
+                           {"prompt": "x", "max_length": 1, "grammar": 'root ::= "a"'}).is_success
+        yield served
 
 
 def _chat(schema: Any, max_tokens: int = 8) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from koboldtui.api.header_timeout import BODY_IDLE_S
-from tests.instance_harness import free_port
+from tests.instance_harness import free_port, serve_process
 
 STALLED = b"POST /api/v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"p"
 
@@ -32,29 +31,9 @@ def _limit_fds(n: int):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def instance(shared_models_dir) -> Iterator[tuple[int, list[str]]]:
-    port = free_port()
     model = next(shared_models_dir.glob("*.gguf"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "koboldtui.cli", "serve", "--model", str(model), "--port", str(port),
-         "--ctx", "256", "--parallel", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
-        preexec_fn=_limit_fds(256),
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("instance never became ready:\n" + "".join(lines))
-    yield port, lines
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serve_process(model, "--ctx", "256", "--parallel", "1", preexec_fn=_limit_fds(256)) as (base, _, lines):
+        yield int(base.rsplit(":", 1)[1]), lines
 
 
 def _health_s(port: int) -> float:

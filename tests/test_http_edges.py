@@ -7,60 +7,33 @@ sockets where a well-behaved client library would not misbehave on purpose.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 
 from koboldtui.api.header_timeout import HeaderTimeoutH11Protocol
-from tests.instance_harness import free_port
+from tests.grammar_fuzz import rss_mb
+from tests.instance_harness import free_port, serve_process
 
 pytestmark = pytest.mark.slow
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 @pytest.fixture(scope="module")
 def instance(shared_models_dir) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     model = next(shared_models_dir.glob("*.gguf"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "koboldtui.cli", "serve", "--model", str(model), "--port", str(port),
-         "--ctx", "1024", "--parallel", "1", "--queue-timeout", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield base, proc, lines
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serve_process(model, "--ctx", "1024", "--parallel", "1", "--queue-timeout", "2") as served:
+        yield served
 
 
 def test_a_300_mb_body_is_refused_before_it_is_buffered(instance) -> None:
     base, proc, _ = instance
-    before = _rss_mb(proc.pid)
+    before = rss_mb(proc.pid)
     # a declared 300 MB body: refused from the headers alone (raw socket: httpx will not lie)
     with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as s:
         s.sendall(b"POST /api/v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -82,7 +55,7 @@ def test_a_300_mb_body_is_refused_before_it_is_buffered(instance) -> None:
     except httpx.HTTPError:  # the server may close while we are still sending
         status = 413
     assert status == 413
-    grew = _rss_mb(proc.pid) - before
+    grew = rss_mb(proc.pid) - before
     print(f"RSS before {before:.0f} MB, growth after a 300 MB chunked POST: {grew:.0f} MB")
     assert grew < 100, grew  # the old check buffered it all first (+500 MB)
 
