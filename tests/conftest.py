@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from koboldtui.paths import HOME_ENV, app_paths
+from koboldtui.paths import HOME_ENV, AppPaths, app_paths
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +45,20 @@ def kt_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fix
         shared = request.getfixturevalue("shared_models_dir")
         os.symlink(shared, paths.models_dir, target_is_directory=True)
     return home
+
+
+@pytest.fixture
+def paths(kt_home: Path) -> AppPaths:
+    """The test's own home, its folders made (the control and store tests' starting point)."""
+    return app_paths().ensure()
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    """A stand-in GGUF file: enough for a spec to be valid, never loaded."""
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF" + b"\0" * 64)
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from koboldtui.control.registry import InstanceRegistry
 from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import InstanceState
 from koboldtui.control.supervisor import Supervisor
-from koboldtui.paths import AppPaths, app_paths
+from koboldtui.paths import AppPaths
 from koboldtui.store.db import open_database
 from koboldtui.store.instances import InstanceStore
 
@@ -55,11 +55,6 @@ def stand_in(script: str):
         return [sys.executable, "-c", script, *argv]
 
     return build
-
-
-@pytest.fixture
-def paths() -> AppPaths:
-    return app_paths().ensure()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import InstanceState
 from koboldtui.control.supervisor import Supervisor
 from koboldtui.gpu.nvml import NvmlSession
-from koboldtui.paths import AppPaths, app_paths
+from koboldtui.paths import AppPaths
 from koboldtui.store.db import open_database
 from koboldtui.store.gpus import reconcile, set_order
 from koboldtui.store.instances import InstanceStore
@@ -44,11 +44,6 @@ FAKE = Path(__file__).resolve().parent / "fake_server.py"
 def fake_cmd(flavour: str, extra: str = "") -> str:
     return f"{sys.executable} {FAKE} --port {{port}} --flavour {flavour} {extra}".strip()
 
-
-
-@pytest.fixture
-def paths() -> AppPaths:
-    return app_paths().ensure()
 
 
 @pytest.fixture

@@ -13,17 +13,12 @@ from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import StartError
 from koboldtui.control.supervisor import Supervisor
 from koboldtui.gpu.nvml import NvmlSession
-from koboldtui.paths import AppPaths, app_paths
+from koboldtui.paths import AppPaths
 from koboldtui.store.db import open_database
 from koboldtui.store.gpus import list_gpus, set_enabled
 from koboldtui.store.instances import InstanceStore
 
 A, B = "GPU-aaaa-0", "GPU-bbbb-1"
-
-
-@pytest.fixture
-def paths() -> AppPaths:
-    return app_paths().ensure()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from koboldtui.control.registry import InstanceRegistry
 from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import InstanceState
 from koboldtui.control.supervisor import Supervisor
-from koboldtui.paths import AppPaths, app_paths
+from koboldtui.paths import AppPaths
 from koboldtui.store.db import open_database
 from koboldtui.store.instances import (
     InstanceStore,
@@ -89,18 +89,6 @@ def no_strays() -> Iterator[None]:
             os.killpg(pid, 9)
         except OSError:
             pass
-
-
-@pytest.fixture
-def paths() -> AppPaths:
-    return app_paths().ensure()
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    path = tmp_path / "m.gguf"
-    path.write_bytes(b"GGUF" + b"\0" * 64)
-    return path
 
 
 def open_store(paths: AppPaths) -> InstanceStore:

@@ -15,16 +15,11 @@ from koboldtui.control.registry import InstanceRegistry
 from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import InstanceState
 from koboldtui.control.supervisor import Supervisor
-from koboldtui.paths import AppPaths, app_paths
+from koboldtui.paths import AppPaths
 from koboldtui.store.db import open_database
 from koboldtui.store.instances import InstanceStore, Launch
 
 IGNORE_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
-
-
-@pytest.fixture
-def paths() -> AppPaths:
-    return app_paths().ensure()
 
 
 @pytest.fixture

@@ -72,18 +72,6 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture
-def paths() -> AppPaths:
-    return app_paths().ensure()
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    path = tmp_path / "m.gguf"
-    path.write_bytes(b"GGUF" + b"\0" * 64)
-    return path
-
-
 def open_store(paths: AppPaths) -> InstanceStore:
     return InstanceStore(open_database(paths.database))
 

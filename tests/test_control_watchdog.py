@@ -23,7 +23,7 @@ from koboldtui.control.registry import InstanceRegistry
 from koboldtui.control.spec import InstanceSpec
 from koboldtui.control.state import InstanceState
 from koboldtui.control.supervisor import Supervisor
-from koboldtui.paths import AppPaths, app_paths
+from koboldtui.paths import AppPaths
 from koboldtui.store.db import open_database
 from koboldtui.store.instances import InstanceStore
 
@@ -77,11 +77,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def paths() -> AppPaths:
-    return app_paths().ensure()
 
 
 @pytest.fixture

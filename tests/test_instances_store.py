@@ -11,7 +11,7 @@ from koboldtui.config import HordeSettings
 from koboldtui.control.registry import InstanceRegistry
 from koboldtui.control.secrets import InstanceSecrets
 from koboldtui.control.spec import InstanceSpec, SpecError
-from koboldtui.paths import AppPaths, app_paths
+from koboldtui.paths import AppPaths
 from koboldtui.store.db import open_database
 from koboldtui.store.instances import (
     DuplicateInstanceError,
@@ -20,11 +20,6 @@ from koboldtui.store.instances import (
     PortConflictError,
     UnknownInstanceError,
 )
-
-
-@pytest.fixture
-def paths() -> AppPaths:
-    return app_paths().ensure()
 
 
 @pytest.fixture
